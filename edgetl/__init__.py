@@ -1,0 +1,39 @@
+"""edgetl: labelled inspection images to a validated defect classifier on edge hardware.
+
+The workstation side (TensorFlow) is imported lazily: ``import edgetl`` costs almost nothing, and
+``edgetl.train``/``edgetl.export`` load TensorFlow on first use.
+
+>>> import edgetl
+>>> edgetl.__version__
+'0.1.0'
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first access)
+_LAZY = {
+    "load_backbone": "edgetl.backbones",
+    "train": "edgetl.train",
+    "TrainOptions": "edgetl.train",
+    "TrainResult": "edgetl.train",
+    "evaluate": "edgetl.evaluate",
+    "export": "edgetl.export",
+    "ExportOptions": "edgetl.export",
+    "ExportResult": "edgetl.export",
+    "load_profile": "edgetl.profiles",
+    "DeviceProfile": "edgetl.profiles",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgetl' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

@@ -1,0 +1,49 @@
+"""``edgetl``: the workstation CLI (data, backbones, train, eval, export, benchmark, devices).
+
+Each command lives in ``edgetl/commands/<name>.py`` and imports TensorFlow only inside its body,
+so ``edgetl --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from . import __version__
+
+# command name -> (module, attribute); modules are imported when the CLI is built, they must
+# not import TensorFlow at module level.
+_COMMANDS = {
+    "data": ("edgetl.commands.data", "data"),
+    "backbones": ("edgetl.commands.backbones", "backbones"),
+    "train": ("edgetl.commands.train", "train"),
+    "eval": ("edgetl.commands.evaluate", "eval_cmd"),
+    "export": ("edgetl.commands.export", "export"),
+    "benchmark": ("edgetl.commands.benchmark", "benchmark"),
+    "devices": ("edgetl.commands.devices", "devices"),
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgetl")
+def main() -> None:
+    """Fine-tune a defect classifier on inspection images and ship it to edge hardware.
+
+    \b
+    Typical flow:
+      edgetl data elpv data/elpv
+      edgetl train data/elpv/train -o runs/elpv
+      edgetl eval runs/elpv data/elpv/test
+      edgetl export runs/elpv --format tflite --quant int8 -o model.tflite
+    """
+
+
+for _name, (_module, _attr) in _COMMANDS.items():
+    try:
+        _mod = importlib.import_module(_module)
+    except ModuleNotFoundError as _exc:  # a command not built yet in this checkout
+        if _exc.name != _module:
+            raise
+        continue
+    main.add_command(getattr(_mod, _attr), _name)

@@ -1,0 +1,192 @@
+"""The one image pipeline: decode, fix orientation and colour mode, resize, to model input.
+
+Training, calibration, export validation and the device runtime all call these functions, so a
+model never sees pixels prepared differently from the ones it was trained on.
+
+>>> import numpy as np
+>>> pixels = load_image(np.zeros((40, 30), np.uint8), size=(8, 8))
+>>> pixels.shape, pixels.dtype
+((8, 8, 3), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Images above this many pixels are only decoded when the codec can decode at reduced size
+# (JPEG's DCT scaling); a 20000x20000 PNG would need over 1 GB before it could be shrunk.
+MAX_FULL_DECODE_PIXELS = 64_000_000
+# Hard ceiling, even for draft decoding, against decompression bombs.
+MAX_DRAFT_PIXELS = 1_000_000_000
+
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "bicubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX,
+}
+
+
+def _open(src: str | Path | bytes) -> Image.Image:
+    fp = io.BytesIO(src) if isinstance(src, bytes) else src
+    name = "<bytes>" if isinstance(src, bytes) else str(src)
+    try:
+        if not isinstance(src, bytes) and Path(src).stat().st_size == 0:
+            raise ImageError(name, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None  # checked below, with a reduced-size decode for JPEG
+            try:
+                img = Image.open(fp)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except FileNotFoundError:
+        raise ImageError(name, "no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageError(name, f"not a readable image ({exc.__class__.__name__}: {exc})") from None
+    return img
+
+
+def _guarded_decode(img: Image.Image, name: str, size: tuple[int, int] | None) -> Image.Image:
+    """Decode ``img``, at reduced size when it is huge and the codec allows it."""
+    pixels = img.width * img.height
+    if pixels > MAX_DRAFT_PIXELS:
+        raise ImageError(name, f"image is {img.width}x{img.height}, too large to decode safely")
+    if size is not None and img.format == "JPEG":
+        # JPEG decodes at 1/2, 1/4 or 1/8 scale directly: huge photos cost little memory.
+        img.draft(img.mode if img.mode in ("RGB", "L") else "RGB", (size[1], size[0]))
+    elif pixels > MAX_FULL_DECODE_PIXELS:
+        raise ImageError(
+            name,
+            f"image is {img.width}x{img.height} ({pixels / 1e6:.0f} MP) and its format "
+            f"({img.format}) cannot be decoded at reduced size; downscale it or save it as JPEG",
+        )
+    try:
+        img.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(name, f"corrupt or truncated image ({exc})") from None
+    return img
+
+
+def _to_mode(img: Image.Image, color_mode: str) -> Image.Image:
+    """Convert any PIL mode (16-bit, float, palette, CMYK, alpha) to 8-bit RGB or L."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode == "F" and arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        elif img.mode != "F":  # 16-bit (or wider) integers: scale the full range to 0..255
+            arr = arr / 257.0
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "RGBa", "PA"):  # alpha is dropped: colour values are kept as stored
+        img = img.convert("RGB")
+    elif img.mode in ("LA", "La"):
+        img = img.convert("L")
+    target = "RGB" if color_mode == "rgb" else "L"
+    return img if img.mode == target else img.convert(target)
+
+
+def open_image(src: ImageSource, color_mode: str = "rgb", size: tuple[int, int] | None = None) -> Image.Image:
+    """Return ``src`` decoded as an 8-bit RGB (``color_mode="rgb"``) or L PIL image.
+
+    ``size`` (height, width) is a hint only: huge JPEGs are decoded directly at reduced size.
+    EXIF orientation is applied, so a rotated camera image looks as it did on the camera.
+    """
+    if color_mode not in ("rgb", "grayscale"):
+        raise ValueError(f"color_mode must be 'rgb' or 'grayscale', got {color_mode!r}")
+    if isinstance(src, np.ndarray):
+        return _to_mode(_from_array(src), color_mode)
+    if isinstance(src, Image.Image):
+        img, name = src, "<PIL image>"
+    else:
+        img, name = _open(src), "<bytes>" if isinstance(src, bytes) else str(src)
+        img = _guarded_decode(img, name, size)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not make a readable image unreadable
+        pass
+    try:
+        return _to_mode(img, color_mode)
+    except (OSError, ValueError) as exc:
+        raise ImageError(name, f"cannot convert image mode {img.mode} ({exc})") from None
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageError("<array>", f"expected HxW, HxWx1, HxWx3 or HxWx4 pixels, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return Image.fromarray(arr)
+    if arr.dtype == np.uint16:
+        arr = arr.astype(np.float64) / 257.0
+    elif np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
+        arr = arr * 255.0  # floats in [0, 1]
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+
+
+def load_image(
+    src: ImageSource,
+    size: tuple[int, int],
+    color_mode: str = "rgb",
+    resize: str = "bilinear",
+) -> np.ndarray:
+    """Return ``src`` as uint8 pixels of shape ``(height, width, channels)`` at ``size`` (h, w)."""
+    img = open_image(src, color_mode=color_mode, size=size)
+    height, width = int(size[0]), int(size[1])
+    if img.size != (width, height):
+        try:
+            img = img.resize((width, height), _RESAMPLE[resize], reducing_gap=3.0)
+        except KeyError:
+            raise ValueError(f"resize must be one of {sorted(_RESAMPLE)}, got {resize!r}") from None
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def to_model_input(
+    pixels: np.ndarray,
+    dtype: np.dtype | type,
+    mean: tuple[float, ...] = (0.0,),
+    std: tuple[float, ...] = (1.0,),
+    quantization: tuple[float, int] | None = None,
+) -> np.ndarray:
+    """Return uint8 ``pixels`` (N, H, W, C) as the model's input tensor.
+
+    Float inputs get ``(pixel - mean) / std``. Integer inputs are quantized with the tensor's
+    ``(scale, zero_point)``; for edgetl int8 models (mean 0, std 1, scale 1) the uint8 pixels
+    pass through untouched, so the device does no float work at all.
+    """
+    dtype = np.dtype(dtype)
+    mean_arr = np.asarray(mean, np.float32)
+    std_arr = np.asarray(std, np.float32)
+    identity = not mean_arr.any() and np.all(std_arr == 1.0)
+    if dtype.kind == "f":
+        x = pixels.astype(np.float32)
+        return (x if identity else (x - mean_arr) / std_arr).astype(dtype, copy=False)
+    scale, zero_point = quantization if quantization and quantization[0] else (1.0, 0)
+    if identity and scale == 1.0 and zero_point == 0 and dtype == np.uint8:
+        return np.ascontiguousarray(pixels, dtype=np.uint8)
+    x = pixels.astype(np.float32)
+    if not identity:
+        x = (x - mean_arr) / std_arr
+    info = np.iinfo(dtype)
+    q = np.rint(x / np.float32(scale) + np.float32(zero_point))
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Return True when ``path`` has an image suffix edgetl reads."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
