@@ -1,0 +1,384 @@
+"""Device profiles: ``devices/*.toml`` read into frozen dataclasses, and detection of this host.
+
+A profile says what a target wants (export format and quantization), how to run there (backend,
+device string, threads, delegate/provider options), and what "fast enough" means (latency and
+memory budgets for a reference model). Adding a device is adding a TOML file; the shipped ones
+live in the repository's top-level ``devices/`` folder and are installed with ``edgetl-runtime``
+as package data. ``EDGETL_DEVICES_DIR`` (one or more folders, ``os.pathsep``-separated) adds
+user profiles; a user profile with a shipped name replaces the shipped one.
+
+Device strings: ``cpu``, ``cuda``, ``tensorrt``, ``edgetpu`` (any), ``edgetpu:usb``,
+``edgetpu:pci``, optionally with an index (``edgetpu:usb:0``), as in pycoral.
+
+>>> profile = load_profile("cpu-x86_64")
+>>> (profile.export.format, profile.export.quantization, profile.runtime.device)
+('tflite', 'int8', 'cpu')
+>>> detect(HostInfo(arch="aarch64", model="Raspberry Pi 4 Model B Rev 1.4")).profile.name
+'raspberry-pi-4'
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import EdgetlRuntimeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ENV_DEVICES_DIR = "EDGETL_DEVICES_DIR"
+FORMATS = ("tflite", "edgetpu", "onnx")
+QUANTIZATIONS = ("int8", "fp16", "fp32", "dynamic")
+BACKENDS = ("litert", "edgetpu", "onnxruntime")
+EDGETPU_LINKS = ("usb", "pci")
+# USB ids of the Coral USB Accelerator: before its firmware is loaded it enumerates as Global
+# Unichip (1a6e:089a), afterwards as Google (18d1:9302). Either means "an Edge TPU is plugged in".
+EDGETPU_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|tensorrt|edgetpu(:(usb|pci)(:\d+)?)?)$")
+# Which backend may run which export format (the exporter and runtime agree on these pairs).
+_BACKEND_OF_FORMAT = {"tflite": ("litert",), "edgetpu": ("edgetpu",), "onnx": ("onnxruntime",)}
+
+
+class ProfileError(EdgetlRuntimeError, ValueError):
+    """A device profile is missing, unparsable, or has a missing/unknown/invalid field."""
+
+    def __init__(self, path: object, field_name: str | None, reason: str):
+        self.path = str(path)
+        self.field = field_name
+        self.reason = reason
+        where = f"{self.path}: field '{field_name}'" if field_name else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """How to recognise the device. Every criterion given must hold; an empty rule never matches.
+
+    ``arch``: any of these ``platform.machine()`` values; ``model_contains``: any of these
+    substrings of ``/proc/device-tree/model``; ``edgetpu``: an Edge TPU on this link ("usb" or
+    "pci"); ``tegra``: an NVIDIA Tegra SoC. Among matches the highest ``priority`` wins.
+    """
+
+    arch: tuple[str, ...] = ()
+    model_contains: tuple[str, ...] = ()
+    edgetpu: str | None = None
+    tegra: bool | None = None
+    priority: int = 0
+
+    def check(self, host: HostInfo) -> tuple[bool, tuple[str, ...]]:
+        """Return (all criteria hold, one reason per criterion saying whether and why)."""
+        results: list[tuple[bool, str]] = []
+        if self.arch:
+            ok = host.arch.lower() in {a.lower() for a in self.arch}
+            results.append((ok, f"architecture {host.arch!r} {'is' if ok else 'is not'} one of {', '.join(self.arch)}"))
+        if self.model_contains:
+            hit = next((s for s in self.model_contains if s.lower() in host.model.lower()), None)
+            shown = host.model or "(no /proc/device-tree/model)"
+            results.append((hit is not None, f"device-tree model {shown!r} contains {hit!r}" if hit
+                            else f"device-tree model {shown!r} contains none of {', '.join(self.model_contains)}"))
+        if self.edgetpu is not None:
+            ok = self.edgetpu in host.edgetpu
+            results.append((ok, f"Edge TPU on {self.edgetpu} {'found' if ok else 'not found'}"
+                            + (f" ({'; '.join(host.evidence)})" if ok and host.evidence else "")))
+        if self.tegra is not None:
+            ok = host.tegra == self.tegra
+            results.append((ok, f"NVIDIA Tegra {'present' if host.tegra else 'absent'} (wanted {'present' if self.tegra else 'absent'})"))
+        if not results:
+            return False, ("no detection criteria: select this profile by name",)
+        return all(ok for ok, _ in results), tuple(reason for _, reason in results)
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    """What the exporter should produce for the device: format, quantization, (height, width)."""
+
+    format: str
+    quantization: str
+    input_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """How the runtime runs there: backend, device string, CPU threads, delegate/provider options."""
+
+    backend: str
+    device: str
+    threads: int
+    delegate_options: dict[str, Any] = field(default_factory=dict, hash=False)
+    providers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Latency (ms, per image, end to end) and resident-memory (MB) limits for the reference model."""
+
+    p50_ms: float
+    p99_ms: float
+    memory_mb: float
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    """The model the budget is stated for: backbone name, (height, width), quantization."""
+
+    backbone: str
+    input_size: tuple[int, int]
+    quantization: str
+
+
+@dataclass(frozen=True)
+class PublishedFigure:
+    """A public latency figure for context (approximate; ``source`` is its URL)."""
+
+    model: str
+    device: str
+    latency_ms: float
+    source: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One target device, as read from its TOML file (``path``)."""
+
+    name: str
+    description: str
+    detect: Detection
+    export: ExportTarget
+    runtime: RuntimeSettings
+    budget: Budget
+    reference: ReferenceModel
+    published: tuple[PublishedFigure, ...]
+    path: Path
+
+
+# --------------------------------------------------------------------------- schema checking
+
+
+class _Reader:
+    """Typed access to one TOML table that reports the file and dotted field name on error."""
+
+    def __init__(self, path: Path, table: Any, prefix: str, allowed: Iterable[str]):
+        self.path, self.prefix = path, prefix
+        if not isinstance(table, dict):
+            raise ProfileError(path, prefix.rstrip("."), f"must be a table, got {type(table).__name__}")
+        self.table = table
+        unknown = sorted(set(table) - set(allowed))
+        if unknown:
+            raise ProfileError(path, prefix + unknown[0], f"unknown key; allowed here: {', '.join(sorted(allowed))}")
+
+    def fail(self, key: str, reason: str) -> ProfileError:
+        return ProfileError(self.path, self.prefix + key, reason)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in self.table:
+            if default is ...:
+                raise self.fail(key, "missing (required)")
+            return default
+        value = self.table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python; a budget of `true` is a mistake, not 1 ms.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.fail(key, f"must be {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...]) -> str:
+        value = self.get(key, str)
+        if value not in options:
+            raise self.fail(key, f"{value!r} is not one of {', '.join(options)}")
+        return value
+
+    def positive(self, key: str, kind: type | tuple[type, ...] = (int, float)) -> Any:
+        value = self.get(key, kind)
+        if value <= 0:
+            raise self.fail(key, f"must be > 0, got {value}")
+        return value
+
+    def strings(self, key: str, default: Any = ...) -> tuple[str, ...]:
+        value = self.get(key, list, default)
+        if not all(isinstance(v, str) and v for v in value):
+            raise self.fail(key, "must be a list of non-empty strings")
+        return tuple(value)
+
+    def size(self, key: str) -> tuple[int, int]:
+        value = self.get(key, list)
+        if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            raise self.fail(key, f"must be [height, width] in pixels, two positive integers, got {value!r}")
+        return (value[0], value[1])
+
+    def sub(self, key: str, allowed: Iterable[str], default: Any = ...) -> _Reader:
+        return _Reader(self.path, self.get(key, dict, default), f"{self.prefix}{key}.", allowed)
+
+
+def _parse(path: Path, data: dict[str, Any]) -> DeviceProfile:
+    top = _Reader(path, data, "", ("name", "description", "detect", "export", "runtime", "budget", "reference", "published"))
+    name = top.get("name", str)
+    if name != path.stem:
+        raise top.fail("name", f"{name!r} must equal the file name without .toml ({path.stem!r})")
+    d = top.sub("detect", ("arch", "model_contains", "edgetpu", "tegra", "priority"))
+    detection = Detection(
+        arch=d.strings("arch", []), model_contains=d.strings("model_contains", []),
+        edgetpu=d.choice("edgetpu", EDGETPU_LINKS) if "edgetpu" in d.table else None,
+        tegra=d.get("tegra", bool, None), priority=d.get("priority", int, 0))
+    e = top.sub("export", ("format", "quantization", "input_size"))
+    export = ExportTarget(e.choice("format", FORMATS), e.choice("quantization", QUANTIZATIONS), e.size("input_size"))
+    r = top.sub("runtime", ("backend", "device", "threads", "delegate_options", "providers"))
+    device = r.get("device", str)
+    if not _DEVICE_RE.match(device):
+        raise r.fail("device", f"{device!r} is not a device string (cpu, cuda, tensorrt, edgetpu, edgetpu:usb, edgetpu:pci[:N])")
+    options = r.get("delegate_options", dict, {})
+    for key, value in options.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise r.fail(f"delegate_options.{key}", f"must be a string, number or boolean, got {type(value).__name__}")
+    runtime = RuntimeSettings(r.choice("backend", BACKENDS), device, r.positive("threads", int), dict(options),
+                              r.strings("providers", []))
+    if runtime.backend not in _BACKEND_OF_FORMAT[export.format]:
+        raise r.fail("backend", f"{runtime.backend!r} cannot run export format {export.format!r}; "
+                     f"use {' or '.join(_BACKEND_OF_FORMAT[export.format])}")
+    if (runtime.backend == "edgetpu") != device.startswith("edgetpu"):
+        raise r.fail("device", f"{device!r} does not fit backend {runtime.backend!r}")
+    b = top.sub("budget", ("p50_ms", "p99_ms", "memory_mb"))
+    budget = Budget(float(b.positive("p50_ms")), float(b.positive("p99_ms")), float(b.positive("memory_mb")))
+    if budget.p99_ms < budget.p50_ms:
+        raise b.fail("p99_ms", f"{budget.p99_ms} is below p50_ms {budget.p50_ms}; p99 can never be faster than p50")
+    m = top.sub("reference", ("backbone", "input_size", "quantization"))
+    reference = ReferenceModel(m.get("backbone", str), m.size("input_size"), m.choice("quantization", QUANTIZATIONS))
+    figures = []
+    for i, item in enumerate(top.get("published", list, [])):
+        p = _Reader(path, item, f"published[{i}].", ("model", "device", "latency_ms", "source", "note"))
+        figures.append(PublishedFigure(p.get("model", str), p.get("device", str), float(p.positive("latency_ms")),
+                                       p.get("source", str), p.get("note", str, "")))
+    return DeviceProfile(name, top.get("description", str), detection, export, runtime, budget, reference,
+                         tuple(figures), path)
+
+
+# --------------------------------------------------------------------------- finding and loading
+
+
+def profile_dirs() -> list[Path]:
+    """Return the folders searched for ``*.toml``, highest precedence first (user dirs, then shipped)."""
+    dirs = [Path(p).expanduser() for p in os.environ.get(ENV_DEVICES_DIR, "").split(os.pathsep) if p]
+    return [*dirs, Path(str(resources.files("edgetl_runtime") / "devices"))]
+
+
+def _read(path: Path) -> DeviceProfile:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(path, None, f"not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(path, None, f"cannot be read ({exc})") from None
+    return _parse(path.resolve(), data)
+
+
+def _profile_files() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in profile_dirs():
+        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else ():
+            found.setdefault(path.stem, path)
+    return found
+
+
+def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
+    """Return the profile named ``name_or_path`` (e.g. "coral-usb") or read from that TOML file."""
+    text = os.fspath(name_or_path)
+    if text.endswith(".toml") or os.sep in text or (os.altsep and os.altsep in text):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ProfileError(path, None, "no such profile file")
+        return _read(path)
+    files = _profile_files()
+    if text not in files:
+        known = ", ".join(sorted(files)) or "none"
+        raise ProfileError(text, None, f"unknown device profile; known: {known}. Add {text}.toml to "
+                           f"${ENV_DEVICES_DIR} to define it, or see `edgetl devices list`.")
+    return _read(files[text])
+
+
+def list_profiles() -> list[DeviceProfile]:
+    """Return every available profile (shipped and from ``EDGETL_DEVICES_DIR``), sorted by name."""
+    return [_read(path) for _, path in sorted(_profile_files().items())]
+
+
+# --------------------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What detection looks at: CPU architecture, device-tree model, Edge TPU links, Tegra.
+
+    Build one by hand to ask "what would a Pi 5 with a Coral USB get?", or call ``probe()``.
+    """
+
+    arch: str
+    model: str = ""
+    edgetpu: tuple[str, ...] = ()  # links with an Edge TPU: "usb" and/or "pci"
+    tegra: bool = False
+    evidence: tuple[str, ...] = ()  # where the Edge TPU/Tegra findings came from, for reasons
+
+    @classmethod
+    def probe(cls, root: str | os.PathLike[str] = "/", arch: str | None = None) -> HostInfo:
+        """Return this host's facts, read from files under ``root`` (a fake tree works for tests)."""
+        base = Path(root)
+        model = _read_text(base / "proc/device-tree/model")
+        links: list[str] = []
+        evidence: list[str] = []
+        apex = sorted((base / "dev").glob("apex_*")) if (base / "dev").is_dir() else []
+        if apex:
+            links.append("pci")
+            evidence.append(f"{apex[0].name} in /dev")
+        usb_root = base / "sys/bus/usb/devices"
+        for dev in sorted(usb_root.iterdir()) if usb_root.is_dir() else ():
+            ids = (_read_text(dev / "idVendor").lower(), _read_text(dev / "idProduct").lower())
+            if ids in EDGETPU_USB_IDS:
+                links.append("usb")
+                evidence.append(f"USB {ids[0]}:{ids[1]} at {dev.name}")
+                break
+        tegra_release = base / "etc/nv_tegra_release"
+        tegra = tegra_release.is_file() or "nvidia jetson" in model.lower()
+        if tegra:
+            evidence.append("/etc/nv_tegra_release" if tegra_release.is_file() else "device-tree model names NVIDIA Jetson")
+        return cls(arch or platform.machine(), model, tuple(links), tegra, tuple(evidence))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().replace(b"\0", b"").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """The best profile for a host (None if none matches), why, and every match, best first."""
+
+    profile: DeviceProfile | None
+    reasons: tuple[str, ...]
+    candidates: tuple[DeviceProfile, ...]
+    host: HostInfo
+
+
+def detect(host: HostInfo | None = None, profiles: Iterable[DeviceProfile] | None = None) -> DetectionResult:
+    """Return which profile matches ``host`` (default: ``HostInfo.probe()``) and the reasons."""
+    host = host if host is not None else HostInfo.probe()
+    pool = list(profiles) if profiles is not None else list_profiles()
+    matches = [(p, p.detect.check(host)[1]) for p in pool if p.detect.check(host)[0]]
+    # Most specific first: explicit priority, then how many criteria the rule names.
+    matches.sort(key=lambda m: (-m[0].detect.priority, -len(m[1]), m[0].name))
+    if not matches:
+        summary = f"arch={host.arch!r}, model={host.model or '-'!r}, edgetpu={','.join(host.edgetpu) or 'none'}, tegra={host.tegra}"
+        return DetectionResult(None, (f"no profile matches this host ({summary}); pass --device NAME or add a "
+                                      f"profile to ${ENV_DEVICES_DIR}",), (), host)
+    best, reasons = matches[0]
+    others = tuple(f"also matches {p.name} (lower priority)" for p, _ in matches[1:])
+    return DetectionResult(best, reasons + others, tuple(p for p, _ in matches), host)
