@@ -12,9 +12,10 @@ model never sees pixels prepared differently from the ones it was trained on.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import NamedTuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -37,6 +38,20 @@ _RESAMPLE = {
     "area": Image.Resampling.BOX,
 }
 
+# Image.MAX_IMAGE_PIXELS is process-global: opening is serialized so that threads decoding in
+# parallel cannot interleave the save/restore below and leave Pillow's bomb check switched off.
+# Only the header parse happens under the lock; decoding (the slow part) runs in parallel.
+_OPEN_LOCK = threading.Lock()
+
+
+class ImageInfo(NamedTuple):
+    """What an image file holds, as stored: size in pixels, PIL mode and file format."""
+
+    width: int
+    height: int
+    mode: str
+    format: str
+
 
 def _open(src: str | Path | bytes) -> Image.Image:
     fp = io.BytesIO(src) if isinstance(src, bytes) else src
@@ -44,7 +59,7 @@ def _open(src: str | Path | bytes) -> Image.Image:
     try:
         if not isinstance(src, bytes) and Path(src).stat().st_size == 0:
             raise ImageError(name, "empty file (0 bytes)")
-        with warnings.catch_warnings():
+        with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             saved = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None  # checked below, with a reduced-size decode for JPEG
@@ -61,6 +76,14 @@ def _open(src: str | Path | bytes) -> Image.Image:
 
 def _guarded_decode(img: Image.Image, name: str, size: tuple[int, int] | None) -> Image.Image:
     """Decode ``img``, at reduced size when it is huge and the codec allows it."""
+    try:
+        return _decode(img, name, size)
+    except BaseException:
+        img.close()  # do not leak a file handle per bad file when scanning thousands of them
+        raise
+
+
+def _decode(img: Image.Image, name: str, size: tuple[int, int] | None) -> Image.Image:
     pixels = img.width * img.height
     if pixels > MAX_DRAFT_PIXELS:
         raise ImageError(name, f"image is {img.width}x{img.height}, too large to decode safely")
@@ -185,6 +208,22 @@ def to_model_input(
     info = np.iinfo(dtype)
     q = np.rint(x / np.float32(scale) + np.float32(zero_point))
     return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def probe_image(src: str | Path | bytes) -> ImageInfo:
+    """Return the stored size, mode and format of ``src`` after checking that it decodes.
+
+    The pixels are decoded (a truncated file raises :class:`ImageError`), at reduced size for
+    JPEG, but nothing is converted: ``mode`` is what the file holds (``I;16``, ``P``, ``CMYK``...).
+    """
+    name = "<bytes>" if isinstance(src, bytes) else str(src)
+    img = _open(src)
+    info = ImageInfo(img.width, img.height, img.mode, img.format or "unknown")
+    try:
+        _guarded_decode(img, name, (256, 256))
+    finally:
+        img.close()
+    return info
 
 
 def is_image_file(path: str | Path) -> bool:
