@@ -300,8 +300,8 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
     files = _profile_files()
     if text not in files:
         known = ", ".join(sorted(files)) or "none"
-        raise ProfileError(text, None, f"unknown device profile; known: {known}. Add {text}.toml to "
-                           f"${ENV_DEVICES_DIR} to define it, or see `edgetl devices list`.")
+        raise ProfileError(text, None, f"unknown device profile; known: {known}. To define it, put {text}.toml in a "
+                           f"folder named by ${ENV_DEVICES_DIR} (see docs/devices.md).")
     return _read(files[text])
 
 

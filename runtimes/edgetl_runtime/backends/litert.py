@@ -1,0 +1,166 @@
+"""TFLite on the CPU through LiteRT (XNNPACK), falling back to tflite-runtime, then TensorFlow.
+
+Thread safety: a TFLite interpreter is not thread-safe, so this backend keeps a small pool of
+interpreters built from the same model bytes. A call borrows an idle one (building a new one
+while fewer than ``max_interpreters`` exist, waiting otherwise) and returns it afterwards. Many
+threads thus run truly in parallel (``invoke`` releases the GIL) while memory stays bounded, and
+every interpreter computes exactly what a single serial one would.
+
+>>> import_interpreter_module().__name__.rsplit(".", 1)[-1]  # doctest: +SKIP
+'interpreter'
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import EngineNotInstalled, ModelFormatError
+from . import TensorSpec
+
+LITERT_EXTRA = "pip install 'edgetl-runtime[litert]'"
+
+
+def import_interpreter_module() -> Any:
+    """Return the first installed module providing ``Interpreter`` and ``load_delegate``."""
+    try:
+        from ai_edge_litert import interpreter as module
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter as module  # older devices (Coral images, Pi OS)
+        except ImportError:
+            try:  # last resort on a workstation that only has TensorFlow
+                import tensorflow.lite as module  # type: ignore[no-redef]
+            except ImportError:
+                raise EngineNotInstalled(
+                    f"running a .tflite model needs LiteRT, which is not installed: {LITERT_EXTRA}"
+                ) from None
+    return module
+
+
+def engine_name(module: Any) -> str:
+    """Return a short name for the interpreter module: litert, tflite_runtime or tensorflow."""
+    name = module.__name__
+    return "litert" if name.startswith("ai_edge_litert") else name.split(".")[0]
+
+
+def default_threads() -> int:
+    """Return the CPU threads used when the caller gives none: every core, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _spec(detail: dict) -> TensorSpec:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    signature = detail.get("shape_signature", detail["shape"])
+    shape = tuple(int(d) for d in signature)
+    quant = (float(scale), int(zero_point)) if scale else None
+    return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]), quant)
+
+
+class InterpreterPool:
+    """A bounded pool of interpreters built on demand by ``factory`` (see the module docstring)."""
+
+    def __init__(self, factory: Callable[[], Any], max_interpreters: int):
+        self._factory = factory
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._created = 0
+        self._max = max(1, max_interpreters)
+        self._idle.put(self._build())  # the first one, built eagerly so load errors surface now
+
+    def _build(self) -> Any:
+        interpreter = self._factory()
+        interpreter.allocate_tensors()
+        self._created += 1
+        return interpreter
+
+    def acquire(self) -> Any:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._created < self._max:
+                return self._build()
+        return self._idle.get()
+
+    def release(self, interpreter: Any) -> None:
+        self._idle.put(interpreter)
+
+
+class LiteRtBackend:
+    """A TFLite model on the CPU. ``threads`` is the CPU threads of each interpreter."""
+
+    engine = "litert"
+    device = "cpu"
+
+    def __init__(
+        self,
+        path: Path,
+        data: bytes,
+        threads: int | None = None,
+        delegates: Callable[[], list] | None = None,
+        max_interpreters: int | None = None,
+    ):
+        module = import_interpreter_module()
+        self.engine = engine_name(module)
+        self.threads = threads or default_threads()
+        self._data = data  # interpreters read the buffer in place: keep it alive
+
+        def factory() -> Any:
+            kwargs: dict[str, Any] = {"model_content": data, "num_threads": self.threads}
+            if delegates is not None:
+                kwargs["experimental_delegates"] = delegates()
+            return module.Interpreter(**kwargs)
+
+        try:
+            self._pool = InterpreterPool(factory, max_interpreters or os.cpu_count() or 1)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFormatError(f"{path}: not a model this TFLite engine can run ({exc})") from None
+        first = self._pool.acquire()
+        try:
+            inputs, outputs = first.get_input_details(), first.get_output_details()
+        finally:
+            self._pool.release(first)
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelFormatError(
+                f"{path}: expected an image classifier with 1 input and 1 output, "
+                f"found {len(inputs)} inputs and {len(outputs)} outputs"
+            )
+        self._in_index, self._out_index = inputs[0]["index"], outputs[0]["index"]
+        self.input, self.output = _spec(inputs[0]), _spec(outputs[0])
+        # Models converted with a dynamic batch (-1) take a whole batch in one invoke.
+        self._dynamic_batch = self.input.shape[0] == -1
+        self._fixed_batch = max(1, int(inputs[0]["shape"][0]))
+        self._shapes: dict[int, tuple] = {}  # id(interpreter) -> allocated input shape
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Return the raw output (N, n_classes) for ``batch`` (N, H, W, C) of the input dtype."""
+        interpreter = self._pool.acquire()
+        try:
+            if self._dynamic_batch:
+                return self._invoke(interpreter, batch)
+            step = self._fixed_batch
+            parts = [self._invoke(interpreter, batch[i : i + step]) for i in range(0, len(batch), step)]
+            return np.concatenate(parts) if len(parts) != 1 else parts[0]
+        finally:
+            self._pool.release(interpreter)
+
+    def _invoke(self, interpreter: Any, batch: np.ndarray) -> np.ndarray:
+        # get_input_details() builds dicts on every call; remember each interpreter's shape instead.
+        if self._shapes.get(id(interpreter)) != batch.shape:
+            if not self._dynamic_batch and batch.shape[0] < self._fixed_batch:  # pad a short tail
+                pad = np.zeros((self._fixed_batch - batch.shape[0], *batch.shape[1:]), batch.dtype)
+                return self._invoke(interpreter, np.concatenate([batch, pad]))[: batch.shape[0]]
+            interpreter.resize_tensor_input(self._in_index, batch.shape)
+            interpreter.allocate_tensors()
+            self._shapes[id(interpreter)] = batch.shape
+        interpreter.set_tensor(self._in_index, batch)
+        interpreter.invoke()
+        # Copy: the interpreter reuses its output buffer on the next invoke.
+        return np.array(interpreter.get_tensor(self._out_index))
