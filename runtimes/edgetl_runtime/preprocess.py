@@ -67,6 +67,8 @@ def _open(src: str | Path | bytes) -> Image.Image:
                 img = Image.open(fp)
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
+    except ImageError:
+        raise  # already says what is wrong (ImageError is a ValueError: keep it from the clause below)
     except FileNotFoundError:
         raise ImageError(name, "no such file") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
