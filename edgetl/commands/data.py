@@ -62,7 +62,10 @@ def elpv_cmd(out: Path, split: float, seed: int, limit: int | None, as_json: boo
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"ELPV in {summary['out']}" + (" (already complete)" if summary["reused"] else ""))
+    console = Console()
+    state = "already complete, nothing to do" if summary["reused"] else "written"
+    console.print(f"ELPV in {summary['out']}: {state}", highlight=False, soft_wrap=True)
+    table = Table()
     for column in ("split", "good", "defect", "total", "defect share", "mono", "poly"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for part in ("train", "test"):
@@ -70,7 +73,6 @@ def elpv_cmd(out: Path, split: float, seed: int, limit: int | None, as_json: boo
         n = c["good"] + c["defect"]
         share = f"{c['defect'] / n:.1%}" if n else "-"
         table.add_row(part, str(c["good"]), str(c["defect"]), str(n), share, str(t["mono"]), str(t["poly"]))
-    console = Console()
     console.print(table)
     console.print(f"next: edgetl train {summary['train_dir']}", highlight=False)
 
@@ -99,7 +101,7 @@ def inspect_cmd(dataset: Path, as_json: bool) -> None:
 def _print_report(report: dict[str, Any]) -> None:
     console = Console()
     total = report["total"]
-    console.print(f"[bold]{report['path']}[/]", highlight=False)
+    console.print(f"[bold]{report['path']}[/]", highlight=False, soft_wrap=True)
     classes = Table(title=f"{total} images, {len(report['classes'])} classes")
     classes.add_column("class")
     classes.add_column("images", justify="right")
@@ -117,7 +119,7 @@ def _print_report(report: dict[str, Any]) -> None:
     if report["duplicates"]:
         dup = Table(title=f"Duplicate files ({len(report['duplicates'])} groups with identical content)")
         dup.add_column("group", justify="right")
-        dup.add_column("files")
+        dup.add_column("files", overflow="fold")
         for i, group in enumerate(report["duplicates"], 1):
             dup.add_row(str(i), "\n".join(group))
         console.print(dup)
@@ -125,8 +127,8 @@ def _print_report(report: dict[str, Any]) -> None:
         console.print("No duplicate files.")
     if report["unreadable"]:
         bad = Table(title=f"Unreadable files ({len(report['unreadable'])}): training skips them")
-        bad.add_column("file")
-        bad.add_column("reason")
+        bad.add_column("file", overflow="fold")
+        bad.add_column("reason", overflow="fold")
         for item in report["unreadable"]:
             bad.add_row(item["path"], item["reason"])
         console.print(bad)
