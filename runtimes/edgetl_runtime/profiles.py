@@ -43,7 +43,7 @@ EDGETPU_LINKS = ("usb", "pci")
 # USB ids of the Coral USB Accelerator: before its firmware is loaded it enumerates as Global
 # Unichip (1a6e:089a), afterwards as Google (18d1:9302). Either means "an Edge TPU is plugged in".
 EDGETPU_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))
-_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|tensorrt|edgetpu(:(usb|pci)(:\d+)?)?)$")
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|tensorrt(:\d+)?|edgetpu(:(usb|pci)(:\d+)?)?)$")
 # Which backend may run which export format (the exporter and runtime agree on these pairs).
 _BACKEND_OF_FORMAT = {"tflite": ("litert",), "edgetpu": ("edgetpu",), "onnx": ("onnxruntime",)}
 
@@ -235,7 +235,8 @@ def _parse(path: Path, data: dict[str, Any]) -> DeviceProfile:
     r = top.sub("runtime", ("backend", "device", "threads", "delegate_options", "providers"))
     device = r.get("device", str)
     if not _DEVICE_RE.match(device):
-        raise r.fail("device", f"{device!r} is not a device string (cpu, cuda, tensorrt, edgetpu, edgetpu:usb, edgetpu:pci[:N])")
+        raise r.fail("device", f"{device!r} is not a device string "
+                     "(cpu, cuda[:N], tensorrt[:N], edgetpu, edgetpu:usb[:N], edgetpu:pci[:N])")
     options = r.get("delegate_options", dict, {})
     for key, value in options.items():
         if not isinstance(value, (str, int, float, bool)):
