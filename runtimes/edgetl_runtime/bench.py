@@ -1,0 +1,274 @@
+"""Benchmark a model on this host: load time, first inference, per-stage latency, throughput, memory.
+
+Latency is measured per image, end to end (decode + resize + normalize, inference, scores), and per
+stage. A device profile's budget (``p50_ms``, ``p99_ms``, ``memory_mb``) turns a report into a
+PASS/FAIL :class:`Verdict`.
+
+>>> stats = StageStats.of([1.0, 2.0, 3.0, 4.0])
+>>> (stats.p50, stats.min, stats.max)
+(2.5, 1.0, 4.0)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import resource
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+STAGES = ("preprocess", "inference", "postprocess", "total")
+BENCH_IMAGE_SIZE = (480, 640)  # (height, width) of the synthetic camera frame used by default
+
+
+@dataclass(frozen=True)
+class StageStats:
+    """Latency statistics of one stage, in milliseconds."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, samples_ms: Sequence[float]) -> StageStats:
+        """Return the statistics of ``samples_ms`` (at least one sample)."""
+        x = np.asarray(samples_ms, dtype=np.float64)
+        p50, p90, p99 = np.percentile(x, [50, 90, 99])
+        return cls(float(p50), float(p90), float(p99), float(x.mean()), float(x.std()), float(x.min()), float(x.max()))
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """Everything measured by :func:`run_benchmark`; ``to_dict()`` is the JSON written by the CLI."""
+
+    model: str
+    engine: str
+    device: str
+    threads: int | None
+    runs: int
+    warmup: int
+    concurrency: int
+    image: str
+    load_ms: float
+    first_inference_ms: float
+    stages: dict[str, StageStats]
+    throughput_ips: float  # images per second, one stream
+    concurrent_throughput_ips: float  # images per second with `concurrency` threads
+    peak_rss_mb: float  # peak resident memory of the whole process
+    rss_mb: float  # resident memory after the runs
+    host: dict[str, str] = field(default_factory=dict)
+    latencies_ms: tuple[float, ...] = ()  # end-to-end latency of every timed run
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["stages"] = {name: asdict(s) for name, s in self.stages.items()}
+        out["latencies_ms"] = list(self.latencies_ms)
+        return out
+
+
+class Verdict(NamedTuple):
+    """PASS/FAIL of a report against a device profile's budget; ``reasons`` has one line per check."""
+
+    passed: bool
+    reasons: tuple[str, ...]
+
+
+def synthetic_image(size: tuple[int, int] = BENCH_IMAGE_SIZE, seed: int = 0) -> bytes:
+    """Return a JPEG camera-like frame (bytes) so that ``preprocess`` includes a real decode."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    base = np.linspace(60, 200, w)[None, :, None] + rng.normal(0, 12, (h, w, 3))
+    buf = io.BytesIO()
+    Image.fromarray(base.clip(0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def memory_mb() -> tuple[float, float]:
+    """Return ``(peak, current)`` resident memory of this process in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mb = peak / 1024**2 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+    current_mb = peak_mb
+    try:
+        with open("/proc/self/statm") as fh:
+            current_mb = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**2
+    except (OSError, ValueError, IndexError):
+        pass
+    return peak_mb, current_mb
+
+
+def run_benchmark(
+    model_path: str | Path,
+    runs: int = 100,
+    warmup: int = 10,
+    threads: int | None = None,
+    concurrency: int = 1,
+    device: str = "cpu",
+    image: str | Path | bytes | None = None,
+    labels: str | Path | Sequence[str] | None = None,
+) -> BenchReport:
+    """Return a :class:`BenchReport` for ``model_path`` on ``device`` (a device string, e.g. ``cpu``).
+
+    ``image`` defaults to a synthetic 640x480 JPEG; ``runs`` timed predictions follow ``warmup``
+    untimed ones; with ``concurrency`` > 1 another ``runs`` predictions are spread over that many
+    threads to measure throughput.
+    """
+    from .model import load
+
+    if runs < 1 or warmup < 0 or concurrency < 1:
+        raise ValueError("runs and concurrency must be >= 1 and warmup >= 0")
+    source: Any = synthetic_image() if image is None else (image if isinstance(image, bytes) else Path(image))
+    t0 = time.perf_counter()
+    model = load(model_path, device=device, threads=threads, labels=labels)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    model.predict(source)
+    first_ms = (time.perf_counter() - t0) * 1e3
+    for _ in range(warmup):
+        model.predict(source)
+
+    samples: dict[str, list[float]] = {name: [] for name in STAGES}
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        s = time.perf_counter()
+        timings = model.predict(source).timings
+        total = (time.perf_counter() - s) * 1e3
+        for name in STAGES[:-1]:
+            samples[name].append(timings[name])
+        samples["total"].append(total)
+    single_ips = runs / (time.perf_counter() - t0)
+
+    concurrent_ips = single_ips
+    if concurrency > 1:
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(lambda _: model.predict(source), range(concurrency)))  # each thread warm
+            t0 = time.perf_counter()
+            list(pool.map(lambda _: model.predict(source), range(runs)))
+            concurrent_ips = runs / (time.perf_counter() - t0)
+
+    peak, current = memory_mb()
+    info = model.info
+    return BenchReport(
+        model=str(model_path),
+        engine=info.engine,
+        device=info.device,
+        threads=info.threads,
+        runs=runs,
+        warmup=warmup,
+        concurrency=concurrency,
+        image="synthetic 640x480 JPEG" if image is None else ("<bytes>" if isinstance(image, bytes) else str(image)),
+        load_ms=load_ms,
+        first_inference_ms=first_ms,
+        stages={name: StageStats.of(values) for name, values in samples.items()},
+        throughput_ips=single_ips,
+        concurrent_throughput_ips=concurrent_ips,
+        peak_rss_mb=peak,
+        rss_mb=current,
+        host={
+            "machine": platform.machine(),
+            "system": platform.system(),
+            "python": platform.python_version(),
+            "cpus": str(os.cpu_count()),
+        },
+        latencies_ms=tuple(samples["total"]),
+    )
+
+
+def verdict(report: BenchReport, profile: Any) -> Verdict:
+    """Return PASS/FAIL of ``report`` against ``profile.budget`` (p50_ms, p99_ms, memory_mb).
+
+    A budget field that is missing or None is not checked.
+    """
+    budget = profile.budget
+    total = report.stages["total"]
+    checks = [
+        ("p50 latency", total.p50, getattr(budget, "p50_ms", None), "ms"),
+        ("p99 latency", total.p99, getattr(budget, "p99_ms", None), "ms"),
+        ("peak memory", report.peak_rss_mb, getattr(budget, "memory_mb", None), "MB"),
+    ]
+    reasons, passed = [], True
+    for what, value, limit, unit in checks:
+        if limit is None:
+            continue
+        ok = value <= float(limit)
+        passed &= ok
+        reasons.append(
+            f"{'PASS' if ok else 'FAIL'} {what} {value:.1f} {unit} {'<=' if ok else '>'} budget {float(limit):g} {unit}"
+        )
+    return Verdict(bool(passed), tuple(reasons))
+
+
+def format_report(report: BenchReport, result: Verdict | None = None, profile_name: str | None = None) -> Any:
+    """Return a rich Table of ``report`` (or plain text when rich is not installed)."""
+    rows = [
+        (name, *(f"{getattr(s, k):.2f}" for k in ("p50", "p90", "p99", "mean", "std", "min", "max")))
+        for name, s in report.stages.items()
+    ]
+    header = ("stage (ms)", "p50", "p90", "p99", "mean", "std", "min", "max")
+    title = f"{Path(report.model).name} on {report.device} ({report.engine}, {report.threads} threads)"
+    lines = [
+        f"load {report.load_ms:.1f} ms, first inference {report.first_inference_ms:.1f} ms, "
+        f"{report.runs} runs after {report.warmup} warm-up",
+        f"throughput {report.throughput_ips:.1f} img/s (1 stream), "
+        f"{report.concurrent_throughput_ips:.1f} img/s ({report.concurrency} threads)",
+        f"memory: peak {report.peak_rss_mb:.0f} MB, now {report.rss_mb:.0f} MB",
+    ]
+    if result is not None:
+        lines += [f"{profile_name or 'profile'}: {'PASS' if result.passed else 'FAIL'}", *result.reasons]
+    try:
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        table = [title] + ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+        return "\n".join(table + lines)
+    table = Table(title=title, caption="\n".join(lines))
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def plot_latency(report: BenchReport, out: str | Path) -> Path:
+    """Write a histogram of end-to-end latencies to ``out`` (PNG, atomically) and return its path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from .errors import EngineNotInstalled
+
+        raise EngineNotInstalled(
+            "--plot needs matplotlib, which is not installed: pip install 'edgetl-runtime[bench]' "
+            "(or pip install matplotlib)"
+        ) from None
+    from .atomic import atomic_path
+
+    total = report.stages["total"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(report.latencies_ms, bins=min(50, max(10, report.runs // 5)), color="#4477aa")
+    for name, value, style in (("p50", total.p50, "-"), ("p99", total.p99, "--")):
+        ax.axvline(value, color="black", linestyle=style, label=f"{name} {value:.2f} ms")
+    ax.set_xlabel("end-to-end latency per image (ms)")
+    ax.set_ylabel("runs")
+    ax.set_title(f"{Path(report.model).name} on {report.device} ({report.runs} runs)")
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out
