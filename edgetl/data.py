@@ -158,24 +158,19 @@ def _scan_folder(root: Path) -> ImageDataset:
     samples: list[Sample] = []
     empty: list[str] = []
     for d in class_dirs:
-        files = sorted(
-            p for p in d.rglob("*")
-            if p.is_file() and is_image_file(p) and all(map(_visible, p.relative_to(d).parts))
-        )
+        parts = (p for p in d.rglob("*") if all(map(_visible, p.relative_to(d).parts)))
+        files = sorted(p for p in parts if p.is_file() and is_image_file(p))
         if not files:
             empty.append(d.name)
         samples.extend(Sample(p, d.name) for p in files)
     if not samples:
-        raise DatasetError(
-            f"{root}: no image files ({' '.join(IMAGE_SUFFIXES)}) in its subfolders; {EXPECTED_LAYOUT}"
-        )
+        raise DatasetError(f"{root}: no image files ({' '.join(IMAGE_SUFFIXES)}) in its subfolders; {EXPECTED_LAYOUT}")
     names = {d.name for d in class_dirs}
     if names & {"train", "test", "val", "validation"} and all(
         any(sub.is_dir() for sub in d.iterdir()) for d in class_dirs if d.name not in empty
     ):
-        split_names = ", ".join(sorted(names))
         raise DatasetError(
-            f"{root} looks like a folder of splits ({split_names}), each holding class folders; "
+            f"{root} looks like a folder of splits ({', '.join(sorted(names))}), each holding class folders; "
             f"point at one split instead, e.g. {root / ('train' if 'train' in names else sorted(names)[0])}"
         )
     if empty:
@@ -249,7 +244,7 @@ def load_images(
     """
     height, width = int(size[0]), int(size[1])
     channels = 3 if color_mode == "rgb" else 1
-    if color_mode not in ("rgb", "grayscale"):
+    if color_mode not in ("rgb", "grayscale"):  # checked here, not once per file in the workers
         raise ValueError(f"color_mode must be 'rgb' or 'grayscale', got {color_mode!r}")
     x = np.empty((len(dataset), height, width, channels), np.uint8)
     ok = np.zeros(len(dataset), bool)
@@ -300,10 +295,8 @@ def _warn_skipped(skipped: Sequence[tuple[Path, str]], total: int) -> None:
 
     console = Console(stderr=True)
     console.print(f"[yellow]warning:[/] skipped {len(skipped)} of {total} files that could not be read:")
-    for path, reason in skipped[:20]:
-        console.print(f"  {path}: {reason}", markup=False, highlight=False)
-    if len(skipped) > 20:
-        console.print(f"  ... and {len(skipped) - 20} more")
+    more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+    console.print("\n".join(f"  {path}: {reason}" for path, reason in skipped[:20]) + more, markup=False, highlight=False)
 
 
 # ------------------------------------------------------------------------------------ calibration
@@ -410,14 +403,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'edgetl.data' has no attribute {name!r}")
 
 
-__all__ = [
-    "DatasetError",
-    "Sample",
-    "ImageDataset",
-    "LoadedImages",
-    "scan_dataset",
-    "load_images",
-    "calibration_samples",
-    "inspect_dataset",
-    "materialize_elpv",
-]
+__all__ = ["DatasetError", "Sample", "ImageDataset", "LoadedImages", "scan_dataset", "load_images",
+           "calibration_samples", "inspect_dataset", "materialize_elpv"]
