@@ -1,0 +1,5 @@
+"""``python -m edgetl`` runs the CLI."""
+
+from edgetl.cli import main
+
+main()

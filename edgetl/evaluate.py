@@ -1,0 +1,290 @@
+"""Metrics of a defect classifier, the decision threshold, and the plots a run folder keeps.
+
+The defect score of an image is ``1 - sum(p(good classes))``; an image is called defective when
+its score reaches the threshold. Missing a defect usually costs more than a false alarm, so the
+threshold can be chosen to reach a target recall of the defect class on the validation data.
+
+>>> import numpy as np
+>>> m = compute_metrics(np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.6, 0.4]), threshold=0.5)
+>>> m["accuracy"], m["roc_auc"]
+(1.0, 1.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def defect_scores(probs: np.ndarray, labels: Sequence[str], good_labels: Sequence[str]) -> np.ndarray:
+    """Return ``1 - sum(p(good))`` for each row of class probabilities ``probs`` (N, classes)."""
+    good = [i for i, name in enumerate(labels) if name in good_labels]
+    return np.clip(1.0 - probs[:, good].sum(axis=1), 0.0, 1.0)
+
+
+def roc_curve(is_defect: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (false-positive rate, true-positive rate, thresholds), thresholds descending."""
+    order = np.argsort(-score, kind="mergesort")
+    score, truth = score[order], is_defect[order].astype(bool)
+    distinct = np.r_[np.where(np.diff(score))[0], len(score) - 1]
+    tps = np.cumsum(truth)[distinct]
+    fps = (distinct + 1) - tps
+    tpr = np.r_[0.0, tps / max(truth.sum(), 1)]
+    fpr = np.r_[0.0, fps / max((~truth).sum(), 1)]
+    return fpr, tpr, np.r_[np.inf, score[distinct]]
+
+
+def roc_auc(is_defect: np.ndarray, score: np.ndarray) -> float | None:
+    """Return the area under the ROC curve, or None when only one class is present."""
+    truth = is_defect.astype(bool)
+    if truth.all() or not truth.any():
+        return None
+    fpr, tpr, _ = roc_curve(truth, score)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def threshold_for_recall(is_defect: np.ndarray, score: np.ndarray, recall: float) -> float:
+    """Return the highest threshold whose defect recall on these scores is at least ``recall``."""
+    if not 0.0 < recall <= 1.0:
+        raise ValueError(f"target recall must be in (0, 1], got {recall}")
+    positives = np.sort(score[is_defect.astype(bool)])[::-1]
+    if positives.size == 0:
+        raise ValueError("no defective images in the validation data: cannot choose a threshold for recall")
+    needed = int(np.ceil(recall * positives.size))
+    return float(positives[needed - 1])
+
+
+def compute_metrics(is_defect: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """Return defect-vs-good metrics: accuracy, balanced accuracy, precision/recall/F1, ROC AUC."""
+    truth = is_defect.astype(bool)
+    pred = score >= threshold
+    tp = int(np.sum(pred & truth))
+    tn = int(np.sum(~pred & ~truth))
+    fp = int(np.sum(pred & ~truth))
+    fn = int(np.sum(~pred & truth))
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    specificity = tn / (tn + fp) if tn + fp else 0.0
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "n": int(truth.size),
+        "threshold": float(threshold),
+        "accuracy": (tp + tn) / truth.size if truth.size else 0.0,
+        "balanced_accuracy": (recall + specificity) / 2,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "roc_auc": roc_auc(truth, score),
+        "confusion": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
+    }
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Return the (true, predicted) count matrix of integer class labels."""
+    matrix = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+def predict_labels(
+    probs: np.ndarray, labels: Sequence[str], good_labels: Sequence[str], threshold: float
+) -> np.ndarray:
+    """Return class indices decided by the threshold rule (best defect class, else best good class)."""
+    good = np.array([name in good_labels for name in labels])
+    defect_best = np.where(good, -1.0, probs).argmax(axis=1)
+    good_best = np.where(good, probs, -1.0).argmax(axis=1)
+    is_defect = defect_scores(probs, labels, good_labels) >= threshold
+    return np.where(is_defect, defect_best, good_best)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one model on one data set (``metrics`` is JSON-ready)."""
+
+    metrics: dict[str, Any]
+    probs: np.ndarray
+    y_true: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.metrics)
+
+
+def evaluate_probs(
+    probs: np.ndarray, y_true: np.ndarray, labels: Sequence[str], good_labels: Sequence[str], threshold: float
+) -> EvalResult:
+    """Return an :class:`EvalResult` for class probabilities ``probs`` against labels ``y_true``."""
+    score = defect_scores(probs, labels, good_labels)
+    truth_defect = np.array([labels[i] not in good_labels for i in y_true])
+    metrics = compute_metrics(truth_defect, score, threshold)
+    pred = predict_labels(probs, labels, good_labels, threshold)
+    metrics["labels"] = list(labels)
+    metrics["good_labels"] = list(good_labels)
+    metrics["class_accuracy"] = float(np.mean(pred == y_true)) if len(y_true) else 0.0
+    metrics["confusion_matrix"] = confusion_matrix(y_true, pred, len(labels)).tolist()
+    return EvalResult(metrics=metrics, probs=probs, y_true=y_true)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path) -> Path:
+    """Write a confusion-matrix PNG to ``path`` and return it."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", color="black")
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def plot_roc(is_defect: np.ndarray, score: np.ndarray, path: Path) -> Path:
+    """Write the defect-class ROC curve as a PNG to ``path`` and return it."""
+    plt = _pyplot()
+    fpr, tpr, _ = roc_curve(is_defect, score)
+    auc = roc_auc(is_defect, score)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot(fpr, tpr, label=f"AUC = {auc:.3f}" if auc is not None else "AUC undefined")
+    ax.plot([0, 1], [0, 1], "--", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate (defect recall)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def plot_history(history: dict[str, list[dict[str, float]]], path: Path) -> Path:
+    """Write loss/accuracy curves of each training phase as a PNG to ``path`` and return it."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    offset = 0
+    for phase, epochs in history.items():
+        if not epochs:
+            continue
+        xs = np.arange(offset, offset + len(epochs)) + 1
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            for prefix, style in (("", "-"), ("val_", "--")):
+                values = [e.get(prefix + key) for e in epochs]
+                if all(v is not None for v in values):
+                    ax.plot(xs, values, style, label=f"{phase} {prefix or 'train_'}{key}")
+        offset += len(epochs)
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path: Path) -> Path:
+    from edgetl_runtime.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- model on a data set
+
+
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    target_recall: float | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate a run folder, ``.keras`` model, or exported ``.tflite``/``.onnx`` on the data set ``data``.
+
+    With ``target_recall`` (run folders only) the decision threshold is first chosen on the run's
+    validation split to reach that defect recall, stored in the run's config.json (exports then
+    carry it), and used here.
+    """
+    from .data import load_images, scan_dataset
+
+    model = Path(model)
+    if model.suffix.lower() in (".tflite", ".onnx"):
+        if target_recall is not None:
+            raise ValueError("--target-recall needs a run folder (the threshold is chosen on its validation split)")
+        import edgetl_runtime
+
+        runtime_model = edgetl_runtime.load(model)
+        meta = runtime_model.info.metadata
+        if meta is None:
+            raise ValueError(f"{model}: has no edgetl metadata (labels, threshold); evaluate the run folder instead")
+        labels, good, threshold, size = meta.labels, meta.good_labels, meta.threshold, meta.input_size
+        dataset = scan_dataset(data)
+        _check_labels(dataset.classes, labels, data)
+        images = load_images(dataset, size, progress=progress)
+        probs = np.concatenate([runtime_model.scores(images.x[i : i + batch_size])
+                                for i in range(0, len(images.x), batch_size)])
+        y = _remap(images.y, dataset.classes, labels)
+        return evaluate_probs(probs, y, labels, good, threshold)
+
+    from .run import load_run
+
+    run = load_run(model)
+    keras_model = run.load_model()
+    threshold = run.threshold
+    if target_recall is not None:
+        val = run.split("val")
+        if not val:
+            raise ValueError(f"{run.run_dir}: no validation split recorded; cannot choose a threshold")
+        from .data import ImageDataset, Sample
+
+        val_set = ImageDataset(tuple(Sample(Path(p), lab) for p, lab in val), run.labels, None)
+        val_images = load_images(val_set, run.input_size, progress=progress)
+        val_probs = keras_model.predict(val_images.x.astype(np.float32), batch_size=batch_size, verbose=0)
+        truth = np.array([run.labels[i] not in run.good_labels for i in val_images.y])
+        threshold = threshold_for_recall(truth, defect_scores(val_probs, run.labels, run.good_labels), target_recall)
+        _store_threshold(run, threshold, target_recall)
+    dataset = scan_dataset(data)
+    _check_labels(dataset.classes, run.labels, data)
+    images = load_images(dataset, run.input_size, progress=progress)
+    probs = keras_model.predict(images.x.astype(np.float32), batch_size=batch_size, verbose=0)
+    y = _remap(images.y, dataset.classes, run.labels)
+    result = evaluate_probs(probs, y, run.labels, run.good_labels, threshold)
+    if target_recall is not None:
+        result.metrics["target_recall"] = target_recall
+    return result
+
+
+def _check_labels(found: Sequence[str], expected: Sequence[str], data: str | Path) -> None:
+    unknown = sorted(set(found) - set(expected))
+    if unknown:
+        raise ValueError(f"{data}: classes {unknown} were not in the training data (model labels: {list(expected)})")
+
+
+def _remap(y: np.ndarray, classes: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Map data-set class indices to model label indices (a test set may lack some classes)."""
+    lookup = np.array([list(labels).index(c) for c in classes])
+    return lookup[y]
+
+
+def _store_threshold(run, threshold: float, target_recall: float) -> None:
+    from edgetl_runtime.atomic import write_json
+
+    from .run import CONFIG_FILE
+
+    config = dict(run.config)
+    config["threshold"] = threshold
+    config["threshold_source"] = f"target recall {target_recall} on the validation split"
+    write_json(run.run_dir / CONFIG_FILE, config)

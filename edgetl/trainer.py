@@ -1,0 +1,301 @@
+"""The training run behind :func:`edgetl.train`: data, phases, checkpoints, run-folder output."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgetl_runtime.atomic import atomic_path, write_json
+from edgetl_runtime.metadata import default_good_labels
+
+from . import __version__
+from ._tf import keras, tensorflow
+from .augment import Augmentation, epoch_dataset, eval_dataset
+from .checkpoint import CheckpointStore, StopFlag, TrainingInterrupted, epoch_callback
+from .run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError
+from .train import (
+    TrainOptions,
+    TrainResult,
+    auto_unfreeze,
+    class_weights,
+    configure_precision,
+    console,
+    make_strategy,
+)
+
+FEATURE_BATCH = 32
+
+
+class Trainer:
+    """One training run; holds the data arrays and the models between phases."""
+
+    def __init__(self, data: Path, options: TrainOptions, run_dir: Path, resume: bool):
+        self.data, self.run_dir, self.resume = data, run_dir, resume
+        self.store = CheckpointStore(run_dir)
+        self.options = self._resolve_options(options)
+        self.stop = StopFlag()
+        self.state: dict[str, Any] = self.store.load_state() if resume else {}
+
+    # ------------------------------------------------------------------ set-up
+
+    def _resolve_options(self, options: TrainOptions) -> TrainOptions:
+        run_dir = self.run_dir
+        if self.resume:
+            if not self.store.exists():
+                if (run_dir / MODEL_FILE).is_file():
+                    raise RunError(f"{run_dir}: this run already finished; nothing to resume")
+                raise RunError(f"{run_dir}: no interrupted run to resume (no checkpoints/state.json)")
+            saved = json.loads((self.store.dir / "options.json").read_text())
+            saved["augmentation"] = Augmentation(**saved["augmentation"])
+            if saved.get("good_labels") is not None:
+                saved["good_labels"] = tuple(saved["good_labels"])
+            return TrainOptions(**saved)
+        if (run_dir / MODEL_FILE).is_file() or self.store.exists():
+            raise RunError(
+                f"{run_dir}: already holds a run. Choose a new -o folder, or add --resume to "
+                "continue an interrupted one"
+            )
+        return options
+
+    def _load_data(self) -> None:
+        from .backbones import get_spec
+        from .data import ImageDataset, Sample, load_images, scan_dataset
+
+        opts = self.options
+        spec = get_spec(opts.backbone)
+        size = opts.input_size or spec.default_input_size
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        dataset = scan_dataset(self.data)
+        if self.resume and (self.run_dir / SPLIT_FILE).is_file():
+            split = json.loads((self.run_dir / SPLIT_FILE).read_text())
+
+            def part(name: str) -> ImageDataset:
+                samples = tuple(Sample(Path(p), label) for p, label in split[name])
+                return ImageDataset(samples=samples, classes=dataset.classes, root=dataset.root)
+
+            train_set, val_set = part("train"), part("val")
+        else:
+            train_set, val_set = dataset.split(opts.val_split, seed=opts.seed)
+        self.labels = dataset.classes
+        self.good_labels = tuple(opts.good_labels or default_good_labels(self.labels))
+        if not self.good_labels:
+            raise RunError(
+                f"cannot tell which class means 'no defect' among {list(self.labels)}; "
+                "pass --good-class NAME (e.g. --good-class ok)"
+            )
+        unknown = set(self.good_labels) - set(self.labels)
+        if unknown:
+            raise RunError(f"good class {sorted(unknown)} is not among the data set's classes {list(self.labels)}")
+        self.data_hash = dataset.content_hash()
+        console.print(f"[bold]data[/] {self.data}: {len(train_set)} train, {len(val_set)} validation images, "
+                      f"classes {list(self.labels)}")
+        train_imgs = load_images(train_set, self.size, progress=opts.verbose > 0)
+        val_imgs = load_images(val_set, self.size, progress=opts.verbose > 0)
+        self.x_train, self.y_train = train_imgs.x, train_imgs.y.astype(np.int32)
+        self.x_val, self.y_val = val_imgs.x, val_imgs.y.astype(np.int32)
+        self.split = {
+            "train": [[str(s.path), s.label] for s in train_imgs.samples],
+            "val": [[str(s.path), s.label] for s in val_imgs.samples],
+        }
+        self.skipped = [[str(p), r] for p, r in [*train_imgs.skipped, *val_imgs.skipped]]
+        weights = class_weights(self.y_train, len(self.labels), opts.class_weight)
+        self.sample_weight = None if weights is None else weights[self.y_train]
+
+    def _build(self) -> None:
+        from .backbones import backbone_blocks, load_backbone
+
+        k, opts = keras(), self.options
+        k.utils.set_random_seed(opts.seed)
+        self.backbone = load_backbone(opts.backbone, weights=opts.weights, input_size=self.size, alpha=opts.alpha)
+        self.blocks = backbone_blocks(self.backbone, opts.backbone)
+        for layer in self.backbone.layers:
+            layer.trainable = False
+        pooled = k.layers.GlobalAveragePooling2D(name="pool")(self.backbone.output)
+        self.features = k.Model(self.backbone.input, pooled, name="features")
+        dropout = k.layers.Dropout(opts.dropout, name="dropout")
+        dense = k.layers.Dense(len(self.labels), activation="softmax", dtype="float32", name="scores")
+        self.model = k.Model(self.backbone.input, dense(dropout(pooled)), name=f"edgetl_{opts.backbone}")
+        feat_in = k.Input((pooled.shape[-1],), name="features")
+        self.head = k.Model(feat_in, dense(dropout(feat_in)), name="head")
+
+    # ------------------------------------------------------------------ phases
+
+    def _cached_features(self) -> tuple[np.ndarray, np.ndarray]:
+        key = hashlib.sha256(
+            json.dumps([self.data_hash, self.options.backbone, str(self.options.weights), self.size]).encode()
+        ).hexdigest()[:16]
+        path = self.run_dir / "cache" / f"features-{key}.npz"
+        if path.is_file():
+            with np.load(path) as cached:
+                return cached["train"], cached["val"]
+        console.print("[bold]phase 1[/] computing backbone features once (frozen backbone, no augmentation)")
+        train, val = self._extract(self.x_train, "train"), self._extract(self.x_val, "val")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, train=train, val=val)
+        return train, val
+
+    def _extract(self, x: np.ndarray, name: str) -> np.ndarray:
+        from rich.progress import Progress
+
+        out = []
+        with Progress(console=console, transient=True, disable=self.options.verbose == 0) as bar:
+            task = bar.add_task(f"features ({name})", total=len(x))
+            for i in range(0, len(x), FEATURE_BATCH):
+                if self.stop:
+                    raise TrainingInterrupted(str(self.run_dir))
+                batch = x[i : i + FEATURE_BATCH].astype(np.float32)
+                out.append(self.features(batch, training=False).numpy())
+                bar.advance(task, len(batch))
+        return np.concatenate(out) if out else np.zeros((0, self.features.output_shape[-1]), np.float32)
+
+    def _fit(self, model, phase: str, train_ds, val_ds, epochs: int, lr: float, steps: int) -> None:
+        k, opts = keras(), self.options
+        ph = self.state.get(phase, {})
+        first = int(ph.get("next_epoch", 0))
+        if ph.get("done") or ph.get("early_stopped") or first >= epochs:
+            return
+        optimizer = k.optimizers.Adam(lr)
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        if ph.get("last"):
+            self.store.restore(model, optimizer, ph["last"])
+            console.print(f"[bold]{phase}[/] resuming at epoch {first + 1}/{epochs}")
+        callbacks = [
+            epoch_callback(self.store, self.state, phase, self.stop, opts.patience),
+            k.callbacks.TensorBoard(log_dir=str(self.run_dir / "logs" / phase), profile_batch=0),
+        ]
+        console.print(f"[bold]{phase}[/] up to {epochs} epochs, learning rate {lr:g}")
+        model.fit(train_ds(first), validation_data=val_ds, epochs=epochs, initial_epoch=first,
+                  steps_per_epoch=steps, callbacks=callbacks, verbose=1 if opts.verbose else 0)
+        if self.stop:
+            raise TrainingInterrupted(str(self.run_dir))
+        self.state[phase]["done"] = True
+        self.store.save_state(self.state)
+
+    def _phase1(self) -> None:
+        opts = self.options
+        bs = opts.batch_size
+        steps = int(np.ceil(len(self.x_train) / bs))
+        if opts.augment_head:
+            aug = opts.augmentation
+            self._fit(self.model, "phase1", lambda first: epoch_dataset(
+                self.x_train, self.y_train, self.sample_weight, bs, opts.seed, first, opts.epochs, aug),
+                eval_dataset(self.x_val, self.y_val, bs), opts.epochs, opts.learning_rate, steps)
+        else:
+            f_train, f_val = self._cached_features()
+            tf = tensorflow()
+            val = tf.data.Dataset.from_tensor_slices((f_val, self.y_val)).batch(256)
+            self._fit(self.head, "phase1", lambda first: epoch_dataset(
+                f_train, self.y_train, self.sample_weight, bs, opts.seed, first, opts.epochs, None),
+                val, opts.epochs, opts.learning_rate, steps)
+        # The cached-feature head shares its Dense layer with the full model: restoring the head's
+        # best checkpoint sets the full model's classifier.
+        self.store.restore(self.model if opts.augment_head else self.head, None, self.state["phase1"]["best"])
+
+    def _phase2(self) -> None:
+        opts = self.options
+        depth, why = self._unfreeze_depth()
+        self.state["unfreeze"] = {"blocks": depth, "of": len(self.blocks), "reason": why}
+        if depth == 0 or opts.fine_tune_epochs == 0:
+            return
+        for block in self.blocks[len(self.blocks) - depth:]:
+            for layer in block:
+                # BatchNorm stays frozen (inference mode): small batches would wreck its statistics.
+                layer.trainable = not isinstance(layer, keras().layers.BatchNormalization)
+        bs = opts.batch_size
+        aug = opts.augmentation if opts.augment else None
+        steps = int(np.ceil(len(self.x_train) / bs))
+        self._fit(self.model, "phase2", lambda first: epoch_dataset(
+            self.x_train, self.y_train, self.sample_weight, bs, opts.seed, first, opts.fine_tune_epochs, aug),
+            eval_dataset(self.x_val, self.y_val, bs), opts.fine_tune_epochs, opts.fine_tune_learning_rate, steps)
+        # Keep phase 2 only if it beat the head alone on validation loss.
+        if self.state["phase2"]["best_loss"] <= self.state["phase1"]["best_loss"]:
+            self.store.restore(self.model, None, self.state["phase2"]["best"])
+        else:
+            self.state["unfreeze"]["kept"] = "phase 1 weights (fine-tuning did not lower validation loss)"
+
+    def _unfreeze_depth(self) -> tuple[int, str]:
+        opts = self.options
+        if opts.unfreeze == "auto":
+            return auto_unfreeze(len(self.x_train), len(self.blocks))
+        depth = int(opts.unfreeze)
+        if depth < 0:
+            raise ValueError(f"--unfreeze must be 'auto' or a number of blocks >= 0, got {depth}")
+        return min(depth, len(self.blocks)), f"set by the user (--unfreeze {depth})"
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, start: float) -> TrainResult:
+        opts = self.options
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tf = tensorflow()
+        if opts.seed is not None:
+            tf.config.experimental.enable_op_determinism()
+        precision = configure_precision(opts.mixed_precision)
+        self._load_data()
+        if not self.resume:
+            self.store.dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.store.dir / "options.json", opts.to_dict())
+            write_json(self.run_dir / SPLIT_FILE, self.split)
+        strategy = make_strategy(opts.strategy)
+        with self.stop, strategy.scope():
+            self._build()
+            self._phase1()
+            self._phase2()
+        self.store.save_state(self.state)
+        return self._finish(start, precision, strategy)
+
+    def _finish(self, start: float, precision: str, strategy) -> TrainResult:
+        from .evaluate import evaluate_probs, plot_confusion, plot_history, plot_roc
+
+        opts = self.options
+        probs = self.model.predict(self.x_val.astype(np.float32), batch_size=opts.batch_size, verbose=0)
+        result = evaluate_probs(probs, self.y_val, self.labels, self.good_labels, 0.5)
+        seconds = time.perf_counter() - start
+        config = {
+            "sdk_version": __version__,
+            "options": opts.to_dict(),
+            "backbone": opts.backbone,
+            "weights": str(opts.weights),
+            "input_size": list(self.size),
+            "color_mode": "rgb",
+            "labels": list(self.labels),
+            "good_labels": list(self.good_labels),
+            "threshold": 0.5,
+            "data": str(self.data.resolve()),
+            "data_hash": self.data_hash,
+            "n_train": len(self.x_train),
+            "n_val": len(self.x_val),
+            "skipped_files": self.skipped,
+            "unfreeze": self.state.get("unfreeze"),
+            "precision_policy": precision,
+            "strategy": type(strategy).__name__,
+            "replicas": strategy.num_replicas_in_sync,
+            "train_seconds": round(seconds, 1),
+        }
+        with atomic_path(self.run_dir / MODEL_FILE) as tmp:
+            self.model.save(tmp)
+        write_json(self.run_dir / CONFIG_FILE, config)
+        metrics = {"validation": result.metrics, "history": {p: self.state.get(p, {}).get("history", [])
+                                                            for p in ("phase1", "phase2")}}
+        write_json(self.run_dir / METRICS_FILE, metrics)
+        plot_history(metrics["history"], self.run_dir / "training_curves.png")
+        plot_confusion(result.metrics["confusion_matrix"], self.labels, self.run_dir / "confusion_matrix.png")
+        truth = np.array([self.labels[i] not in self.good_labels for i in self.y_val])
+        score = 1.0 - probs[:, [self.labels.index(g) for g in self.good_labels]].sum(axis=1)
+        plot_roc(truth, score, self.run_dir / "roc_curve.png")
+        self.store.clear()  # the run is complete: model.keras replaces the checkpoints
+        console.print(f"[bold green]done[/] in {seconds:.0f} s: validation accuracy "
+                      f"{result.metrics['accuracy']:.4f}, ROC AUC {result.metrics['roc_auc']}")
+        return TrainResult(self.run_dir, self.run_dir / MODEL_FILE, result.metrics, config, seconds)
+
+
+def replace(options: TrainOptions, **changes: Any) -> TrainOptions:
+    """Return a copy of ``options`` with ``changes`` applied."""
+    return dataclasses.replace(options, **changes)

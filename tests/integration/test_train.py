@@ -1,0 +1,125 @@
+"""End-to-end training: two phases, checkpoints, interruption and exact resume, eval, strategies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgetl.cli import main
+from edgetl.train import TrainOptions, auto_unfreeze, train
+
+pytestmark = pytest.mark.slow
+
+TINY = dict(
+    backbone="mobilenet_v2",
+    weights="none",
+    alpha=0.35,
+    input_size=32,
+    epochs=3,
+    fine_tune_epochs=3,
+    unfreeze=2,
+    batch_size=8,
+    patience=50,
+    verbose=0,
+)
+
+
+def _weights(run_dir: Path) -> list[np.ndarray]:
+    from edgetl.run import load_run
+
+    return load_run(run_dir).load_model().get_weights()
+
+
+def test_train_writes_a_complete_run_folder(tiny_dataset: Path, tmp_path: Path) -> None:
+    result = train(tiny_dataset, options=TrainOptions(**TINY), output=tmp_path / "run")
+    run = result.run_dir
+    for name in ("model.keras", "config.json", "metrics.json", "split.json",
+                 "training_curves.png", "confusion_matrix.png", "roc_curve.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "logs").rglob("events.out.tfevents.*")), "TensorBoard logs missing"
+    assert not (run / "checkpoints").exists(), "checkpoints should be cleared after a finished run"
+    config = json.loads((run / "config.json").read_text())
+    assert config["labels"] == ["defect", "good"] and config["good_labels"] == ["good"]
+    assert config["unfreeze"]["blocks"] == 2 and "user" in config["unfreeze"]["reason"]
+    assert config["options"]["fine_tune_epochs"] == 3 and config["weights"] == "none"
+    assert len(config["data_hash"]) >= 8
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["history"]["phase1"]) == 3 and len(metrics["history"]["phase2"]) == 3
+    assert 0.0 <= metrics["validation"]["accuracy"] <= 1.0
+
+    # The trained model evaluates through the CLI, and --target-recall stores a threshold.
+    out = CliRunner().invoke(main, ["eval", str(run), str(tiny_dataset), "--target-recall", "1.0", "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output[out.output.index("{"):])
+    assert report["recall"] == 1.0 and report["n"] == 32
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["threshold"] == pytest.approx(report["threshold"])
+
+
+def test_interrupted_run_resumes_to_the_same_model(tiny_dataset: Path, tmp_path: Path) -> None:
+    options = TrainOptions(**{**TINY, "fine_tune_epochs": 40})
+    reference = train(tiny_dataset, options=options, output=tmp_path / "reference")
+
+    run_dir = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "edgetl", "train", str(tiny_dataset), "-o", str(run_dir),
+           "--backbone", "mobilenet_v2", "--weights", "none", "--alpha", "0.35", "--input-size", "32",
+           "--epochs", "3", "--fine-tune-epochs", "40", "--unfreeze", "2", "--batch-size", "8",
+           "--patience", "50"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state = run_dir / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text()).get("phase2", {}).get("next_epoch", 0) >= 2:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stdout.read()
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "--resume" in output
+    assert not (run_dir / "model.keras").exists()
+    saved = json.loads(state.read_text())
+    assert 2 <= saved["phase2"]["next_epoch"] < 40
+
+    # Running again without --resume refuses to clobber the interrupted run.
+    again = CliRunner().invoke(main, cmd[3:])
+    assert again.exit_code != 0 and "--resume" in again.output
+
+    resumed = train(tiny_dataset, options=options, output=run_dir, resume=True)
+    assert resumed.metrics["accuracy"] == reference.metrics["accuracy"]
+    for a, b in zip(_weights(run_dir), _weights(reference.run_dir)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_mirrored_strategy_over_two_logical_cpus(tiny_dataset: Path, tmp_path: Path) -> None:
+    script = f"""
+import json
+from edgetl._tf import tensorflow
+tf = tensorflow()
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from edgetl.train import TrainOptions, train
+options = TrainOptions(**{json.dumps({**TINY, 'epochs': 1, 'fine_tune_epochs': 1})}, strategy="mirrored")
+result = train({str(tiny_dataset)!r}, options=options, output={str(tmp_path / 'run')!r})
+print(json.dumps({{"replicas": result.config["replicas"], "strategy": result.config["strategy"]}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info == {"replicas": 2, "strategy": "MirroredStrategy"}
+
+
+def test_auto_unfreeze_depth_grows_with_the_data() -> None:
+    depths = [auto_unfreeze(n, 17)[0] for n in (50, 200, 1000, 3000, 20000)]
+    assert depths == sorted(depths) and depths[0] == 0 and depths[-1] > depths[1]
+    assert auto_unfreeze(3000, 2)[0] == 2  # never more blocks than the backbone has
