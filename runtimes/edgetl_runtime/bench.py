@@ -97,16 +97,19 @@ def synthetic_image(size: tuple[int, int] = BENCH_IMAGE_SIZE, seed: int = 0) -> 
 
 
 def memory_mb() -> tuple[float, float]:
-    """Return ``(peak, current)`` resident memory of this process in MB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak_mb = peak / 1024**2 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-    current_mb = peak_mb
+    """Return ``(peak, current)`` resident memory of this process in MB.
+
+    Linux: ``VmHWM``/``VmRSS`` from /proc (``ru_maxrss`` survives exec, so a child started by a big
+    parent would report the parent's peak). Elsewhere: ``getrusage`` for both.
+    """
     try:
-        with open("/proc/self/statm") as fh:
-            current_mb = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**2
-    except (OSError, ValueError, IndexError):
-        pass
-    return peak_mb, current_mb
+        with open("/proc/self/status") as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        return int(fields["VmHWM"].split()[0]) / 1024, int(fields["VmRSS"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak_mb = peak / 1024**2 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+        return peak_mb, peak_mb
 
 
 def run_benchmark(

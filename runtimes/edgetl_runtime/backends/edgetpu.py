@@ -15,6 +15,7 @@ behind a lock (concurrent ``predict`` calls queue up; results are those of seria
 
 from __future__ import annotations
 
+import ctypes
 import platform
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class EdgeTpuBackend(LiteRtBackend):
         options = {"device": device.option} if device.option else {}
         compiled = is_edgetpu_model(data)
         try:
+            # Probe with ctypes first: LiteRT's Delegate warns from __del__ when dlopen fails.
+            ctypes.CDLL(library)
             delegate = module.load_delegate(library, options)
         except (ValueError, OSError, RuntimeError) as exc:
             what = (
