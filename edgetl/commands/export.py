@@ -1,0 +1,125 @@
+"""``edgetl export``: a run to TFLite / Edge TPU / ONNX, quantized, metadata inside, validated.
+
+Exit codes: 0 exported and validated; 1 exported but validation failed (the file and its
+``.report.json`` are kept for inspection); 2 bad input (run, data, options or output path).
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..export.options import FORMATS, IO_TYPES, QUANTIZATIONS
+
+
+class InputError(click.ClickException):
+    """Bad input a user can fix: exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+class ValidationFailed(click.ClickException):
+    exit_code = 1
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Target file format (default tflite, or the --device profile's).")
+@click.option("--quant", type=click.Choice(QUANTIZATIONS), default=None,
+              help="fp32 | fp16 | dynamic (TFLite only) | int8 (calibrated) | qat (quantization-aware fine-tune).")
+@click.option("--calib", type=click.Path(), default=None,
+              help="Folder of calibration images (default: the run's training split).")
+@click.option("--calib-samples", type=int, default=200, show_default=True, help="Calibration images to use.")
+@click.option("--io-type", type=click.Choice(IO_TYPES), default=None,
+              help="Input/output tensor type of int8/qat TFLite models (default uint8: raw pixels).")
+@click.option("--data", "val_data", type=click.Path(), default=None,
+              help="Held-out images for validation (default: the run's validation split).")
+@click.option("--device", "device", default=None,
+              help="Device profile (devices/*.toml name or path): format and quantization come from it.")
+@click.option("--no-validate", is_flag=True, help="Skip validation against the float model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("-o", "--output", type=click.Path(), default=None,
+              help="Output file (default: RUN_DIR/export/model-<format>-<quant>.<ext>).")
+def export(fmt, quant, calib, calib_samples, io_type, val_data, device, no_validate, as_json, output):
+    """Export the model of RUN_DIR (a `edgetl train` folder) for an edge device.
+
+    \b
+    Examples:
+      edgetl export runs/elpv --format tflite --quant int8 -o model.tflite
+      edgetl export runs/elpv --format edgetpu -o coral.tflite
+      edgetl export runs/elpv --format onnx --quant fp16 -o model.onnx
+      edgetl export runs/elpv --device raspberry-pi-4 -o pi.tflite
+
+    The validation report is written beside the model as OUTPUT.report.json.
+    """
+    from pathlib import Path
+
+    from ..export import ExportError, ExportOptions, ValidationError, export as run_export, options_for_device
+
+    fields = dict(calib_data=Path(calib) if calib else None, calib_samples=calib_samples,
+                  val_data=Path(val_data) if val_data else None, validate=not no_validate)  # fmt: skip
+    try:
+        if device:
+            if fmt or quant:
+                raise ExportError("--device sets the format and quantization; drop --format/--quant or --device")
+            options, profile = options_for_device(device, **fields)
+        else:
+            fmt = fmt or "tflite"
+            quant = quant or ("int8" if fmt == "edgetpu" else "fp32")
+            options = ExportOptions(format=fmt, quantization=quant, io_type=io_type or "uint8", **fields)
+        if io_type and options.format == "edgetpu" and io_type != "uint8":
+            raise ExportError("the Edge TPU needs uint8 input and output: drop --io-type or pass --io-type uint8")
+        if io_type and not options.is_integer:
+            raise ExportError(f"--io-type applies to int8/qat models only; --quant {options.quantization} keeps float32 I/O")
+        if io_type:
+            options = options.replace(io_type=io_type)
+        result = run_export(run_dir, options, output)
+    except ValidationError as exc:
+        _show(exc.report, None, as_json)
+        raise ValidationFailed(str(exc)) from None
+    except (ExportError, ValueError, OSError) as exc:
+        raise InputError(str(exc)) from None
+    _show(result.report, result, as_json)
+
+
+def _show(report, result, as_json: bool) -> None:
+    """Print the validation report (rich table) and what was written, or the JSON of both."""
+    if as_json:
+        payload = result.to_dict() if result is not None else {"validation": report.to_dict() if report else None}
+        click.echo(json.dumps(payload, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if report is not None:
+        table = Table(title=f"Validation of {report.path} against the float model ({report.n_images} images)")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_column("limit", justify="right")
+        tol = report.tolerance
+        table.add_row("top-1 agreement", f"{report.agreement:.1%}", f">= {tol.min_agreement:.0%}")
+        table.add_row("max |score diff|", f"{report.max_abs_diff:.2e}", "report only" if tol.max_abs_diff is None else f"<= {tol.max_abs_diff:g}")
+        table.add_row("mean |score diff|", f"{report.mean_abs_diff:.2e}", "")
+        fmt_acc = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+        table.add_row("accuracy (exported)", fmt_acc(report.accuracy), "")
+        table.add_row("accuracy (float model)", fmt_acc(report.reference_accuracy), "")
+        table.add_row("verdict", "[green]pass[/green]" if report.passed else "[red]FAIL[/red]", "")
+        console.print(table)
+    if result is None:
+        return
+    console.print(f"wrote {result.path} ({result.size_bytes / 1024:.1f} KiB, {result.format} {result.quantization})")
+    if result.report_path:
+        console.print(f"report {result.report_path}")
+    tpu = result.extra.get("edgetpu")
+    if tpu:
+        console.print(tpu["summary"])
+        if tpu["compiled_path"]:
+            console.print(f"compiled {tpu['compiled_path']}")
+        else:
+            console.print(tpu["compiler_log"])
+    for layer_note in result.extra.get("qat", {}).get("float_layers", [])[:1]:
+        n = len(result.extra["qat"]["float_layers"])
+        console.print(f"QAT: {n} layer(s) outside tfmot's int8 scheme were calibrated post-training (first: {layer_note})")

@@ -1,0 +1,119 @@
+"""ONNX export through tf2onnx: fp32, fp16 (float32 I/O) and static int8 QDQ, metadata inside the file.
+
+The graph input is named ``image`` (float32 pixels 0..255, NHWC, dynamic batch); the opset is
+recorded in the file's metadata (``extra["opset"]``) and in the export report. Dynamic quantization
+is not offered: it breaks MobileNet accuracy. int8 uses ``onnxruntime.quantization.quantize_static``
+(QDQ, per-channel weights) calibrated on training images through the runtime's preprocessing.
+
+>>> from edgetl.export.onnx import INPUT_NAME
+>>> INPUT_NAME
+'image'
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl_runtime.atomic import write_bytes
+from edgetl_runtime.metadata import ModelMetadata, embed_onnx_metadata
+
+from .options import ExportError, ExportOptions
+
+INPUT_NAME = "image"
+
+
+def to_onnx(model: Any, opset: int) -> Any:
+    """Return the ``onnx.ModelProto`` of a Keras ``model``: input ``image`` (N, H, W, C) float32, dynamic N."""
+    from edgetl._tf import tensorflow
+
+    tf = tensorflow()
+    import tf2onnx
+
+    shape = tuple(model.inputs[0].shape[1:])
+    spec = [tf.TensorSpec((None, *shape), tf.float32, name=INPUT_NAME)]
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    except Exception as exc:
+        raise ExportError(f"ONNX conversion (tf2onnx, opset {opset}) failed: {exc.__class__.__name__}: {exc}") from exc
+    return proto
+
+
+def to_fp16(proto: Any) -> Any:
+    """Return ``proto`` with float16 weights and compute, keeping float32 input and output.
+
+    Cast nodes at the I/O boundaries keep the interface identical to the fp32 model, so callers
+    feed the same float32 pixels.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
+
+
+class _Calibration:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over uint8 pixels, one image per batch."""
+
+    def __init__(self, pixels: np.ndarray):
+        self._images = iter(pixels.astype(np.float32))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        image = next(self._images, None)
+        return None if image is None else {INPUT_NAME: image[None]}
+
+    def rewind(self) -> None:  # pragma: no cover - only used by some calibrators
+        pass
+
+
+def to_int8(proto: Any, calibration: np.ndarray, workdir: Path) -> Any:
+    """Return ``proto`` statically quantized to int8 QDQ (per-channel weights), calibrated on ``calibration``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    src, dst = workdir / "float.onnx", workdir / "int8.onnx"
+    onnx.save(proto, src)
+    try:
+        quantize_static(
+            str(src),
+            str(dst),
+            _Calibration(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    except Exception as exc:
+        raise ExportError(f"ONNX int8 static quantization failed: {exc.__class__.__name__}: {exc}") from exc
+    return onnx.load(dst)
+
+
+def convert(model: Any, options: ExportOptions, calibration: np.ndarray | None = None) -> Any:
+    """Return the ``onnx.ModelProto`` of ``model`` at ``options.quantization`` (fp32, fp16 or int8)."""
+    proto = to_onnx(model, options.opset)
+    if options.quantization == "fp16":
+        return to_fp16(proto)
+    if options.quantization == "int8":
+        if calibration is None or not len(calibration):
+            raise ExportError("ONNX int8 export needs calibration images; pass --calib DATA or a run with a train split")
+        with tempfile.TemporaryDirectory(prefix="edgetl-onnx-") as tmp:
+            return to_int8(proto, calibration, Path(tmp))
+    if options.quantization != "fp32":
+        raise ExportError(f"ONNX export does not support {options.quantization!r}; use fp32, fp16 or int8")
+    return proto
+
+
+def export(
+    model: Any,
+    options: ExportOptions,
+    output: str | Path,
+    *,
+    metadata: ModelMetadata,
+    calibration: np.ndarray | None = None,
+) -> Path:
+    """Convert ``model`` to ONNX, embed ``metadata`` (with the opset), write atomically to ``output``; return it."""
+    proto = convert(model, options, calibration)
+    meta = metadata.replace(extra={**metadata.extra, "opset": options.opset})
+    return write_bytes(output, embed_onnx_metadata(proto, meta).SerializeToString())

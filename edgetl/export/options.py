@@ -1,0 +1,172 @@
+"""Export options, results and errors: what to build (format, quantization, I/O type) and what was built.
+
+Hardware presets are named constructors, so a caller says what the target is rather than which
+converter flags it needs.
+
+>>> ExportOptions.for_edgetpu().quantization, ExportOptions.for_edgetpu().io_type
+('int8', 'uint8')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .validate import ValidationReport
+
+FORMATS = ("tflite", "edgetpu", "onnx")
+QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "qat")
+IO_TYPES = ("uint8", "int8", "float32")
+SUFFIX = {"tflite": ".tflite", "edgetpu": ".tflite", "onnx": ".onnx"}
+# Which quantizations each format offers. ONNX dynamic quantization is left out on purpose:
+# it quantizes MatMul/Conv weights per tensor at run time and breaks MobileNet accuracy.
+SUPPORTED = {
+    "tflite": ("fp32", "fp16", "dynamic", "int8", "qat"),
+    "edgetpu": ("int8", "qat"),
+    "onnx": ("fp32", "fp16", "int8"),
+}
+ONNX_OPSET = 13
+
+
+class ExportError(ValueError):
+    """An export cannot be done as asked (bad option combination, missing data, unwritable output)."""
+
+
+class CalibrationError(ExportError):
+    """No usable images for calibration or validation."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export: target format, quantization, calibration data and validation data.
+
+    ``calib_data``: folder of images for int8 calibration (default: the run's ``train`` split).
+    ``calib_samples``: how many calibration images to use (default 200).
+    ``io_type``: tensor type of the model's input and output for int8/qat TFLite (default
+    ``uint8``: raw pixels in, scale 1 / zero point 0). Float formats ignore it.
+    ``val_data``: folder of held-out images for validation (default: the run's ``val`` split).
+    ``val_samples``: at most this many validation images (default 200).
+    ``validate``: run the exported file against the float model (default True).
+    ``fail_on_validation``: raise when validation fails its tolerances (default True).
+    ``qat_epochs`` / ``qat_learning_rate``: the short quantization-aware fine-tune (2 epochs, 1e-5).
+    ``opset``: ONNX opset (default 13).
+    ``compile_edgetpu``: run ``edgetpu_compiler`` when it is on PATH (default True).
+    """
+
+    format: str = "tflite"
+    quantization: str = "fp32"
+    io_type: str = "uint8"
+    calib_data: Path | None = None
+    calib_samples: int = 200
+    val_data: Path | None = None
+    val_samples: int = 200
+    validate: bool = True
+    fail_on_validation: bool = True
+    qat_epochs: int = 2
+    qat_learning_rate: float = 1e-5
+    qat_batch_size: int = 16
+    opset: int = ONNX_OPSET
+    compile_edgetpu: bool = True
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ExportError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ExportError(f"unknown quantization {self.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+        if self.io_type not in IO_TYPES:
+            raise ExportError(f"unknown io_type {self.io_type!r}; choose one of {', '.join(IO_TYPES)}")
+        if self.quantization not in SUPPORTED[self.format]:
+            hint = ""
+            if self.format == "onnx" and self.quantization == "dynamic":
+                hint = (
+                    " Dynamic quantization is not offered for ONNX: it breaks MobileNet accuracy. "
+                    "Use --quant int8 (static QDQ, calibrated on training images) or --quant fp16."
+                )
+            elif self.format == "edgetpu":
+                hint = " The Edge TPU runs only fully integer models: use --quant int8 or --quant qat."
+            raise ExportError(
+                f"--format {self.format} does not support --quant {self.quantization}; supported: "
+                f"{', '.join(SUPPORTED[self.format])}.{hint}"
+            )
+        if self.format == "edgetpu" and self.io_type != "uint8":
+            raise ExportError("the Edge TPU needs uint8 input and output: drop --io-type or pass --io-type uint8")
+        if self.calib_samples < 1 or self.val_samples < 1:
+            raise ExportError("calib_samples and val_samples must be at least 1")
+        if self.opset < 13:
+            raise ExportError(f"ONNX opset {self.opset} is too old; edgetl exports opset 13 or newer")
+
+    @property
+    def is_integer(self) -> bool:
+        """True when the exported model computes in int8 (int8 or QAT)."""
+        return self.quantization in ("int8", "qat")
+
+    @property
+    def suffix(self) -> str:
+        return SUFFIX[self.format]
+
+    def replace(self, **changes: Any) -> ExportOptions:
+        """Return a copy with ``changes`` applied (options are immutable)."""
+        return dataclasses.replace(self, **changes)
+
+    # ---------------------------------------------------------------- presets
+
+    @classmethod
+    def for_float(cls, format: str = "tflite", **kw: Any) -> ExportOptions:
+        """Float32 model: exact, largest, runs anywhere."""
+        return cls(format=format, quantization="fp32", **kw)
+
+    @classmethod
+    def for_fp16(cls, format: str = "tflite", **kw: Any) -> ExportOptions:
+        """Float16 weights: half the size, float accuracy; fast on GPUs."""
+        return cls(format=format, quantization="fp16", **kw)
+
+    @classmethod
+    def for_dynamic_range(cls, **kw: Any) -> ExportOptions:
+        """TFLite dynamic range: int8 weights, float activations; no calibration data needed."""
+        return cls(format="tflite", quantization="dynamic", **kw)
+
+    @classmethod
+    def for_int8(
+        cls, calib_data: str | Path | None = None, format: str = "tflite", io_type: str = "uint8", **kw: Any
+    ) -> ExportOptions:
+        """Full-integer int8, calibrated on ``calib_data`` (default: the run's training split)."""
+        calib = Path(calib_data) if calib_data is not None else None
+        return cls(format=format, quantization="int8", io_type=io_type, calib_data=calib, **kw)
+
+    @classmethod
+    def for_qat(cls, epochs: int = 2, learning_rate: float = 1e-5, format: str = "tflite", **kw: Any) -> ExportOptions:
+        """Quantization-aware fine-tune on the training split, then full-integer int8."""
+        return cls(format=format, quantization="qat", qat_epochs=epochs, qat_learning_rate=learning_rate, **kw)
+
+    @classmethod
+    def for_edgetpu(cls, calib_data: str | Path | None = None, **kw: Any) -> ExportOptions:
+        """Coral Edge TPU: full int8, uint8 I/O, batch 1, then ``edgetpu_compiler`` if installed."""
+        calib = Path(calib_data) if calib_data is not None else None
+        return cls(format="edgetpu", quantization="int8", io_type="uint8", calib_data=calib, **kw)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export produced: the file, its size, and how close it is to the float model."""
+
+    path: Path
+    size_bytes: int
+    format: str
+    quantization: str
+    report: ValidationReport | None
+    report_path: Path | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "format": self.format,
+            "quantization": self.quantization,
+            "report_path": str(self.report_path) if self.report_path else None,
+            "validation": self.report.to_dict() if self.report else None,
+            **self.extra,
+        }

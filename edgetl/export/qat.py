@@ -1,0 +1,129 @@
+"""Quantization-aware training: a short int8-aware fine-tune of a flat Keras model before conversion.
+
+Annotation strategy. tensorflow-model-optimization's default 8-bit scheme knows Conv2D, Dense,
+DepthwiseConv2D, ReLU, Add, pooling... (its registry), and folds BatchNormalization into the conv
+before it. Layers outside that registry (Rescaling/Normalization at the input, MobileNetV3's
+hard-swish built from ``TFOpLambda``/``Multiply``, custom layers) are left unannotated: they train in
+float, and the TFLite converter calibrates their int8 ranges from the representative data set, as in
+post-training quantization. Their names are returned in :attr:`QatResult.float_layers`, so the user
+sees which parts of the model were not trained quantization-aware. A layer tfmot fails on while
+applying the scheme raises :class:`QatError` naming it.
+
+>>> QatError("conv1: unsupported").args[0]
+'conv1: unsupported'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .options import ExportError
+from .samples import Samples
+
+
+class QatError(ExportError):
+    """Quantization-aware training could not be applied to the model (names the layer when known)."""
+
+
+@dataclass(frozen=True)
+class QatResult:
+    """The quantization-aware model, the layers that stayed float, and the fine-tune's last loss."""
+
+    model: Any
+    float_layers: tuple[str, ...]
+    loss: float | None
+
+
+def _bn_follows_conv(layer: Any, keras: Any) -> bool:
+    """True when a BatchNormalization layer's input comes from a conv (tfmot folds the pair)."""
+    conv = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    for node in getattr(layer, "_inbound_nodes", []):
+        parents = node.inbound_layers
+        parents = parents if isinstance(parents, (list, tuple)) else [parents]
+        if any(isinstance(parent, conv) for parent in parents):
+            return True
+    return False
+
+
+def annotate(model: Any) -> tuple[Any, tuple[str, ...]]:
+    """Return ``(annotated copy of model, names of layers left float)`` for ``quantize_apply``."""
+    from edgetl._tf import keras as get_keras
+
+    keras = get_keras()
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as registry_mod,
+    )
+
+    registry = registry_mod.Default8BitQuantizeRegistry()
+    left_float: list[str] = []
+
+    def annotate_layer(layer: Any) -> Any:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if _bn_follows_conv(layer, keras):
+                return tfmot.quantization.keras.quantize_annotate_layer(layer)
+        elif registry.supports(layer):
+            return tfmot.quantization.keras.quantize_annotate_layer(layer)
+        left_float.append(layer.name)
+        return layer
+
+    if not isinstance(model, keras.Model) or model.__class__.__name__ not in ("Functional", "Model", "Sequential"):
+        raise QatError(
+            f"QAT needs a flat functional Keras model, got {model.__class__.__name__}; export the run's "
+            "model.keras (edgetl train writes flat models) or use --quant int8"
+        )
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if nested:
+        raise QatError(
+            f"layer {nested[0]!r} is a nested model; tfmot quantizes flat models only. Rebuild the "
+            "classifier flat (backbone built with input_tensor=...) or use --quant int8"
+        )
+    copy = keras.models.clone_model(model, clone_function=annotate_layer)
+    copy.set_weights(model.get_weights())
+    return copy, tuple(left_float)
+
+
+def quantize_aware(
+    model: Any,
+    train: Samples,
+    epochs: int = 2,
+    learning_rate: float = 1e-5,
+    batch_size: int = 16,
+) -> QatResult:
+    """Return ``model`` made quantization-aware and fine-tuned for ``epochs`` on ``train`` (labelled images).
+
+    ``model`` is not changed (a copy is trained). ``learning_rate`` is small on purpose: QAT only adapts
+    the weights to int8 rounding, it does not re-learn the task.
+    """
+    from edgetl._tf import keras as get_keras
+
+    keras = get_keras()
+    import tensorflow_model_optimization as tfmot
+
+    labelled = [i for i, label in enumerate(train.labels) if label is not None]
+    if not labelled:
+        raise QatError(
+            "QAT needs labelled training images (the run's train split, or a --calib folder with "
+            "<label>/ subfolders named like the model's labels); none of the images has a known label"
+        )
+    annotated, left_float = annotate(model)
+    try:
+        with tfmot.quantization.keras.quantize_scope():
+            qmodel = tfmot.quantization.keras.quantize_apply(annotated)
+    except Exception as exc:
+        raise QatError(
+            f"tensorflow-model-optimization could not apply int8 QAT: {exc}. Export with --quant int8 "
+            "(post-training calibration) instead."
+        ) from exc
+    x = train.pixels[labelled].astype(np.float32)
+    y = np.asarray([train.labels[i] for i in labelled], np.int64)
+    qmodel.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+    )
+    history = qmodel.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
+    losses = history.history.get("loss") or [None]
+    return QatResult(model=qmodel, float_layers=left_float, loss=None if losses[-1] is None else float(losses[-1]))

@@ -1,0 +1,99 @@
+"""TFLite export: fp32, fp16, dynamic range, full-integer int8 and QAT, with metadata inside the file.
+
+The model is converted with a static batch of 1 (what every edge device runs, and what the Edge TPU
+requires). Full-integer models take raw uint8 pixels (scale 1, zero point 0) because edgetl models
+keep their normalization inside the graph.
+
+>>> from edgetl.export.tflite import converter_flags
+>>> converter_flags(ExportOptions(quantization="int8"))
+{'optimize': True, 'float16': False, 'integer_only': True, 'io_type': 'uint8'}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl_runtime.atomic import write_bytes
+from edgetl_runtime.metadata import ModelMetadata, embed_tflite_metadata
+
+from .options import ExportError, ExportOptions
+from .samples import with_full_range
+
+
+def converter_flags(options: ExportOptions) -> dict[str, Any]:
+    """Return the converter settings an option set implies (a plain dict, for logs and tests)."""
+    integer = options.is_integer
+    return {
+        "optimize": options.quantization != "fp32",
+        "float16": options.quantization == "fp16",
+        "integer_only": integer,
+        "io_type": options.io_type if integer else "float32",
+    }
+
+
+def _concrete_function(model: Any, batch: int = 1):
+    """Return the model's forward pass traced at a static ``(batch, H, W, C)`` float32 input."""
+    from edgetl._tf import tensorflow
+
+    tf = tensorflow()
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(d is None for d in shape):
+        raise ExportError(
+            f"model input shape {tuple(model.inputs[0].shape)} is not static; edge formats need a fixed "
+            "height, width and channels. Rebuild the model with a fixed input size."
+        )
+    spec = tf.TensorSpec((batch, *shape), tf.float32, name="image")
+    return tf.function(lambda image: model(image, training=False)).get_concrete_function(spec)
+
+
+def convert(model: Any, options: ExportOptions, calibration: np.ndarray | None = None) -> bytes:
+    """Return the TFLite flatbuffer of a Keras ``model`` converted as ``options`` say.
+
+    ``calibration``: uint8 pixels ``(N, H, W, C)`` for int8/QAT (the representative data set).
+    """
+    from edgetl._tf import tensorflow
+
+    tf = tensorflow()
+    flags = converter_flags(options)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(model)], model)
+    if flags["optimize"]:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if flags["float16"]:
+        converter.target_spec.supported_types = [tf.float16]
+    if flags["integer_only"]:
+        if calibration is None or not len(calibration):
+            raise ExportError("int8 export needs calibration images; pass --calib DATA or a run with a train split")
+        data = with_full_range(calibration).astype(np.float32)
+
+        def representative():
+            for image in data:
+                yield [image[None]]
+
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[flags["io_type"]]
+        converter.inference_input_type = io
+        converter.inference_output_type = io
+    try:
+        return bytes(converter.convert())
+    except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
+        raise ExportError(
+            f"TFLite conversion ({options.quantization}) failed: {exc.__class__.__name__}: {str(exc)[:600]}. "
+            "If an op is not supported as int8, export --quant fp32/fp16/dynamic or change the layer."
+        ) from exc
+
+
+def export(
+    model: Any,
+    options: ExportOptions,
+    output: str | Path,
+    *,
+    metadata: ModelMetadata,
+    calibration: np.ndarray | None = None,
+) -> Path:
+    """Convert ``model`` to TFLite, embed ``metadata``, write it atomically to ``output`` and return the path."""
+    data = convert(model, options, calibration)
+    return write_bytes(output, embed_tflite_metadata(data, metadata))

@@ -1,0 +1,224 @@
+"""Validation of an exported file against the float Keras model, run through the device runtime.
+
+The exported file is executed by ``edgetl_runtime.load(path, device="cpu").scores`` (LiteRT or ONNX
+Runtime, never TensorFlow) on held-out images prepared by the runtime's own preprocessing, and
+compared with the float Keras model on the same pixels.
+
+Tolerances (:data:`TOLERANCES`), per quantization:
+
+========  ===================  ==================  =====================================
+quant     max |score diff|     top-1 agreement     why
+========  ===================  ==================  =====================================
+fp32      <= 1e-3 (fails)      100 % (fails)       same arithmetic, only op-order rounding
+fp16      reported only        >= 98 % (fails)     10-bit mantissa weights
+dynamic   reported only        >= 95 % (fails)     int8 weights, float activations
+int8      reported only        >= 90 % (fails)     int8 everywhere, calibrated ranges
+qat       reported only        >= 90 % (fails)     as int8, after a QAT fine-tune
+========  ===================  ==================  =====================================
+
+The agreement floor of the lossy quantizations is applied to the *decisive* images: those where the
+float model's top-1 score beats the runner-up by at least :data:`DECISIVE_MARGIN` (0.1). A near-tie
+(0.49 vs 0.51) flips under any rounding and says nothing about the export; agreement over all images
+is still reported. fp32 must agree on every image.
+
+A drift beyond tolerance raises a :class:`ValidationError` subclass (:class:`AgreementError`,
+:class:`AtolError`, :class:`ShapeError`), each carrying the full :class:`ValidationReport`.
+
+>>> TOLERANCES["fp32"].max_abs_diff, TOLERANCES["int8"].min_agreement
+(0.001, 0.9)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .options import ExportError
+from .samples import Samples
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Limits an export must meet: ``max_abs_diff`` (None: report only) and ``min_agreement`` (0..1)."""
+
+    max_abs_diff: float | None
+    min_agreement: float
+
+
+DECISIVE_MARGIN = 0.1
+
+TOLERANCES = {
+    "fp32": Tolerance(1e-3, 1.0),
+    "fp16": Tolerance(None, 0.98),
+    "dynamic": Tolerance(None, 0.95),
+    "int8": Tolerance(None, 0.90),
+    "qat": Tolerance(None, 0.90),
+}
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """How far an exported model is from the float model on ``n_images`` held-out images."""
+
+    path: str
+    quantization: str
+    n_images: int
+    agreement: float  # fraction of images whose top-1 class matches the float model
+    max_abs_diff: float  # largest |exported - float| over all scores
+    mean_abs_diff: float
+    accuracy: float | None  # of the exported model, on images with a known label
+    reference_accuracy: float | None  # of the float Keras model, same images
+    tolerance: Tolerance
+    failures: tuple[str, ...] = field(default_factory=tuple)
+    engine: str = "edgetl_runtime"
+    decisive_images: int = 0  # images where the float model's top-1 margin >= DECISIVE_MARGIN
+    decisive_agreement: float | None = None  # agreement on those images (None: no decisive image)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def accuracy_delta(self) -> float | None:
+        if self.accuracy is None or self.reference_accuracy is None:
+            return None
+        return self.accuracy - self.reference_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "quantization": self.quantization,
+            "n_images": self.n_images,
+            "agreement": self.agreement,
+            "decisive_images": self.decisive_images,
+            "decisive_agreement": self.decisive_agreement,
+            "max_abs_diff": self.max_abs_diff,
+            "mean_abs_diff": self.mean_abs_diff,
+            "accuracy": self.accuracy,
+            "reference_accuracy": self.reference_accuracy,
+            "accuracy_delta": self.accuracy_delta,
+            "tolerance": {"max_abs_diff": self.tolerance.max_abs_diff, "min_agreement": self.tolerance.min_agreement},
+            "passed": self.passed,
+            "failures": list(self.failures),
+            "engine": self.engine,
+        }
+
+
+class ValidationError(ExportError):
+    """The exported model drifted from the float model beyond tolerance (``.report`` has the numbers)."""
+
+    def __init__(self, message: str, report: ValidationReport):
+        super().__init__(message)
+        self.report = report
+
+
+class ShapeError(ValidationError):
+    """The exported model's output shape differs from the float model's."""
+
+
+class AgreementError(ValidationError):
+    """Too few images get the same top-1 class as from the float model."""
+
+
+class AtolError(ValidationError):
+    """Scores differ from the float model's by more than the absolute tolerance."""
+
+
+def runtime_scores(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """Return a function: uint8 pixels (N, H, W, C) -> float32 probabilities, run by ``edgetl_runtime`` on the CPU."""
+    import edgetl_runtime
+
+    return edgetl_runtime.load(path, device="cpu", threads=threads).scores
+
+
+def reference_scores(model: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Return the float Keras model's probabilities for uint8 ``pixels`` (the model takes pixels 0..255)."""
+    out = [np.asarray(model(pixels[i : i + batch_size].astype(np.float32), training=False)) for i in range(0, len(pixels), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def _accuracy(scores: np.ndarray, labels: tuple[int | None, ...]) -> float | None:
+    known = [i for i, label in enumerate(labels) if label is not None]
+    if not known:
+        return None
+    predicted = scores[known].argmax(axis=1)
+    return float(np.mean(predicted == np.asarray([labels[i] for i in known])))
+
+
+def compare(
+    path: str | Path,
+    exported: np.ndarray,
+    reference: np.ndarray,
+    samples: Samples,
+    quantization: str,
+    tolerance: Tolerance | None = None,
+) -> ValidationReport:
+    """Return the :class:`ValidationReport` of ``exported`` scores against ``reference`` scores."""
+    tol = tolerance or TOLERANCES[quantization]
+    failures: list[str] = []
+    if exported.shape != reference.shape:
+        failures.append(f"output shape {exported.shape} != float model's {reference.shape}")
+        return ValidationReport(str(path), quantization, len(samples), 0.0, float("inf"), float("inf"),
+                                None, _accuracy(reference, samples.labels), tol, tuple(failures))  # fmt: skip
+    diff = np.abs(exported.astype(np.float64) - reference.astype(np.float64))
+    same = exported.argmax(axis=1) == reference.argmax(axis=1)
+    agreement = float(np.mean(same)) if len(same) else 1.0
+    top2 = np.sort(reference, axis=1)[:, -2:] if reference.shape[1] > 1 else np.concatenate([1 - reference, reference], 1)
+    decisive = (top2[:, 1] - top2[:, 0]) >= DECISIVE_MARGIN
+    decisive_agreement = float(np.mean(same[decisive])) if decisive.any() else None
+    max_diff = float(diff.max()) if diff.size else 0.0
+    if quantization == "fp32" or tolerance is not None:
+        checked, where = agreement, "all"
+    else:
+        checked, where = decisive_agreement, f"{int(decisive.sum())} decisive"
+    if checked is not None and checked < tol.min_agreement:
+        failures.append(
+            f"top-1 agreement {checked:.1%} with the float model on {where} images is below the "
+            f"{tol.min_agreement:.0%} floor for {quantization}"
+        )
+    if tol.max_abs_diff is not None and max_diff > tol.max_abs_diff:
+        failures.append(f"max |score difference| {max_diff:.3g} exceeds {tol.max_abs_diff:g} for {quantization}")
+    return ValidationReport(
+        path=str(path),
+        quantization=quantization,
+        n_images=len(samples),
+        agreement=agreement,
+        max_abs_diff=max_diff,
+        mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
+        accuracy=_accuracy(exported, samples.labels),
+        reference_accuracy=_accuracy(reference, samples.labels),
+        tolerance=tol,
+        failures=tuple(failures),
+        decisive_images=int(decisive.sum()),
+        decisive_agreement=decisive_agreement,
+    )
+
+
+def validate(
+    path: str | Path,
+    reference_model: Any,
+    samples: Samples,
+    quantization: str,
+    tolerance: Tolerance | None = None,
+) -> ValidationReport:
+    """Run ``path`` through the runtime on ``samples``, compare with ``reference_model``; return the report."""
+    exported = runtime_scores(path)(samples.pixels)
+    return compare(path, exported, reference_scores(reference_model, samples.pixels), samples, quantization, tolerance)
+
+
+def raise_for(report: ValidationReport) -> None:
+    """Raise the matching :class:`ValidationError` subclass when ``report`` failed; do nothing otherwise."""
+    if report.passed:
+        return
+    message = (
+        f"{report.path}: exported model failed validation on {report.n_images} held-out images: "
+        + "; ".join(report.failures)
+        + ". Check the calibration data (--calib) matches the deployment images, try --quant qat or a "
+        "float format, or see the report for per-metric numbers."
+    )
+    first = report.failures[0]
+    cls = ShapeError if "shape" in first else AgreementError if "agreement" in first else AtolError
+    raise cls(message, report)

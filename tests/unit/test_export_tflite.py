@@ -1,0 +1,105 @@
+"""TFLite export of the tiny run at every quantization, run back through the runtime (LiteRT)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgetl_runtime
+from edgetl.export import (
+    AtolError,
+    ExportError,
+    ExportOptions,
+    export,
+    report_path_for,
+)
+from edgetl.export.validate import validate
+from edgetl.run import load_run
+from edgetl_runtime.metadata import read_metadata
+from edgetl_runtime.preprocess import load_image
+
+
+def _input_details(path: Path) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    return interpreter.get_input_details()[0]
+
+
+@pytest.mark.parametrize("quant", ["fp32", "fp16", "dynamic", "int8", "qat"])
+def test_every_tflite_quantization_exports_validates_and_carries_metadata(tiny_run, tmp_path, quant):
+    out = tmp_path / f"model-{quant}.tflite"
+    result = export(tiny_run, ExportOptions(format="tflite", quantization=quant), out)
+
+    assert result.path == out and out.is_file() and result.size_bytes == out.stat().st_size
+    assert result.report.passed and result.report.n_images == 16
+    assert result.report.decisive_agreement >= result.report.tolerance.min_agreement
+    meta = read_metadata(out)
+    assert meta.labels == ("defect", "good") and meta.input_size == (32, 32)
+    assert (meta.quantization, meta.format, meta.backbone, meta.data_hash) == (quant, "tflite", "tiny_test_net", "test")
+    assert meta.mean == (0.0, 0.0, 0.0) and meta.std == (1.0, 1.0, 1.0) and meta.created.endswith("+00:00")
+    report = json.loads(report_path_for(out).read_text())
+    assert report["passed"] and report["export"]["quantization"] == quant
+    # The runtime predicts from the file alone.
+    run = load_run(tiny_run)
+    path, label = run.split("val")[0]
+    assert edgetl_runtime.load(out).predict(path).label in run.labels
+    if quant in ("int8", "qat"):
+        details = _input_details(out)
+        assert details["dtype"] == np.uint8 and details["quantization"] == (1.0, 0)  # raw pixels in
+    if quant == "fp32":
+        assert result.report.max_abs_diff <= 1e-3 and result.report.agreement == 1.0
+
+
+def test_int8_with_int8_io_takes_shifted_pixels(tiny_run, tmp_path):
+    out = tmp_path / "model.tflite"
+    export(tiny_run, ExportOptions.for_int8(io_type="int8"), out)
+    details = _input_details(out)
+    assert details["dtype"] == np.int8 and details["quantization"] == (1.0, -128)
+    assert list(details["shape"]) == [1, 32, 32, 3]
+
+
+def test_int8_calibrates_on_a_given_folder(tiny_run, tiny_dataset, tmp_path):
+    result = export(tiny_run, ExportOptions.for_int8(calib_data=tiny_dataset, calib_samples=8), tmp_path / "m.tflite")
+    assert result.extra["calibration_images"] == 8 and result.report.passed
+
+
+def test_validation_against_a_different_float_model_raises_atol_error(tiny_run, tmp_path):
+    out = tmp_path / "model.tflite"
+    export(tiny_run, ExportOptions(validate=False), out)
+    run = load_run(tiny_run)
+    perturbed = run.load_model()
+    weights = perturbed.get_layer("scores").get_weights()
+    perturbed.get_layer("scores").set_weights([weights[0] * 1.5, weights[1]])
+    from edgetl.export.samples import samples_from
+
+    val = samples_from(None, run.split("val"), "val", run.input_size, run.color_mode, run.labels, 16)
+    report = validate(out, perturbed, val, "fp32")
+    assert not report.passed and report.max_abs_diff > 1e-3
+    from edgetl.export.validate import raise_for
+
+    with pytest.raises(AtolError, match="max \\|score difference\\|"):
+        raise_for(report)
+
+
+def test_killed_export_leaves_no_file_under_the_final_name(tiny_run, tmp_path):
+    out = tmp_path / "model.tflite"
+    with pytest.raises(ExportError, match="calibration images"):
+        from edgetl.export import tflite
+
+        tflite.export(load_run(tiny_run).load_model(), ExportOptions(quantization="int8"), out,
+                      metadata=load_run(tiny_run).metadata())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preprocessing_of_calibration_is_the_runtime_pipeline(tiny_run):
+    from edgetl.export.samples import samples_from
+
+    run = load_run(tiny_run)
+    train = samples_from(None, run.split("train"), "train", run.input_size, run.color_mode, run.labels, 200)
+    path, _ = run.split("train")[0]
+    np.testing.assert_array_equal(train.pixels[0], load_image(path, (32, 32), "rgb"))
+    assert train.pixels.dtype == np.uint8 and set(train.labels) == {0, 1}
