@@ -223,7 +223,6 @@ def _load_keras_weights(model: Any, path: Path) -> None:
 # ----------------------------------------------------------------------------- blocks for fine-tuning
 
 _STEM, _HEAD = "stem", "head"
-_BLOCK_PATTERNS: dict[str, Callable[[str], str | None]] = {}
 
 
 def _mobilenet_v2_group(layer: str) -> str | None:

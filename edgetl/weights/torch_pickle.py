@@ -171,7 +171,12 @@ def _load_zip(path: Path) -> Any:
             storage.array = np.frombuffer(raw, dtype=storage.dtype)
             return storage
 
-        obj = _SafeUnpickler(io.BytesIO(archive.read(pkl)), source, load_storage).load()
+        try:
+            obj = _SafeUnpickler(io.BytesIO(archive.read(pkl)), source, load_storage).load()
+        except WeightsFileError:
+            raise
+        except Exception as exc:  # a damaged pickle fails in many ways
+            raise WeightsFileError(f"{source}: data.pkl is not a readable PyTorch checkpoint ({exc})") from exc
     return _resolve(obj, source)
 
 
