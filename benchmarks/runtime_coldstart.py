@@ -1,0 +1,82 @@
+"""Print cold-start cost (import + load + first prediction, fresh process) and RSS over many predictions.
+
+Uses the int8 MobileNetV3-Small of runtime_overhead.py (built with TensorFlow on first use).
+
+    .venv/bin/python benchmarks/runtime_coldstart.py [--model M.tflite] [--repeats 5] [--predictions 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+CHILD = r"""
+import sys, time, json
+t0 = time.perf_counter()
+import edgetl_runtime
+t1 = time.perf_counter()
+model = edgetl_runtime.load(sys.argv[1], threads=int(sys.argv[3]))
+t2 = time.perf_counter()
+model.predict(sys.argv[2])
+t3 = time.perf_counter()
+from edgetl_runtime.bench import memory_mb
+print(json.dumps({"import": (t1 - t0) * 1e3, "load": (t2 - t1) * 1e3, "first": (t3 - t2) * 1e3,
+                  "rss": memory_mb()[1]}))
+"""
+
+
+def main() -> None:
+    from runtime_overhead import build_mobilenet_v3_small_int8
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="fresh processes to time")
+    parser.add_argument("--predictions", type=int, default=10_000, help="predictions for the RSS-growth run")
+    args = parser.parse_args()
+    path = args.model or build_mobilenet_v3_small_int8()
+
+    from edgetl_runtime.bench import memory_mb, synthetic_image
+
+    image = path.parent / "coldstart.jpg"
+    image.write_bytes(synthetic_image())
+    rows = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", CHILD, str(path), str(image), str(args.threads)],
+                             capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["process"] = (time.perf_counter() - t0) * 1e3
+        rows.append(row)
+    print(f"cold start, {path.name}, threads={args.threads}, median of {args.repeats} fresh processes:")
+    for key, label in (("import", "import edgetl_runtime"), ("load", "load()"), ("first", "first predict (640x480 JPEG)"),
+                       ("process", "whole process (python start to exit)"), ("rss", "RSS after first predict (MB)")):
+        print(f"  {label:38}{statistics.median(r[key] for r in rows):9.1f}")
+
+    import edgetl_runtime
+
+    model = edgetl_runtime.load(path, threads=args.threads)
+    data = image.read_bytes()
+    model.predict(data)
+    start = memory_mb()[1]
+    marks = {}
+    t0 = time.perf_counter()
+    for i in range(1, args.predictions + 1):
+        model.predict(data)
+        if i in (100, 1000) or i % 2500 == 0:
+            marks[i] = memory_mb()[1]
+    elapsed = time.perf_counter() - t0
+    print(f"RSS over {args.predictions} predictions of a 640x480 JPEG ({args.predictions / elapsed:.0f} img/s):")
+    print(f"  after 1: {start:.1f} MB; " + "; ".join(f"after {i}: {mb:.1f} MB" for i, mb in marks.items()))
+    print(f"  growth after the first 1000: {marks[max(marks)] - marks.get(1000, start):+.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
