@@ -22,6 +22,7 @@ from edgetl_runtime.atomic import write_bytes
 from edgetl_runtime.metadata import ModelMetadata, embed_onnx_metadata
 
 from .options import ExportError, ExportOptions
+from .samples import with_full_range
 
 INPUT_NAME = "image"
 
@@ -57,7 +58,8 @@ class _Calibration:
     """An ``onnxruntime.quantization.CalibrationDataReader`` over uint8 pixels, one image per batch."""
 
     def __init__(self, pixels: np.ndarray):
-        self._images = iter(pixels.astype(np.float32))
+        # Same full 0..255 input range as the TFLite calibration (see samples.with_full_range).
+        self._images = iter(with_full_range(pixels).astype(np.float32))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         image = next(self._images, None)

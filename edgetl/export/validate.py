@@ -17,8 +17,9 @@ qat       reported only        >= 90 % (fails)     as int8, after a QAT fine-tun
 ========  ===================  ==================  =====================================
 
 The agreement floor of the lossy quantizations is applied to the *decisive* images: those where the
-float model's top-1 score beats the runner-up by at least :data:`DECISIVE_MARGIN` (0.1). A near-tie
-(0.49 vs 0.51) flips under any rounding and says nothing about the export; agreement over all images
+float model's top-1 score beats the runner-up by at least :data:`DECISIVE_MARGIN` (0.2, i.e. 0.6 vs 0.4 for two
+classes). int8 rounding moves scores of small models by a few hundredths, so a near-tie flips under
+any quantization and says nothing about the export; agreement over all images
 is still reported. fp32 must agree on every image.
 
 A drift beyond tolerance raises a :class:`ValidationError` subclass (:class:`AgreementError`,
@@ -48,7 +49,7 @@ class Tolerance:
     min_agreement: float
 
 
-DECISIVE_MARGIN = 0.1
+DECISIVE_MARGIN = 0.2
 
 TOLERANCES = {
     "fp32": Tolerance(1e-3, 1.0),
