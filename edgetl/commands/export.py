@@ -38,11 +38,15 @@ class ValidationFailed(click.ClickException):
               help="Held-out images for validation (default: the run's validation split).")
 @click.option("--device", "device", default=None,
               help="Device profile (devices/*.toml name or path): format and quantization come from it.")
+@click.option("--atol", type=float, default=None,
+              help="Fail when any score differs from the float model's by more than this (default: 1e-3 for fp32, report only otherwise).")
+@click.option("--min-agreement", type=float, default=None,
+              help="Fail below this top-1 agreement with the float model, over all images (default per quantization).")
 @click.option("--no-validate", is_flag=True, help="Skip validation against the float model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Output file (default: RUN_DIR/export/model-<format>-<quant>.<ext>).")
-def export(fmt, quant, calib, calib_samples, io_type, val_data, device, no_validate, as_json, output):
+def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, device, atol, min_agreement, no_validate, as_json, output):
     """Export the model of RUN_DIR (a `edgetl train` folder) for an edge device.
 
     \b
@@ -59,7 +63,8 @@ def export(fmt, quant, calib, calib_samples, io_type, val_data, device, no_valid
     from ..export import ExportError, ExportOptions, ValidationError, export as run_export, options_for_device
 
     fields = dict(calib_data=Path(calib) if calib else None, calib_samples=calib_samples,
-                  val_data=Path(val_data) if val_data else None, validate=not no_validate)  # fmt: skip
+                  val_data=Path(val_data) if val_data else None, validate=not no_validate,
+                  atol=atol, min_agreement=min_agreement)  # fmt: skip
     try:
         if device:
             if fmt or quant:
@@ -100,7 +105,12 @@ def _show(report, result, as_json: bool) -> None:
         table.add_column("value", justify="right")
         table.add_column("limit", justify="right")
         tol = report.tolerance
-        table.add_row("top-1 agreement", f"{report.agreement:.1%}", f">= {tol.min_agreement:.0%}")
+        decisive = report.decisive_agreement
+        all_images = report.quantization == "fp32" or report.failures and "on all images" in report.failures[0]
+        table.add_row("top-1 agreement (all images)", f"{report.agreement:.1%}", f">= {tol.min_agreement:.0%}" if all_images else "")
+        if report.quantization != "fp32":
+            table.add_row(f"top-1 agreement ({report.decisive_images} decisive images)",
+                          "n/a" if decisive is None else f"{decisive:.1%}", "" if all_images else f">= {tol.min_agreement:.0%}")
         table.add_row("max |score diff|", f"{report.max_abs_diff:.2e}", "report only" if tol.max_abs_diff is None else f"<= {tol.max_abs_diff:g}")
         table.add_row("mean |score diff|", f"{report.mean_abs_diff:.2e}", "")
         fmt_acc = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731

@@ -186,7 +186,14 @@ def export(
         from .validate import raise_for, validate
 
         val = samples_from(options.val_data, run.split("val") if run else [], "val", size, mode, labels, options.val_samples)
-        report = validate(output, model, val, options.quantization)
+        tolerance = None
+        if options.atol is not None or options.min_agreement is not None:
+            default = TOLERANCES[options.quantization]
+            tolerance = Tolerance(
+                options.atol if options.atol is not None else default.max_abs_diff,
+                options.min_agreement if options.min_agreement is not None else default.min_agreement,
+            )
+        report = validate(output, model, val, options.quantization, tolerance)
         report_file = write_json(report_path_for(output), {**report.to_dict(), "export": {
             "format": options.format, "quantization": options.quantization, "io_type": options.io_type if options.is_integer else "float32",
             "size_bytes": output.stat().st_size, "metadata": meta.to_dict(), **extra}})  # fmt: skip

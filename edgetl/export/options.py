@@ -54,6 +54,9 @@ class ExportOptions:
     ``qat_epochs`` / ``qat_learning_rate``: the short quantization-aware fine-tune (2 epochs, 1e-5).
     ``opset``: ONNX opset (default 13).
     ``compile_edgetpu``: run ``edgetpu_compiler`` when it is on PATH (default True).
+    ``atol`` / ``min_agreement``: override the validation tolerances of
+    :data:`edgetl.export.validate.TOLERANCES` (an explicit ``min_agreement`` counts every image,
+    not only the decisive ones) - e.g. a stricter gate in CI.
     """
 
     format: str = "tflite"
@@ -70,6 +73,8 @@ class ExportOptions:
     qat_batch_size: int = 16
     opset: int = ONNX_OPSET
     compile_edgetpu: bool = True
+    atol: float | None = None
+    min_agreement: float | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -95,6 +100,10 @@ class ExportOptions:
             raise ExportError("the Edge TPU needs uint8 input and output: drop --io-type or pass --io-type uint8")
         if self.calib_samples < 1 or self.val_samples < 1:
             raise ExportError("calib_samples and val_samples must be at least 1")
+        if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
+            raise ExportError(f"min_agreement must be within [0, 1], got {self.min_agreement}")
+        if self.atol is not None and self.atol < 0:
+            raise ExportError(f"atol must be >= 0, got {self.atol}")
         if self.opset < 13:
             raise ExportError(f"ONNX opset {self.opset} is too old; edgetl exports opset 13 or newer")
 

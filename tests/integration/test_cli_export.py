@@ -1,0 +1,97 @@
+"""`edgetl export` from the command line: success, JSON output, and every bad input exits 2 cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from edgetl.cli import main
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, ["export", *map(str, args)])
+
+
+def test_cli_int8_export_prints_json_and_writes_the_report(tiny_run, tmp_path):
+    out = tmp_path / "model.tflite"
+    result = _run(tiny_run, "--format", "tflite", "--quant", "int8", "--calib-samples", "12", "--json", "-o", out)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index("{"):])
+    assert payload["format"] == "tflite" and payload["quantization"] == "int8"
+    assert payload["validation"]["passed"] and payload["calibration_images"] == 12
+    assert (tmp_path / "model.tflite.report.json").is_file() and out.stat().st_size == payload["size_bytes"]
+
+
+def test_cli_prints_a_validation_table(tiny_run, tmp_path):
+    result = _run(tiny_run, "--format", "onnx", "-o", tmp_path / "model.onnx")
+    assert result.exit_code == 0, result.output
+    assert "top-1 agreement" in result.output and "pass" in result.output and "model.onnx" in result.output
+
+
+def test_cli_device_profile_picks_format_and_quantization(tiny_run, tmp_path):
+    result = _run(tiny_run, "--device", "coral-usb", "--json", "-o", tmp_path / "coral.tflite")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index("{"):])
+    assert payload["format"] == "edgetpu" and payload["edgetpu"]["fully_mapped"]
+
+
+def test_cli_failing_validation_exits_nonzero_and_keeps_the_report(tiny_run, tmp_path):
+    out = tmp_path / "model.tflite"
+    # int8 scores differ from float by ~1e-2; a forced 1e-6 tolerance must fail the command.
+    result = _run(tiny_run, "--quant", "int8", "--atol", "1e-6", "-o", out)
+    assert result.exit_code == 1, result.output
+    assert "failed validation" in result.output and "exceeds 1e-06" in result.output
+    assert "FAIL" in result.output and "Traceback" not in result.output
+    report = json.loads((tmp_path / "model.tflite.report.json").read_text())
+    assert not report["passed"] and report["tolerance"]["max_abs_diff"] == 1e-6
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no_model", "no trained model"),
+        ("empty_calib", "no usable images"),
+        ("missing_dir", "does not exist"),
+        ("onnx_dynamic", "Dynamic quantization is not offered for ONNX"),
+        ("bad_suffix", "written as .onnx"),
+    ],
+)
+def test_cli_bad_input_exits_2_without_traceback(tiny_run, tmp_path, case, message):
+    out = tmp_path / "model.tflite"
+    args = [tiny_run, "-o", out]
+    if case == "no_model":
+        run = tmp_path / "run"
+        shutil.copytree(tiny_run, run)
+        (run / "model.keras").unlink()
+        args = [run, "-o", out]
+    elif case == "empty_calib":
+        calib = tmp_path / "calib"
+        (calib / "good").mkdir(parents=True)
+        (calib / "good" / "broken.png").write_bytes(b"not a png")
+        (calib / "notes.txt").write_text("no images here")
+        args += ["--quant", "int8", "--calib", calib]
+    elif case == "missing_dir":
+        args = [tiny_run, "-o", tmp_path / "missing" / "model.tflite"]
+    elif case == "onnx_dynamic":
+        args += ["--format", "onnx", "--quant", "dynamic"]
+    elif case == "bad_suffix":
+        args += ["--format", "onnx"]
+    result = _run(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write to read-only folders")
+def test_cli_read_only_output_folder_exits_2(tiny_run, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        result = _run(tiny_run, "-o", locked / "model.tflite")
+    finally:
+        locked.chmod(0o755)
+    assert result.exit_code == 2 and "not writable" in result.output
