@@ -1,0 +1,327 @@
+"""Benchmark a run on this host: export every format x quantization a device supports, check, time.
+
+For each candidate of the device profile (:func:`candidates`) the run is exported, its accuracy is
+measured through ``edgetl_runtime`` on labelled test images next to the float Keras model's on the
+same pixels (:func:`edgetl.export.validate.compare`), and it is timed with
+:func:`edgetl_runtime.bench.run_benchmark` on the profile's runtime device. A candidate that fails
+to export, validate or run becomes a row with its error; it never aborts the table (as in
+Ultralytics' ``yolo benchmark``).
+
+>>> [f"{c.format}:{c.quantization}" for c in candidates(load_profile("coral-usb"))]
+['edgetpu:int8', 'tflite:int8']
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgetl_runtime.profiles import DeviceProfile, detect, load_profile
+
+from .export.options import SUPPORTED
+
+__all__ = ["Candidate", "BenchmarkRow", "BenchmarkTable", "BenchmarkError", "candidates", "benchmark"]
+
+
+class BenchmarkError(ValueError):
+    """The benchmark cannot start (no run, no test images, unknown device, nothing to benchmark)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One export to benchmark: format, quantization, the runtime device string and CPU threads."""
+
+    format: str
+    quantization: str
+    device: str
+    threads: int
+    note: str = ""
+
+
+def candidates(profile: DeviceProfile, threads: int | None = None) -> list[Candidate]:
+    """Return the exports worth benchmarking for ``profile``; the profile's own target is noted.
+
+    litert profiles: every TFLite quantization (x86-64 CPU profiles add ONNX rows, to compare the
+    two engines); edgetpu: Edge TPU int8 plus the same int8 model on the CPU as fallback;
+    onnxruntime: ONNX fp32/fp16/int8. ``threads`` overrides the profile's thread count.
+    """
+    rt, target = profile.runtime, profile.export
+    n = threads or rt.threads
+    native = [Candidate(target.format, q, rt.device, n) for q in SUPPORTED[target.format]]
+    if target.format == "edgetpu":
+        native = [Candidate("edgetpu", "int8", rt.device, n), Candidate("tflite", "int8", "cpu", n, "CPU fallback")]
+    elif target.format == "tflite" and any(a.lower() in ("x86_64", "amd64") for a in profile.detect.arch):
+        native += [Candidate("onnx", q, "cpu", n) for q in SUPPORTED["onnx"]]
+    is_target = lambda c: (c.format, c.quantization) == (target.format, target.quantization)  # noqa: E731
+    return [replace(c, note=c.note or "profile target") if is_target(c) else c for c in native]
+
+
+def select(cands: Sequence[Candidate], formats: Sequence[str] | None) -> list[Candidate]:
+    """Return the candidates named by ``formats`` (``tflite``, ``onnx:int8``, ...); all when empty."""
+    if not formats:
+        return list(cands)
+    wanted = [w.strip().lower() for item in formats for w in item.split(",") if w.strip()]
+    picked = [c for c in cands if any(w in (c.format, f"{c.format}:{c.quantization}") for w in wanted)]
+    offered = ", ".join(f"{c.format}:{c.quantization}" for c in cands)
+    unknown = [w for w in wanted if not any(w in (c.format, f"{c.format}:{c.quantization}") for c in cands)]
+    if unknown:
+        raise BenchmarkError(f"--formats {','.join(unknown)}: not offered for this device; choose among {offered}")
+    return picked
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    """One line of the table; measurements are None where the row failed (``error`` says why)."""
+
+    format: str
+    quantization: str
+    device: str
+    path: str | None = None
+    size_bytes: int | None = None
+    accuracy: float | None = None
+    accuracy_delta: float | None = None  # accuracy - float Keras accuracy, same images
+    agreement: float | None = None  # top-1 agreement with the float model
+    validation_passed: bool | None = None
+    validation_failures: tuple[str, ...] = ()
+    engine: str | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    fps: float | None = None
+    error: str | None = None
+    failed_at: str | None = None  # export | accuracy | benchmark
+    note: str = ""
+
+    @property
+    def size_mb(self) -> float | None:
+        return None if self.size_bytes is None else self.size_bytes / 1e6
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["validation_failures"] = list(self.validation_failures)
+        out["size_mb"] = self.size_mb
+        return out
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+@dataclass(frozen=True)
+class BenchmarkTable:
+    """Every row of a benchmark, with the float model's accuracy and where it ran."""
+
+    run_dir: str
+    profile: str
+    host_profile: str | None  # what detection says this host is
+    data: str
+    n_images: int
+    float_accuracy: float | None
+    runs: int
+    warmup: int
+    rows: tuple[BenchmarkRow, ...]
+    host: dict[str, str] = field(default_factory=dict)
+
+    HEADER = ("format", "quant", "device", "size MB", "accuracy", "Δ vs float", "agreement", "p50 ms", "FPS", "status")
+
+    def cells(self, row: BenchmarkRow) -> tuple[str, ...]:
+        """Return the display strings of ``row`` in :attr:`HEADER` order."""
+        if row.error:
+            status = f"error ({row.failed_at}): {row.error}"
+        elif row.validation_passed is False:
+            status = "accuracy drift: " + "; ".join(row.validation_failures)
+        else:
+            status = "ok"
+        if row.note:
+            status = f"{status} [{row.note}]"
+        delta = None if row.accuracy_delta is None else row.accuracy_delta * 100
+        return (row.format, row.quantization, row.device, _fmt(row.size_mb, ".3g"), _fmt(row.accuracy, ".1%"),
+                _fmt(delta, "+.1f", " pp"), _fmt(row.agreement, ".1%"), _fmt(row.p50_ms, ".2f"),
+                _fmt(row.fps, ".1f"), status)  # fmt: skip
+
+    @property
+    def title(self) -> str:
+        acc = _fmt(self.float_accuracy, ".1%")
+        return (f"edgetl benchmark of {self.run_dir} for {self.profile} (host: {self.host_profile or 'unknown'}); "
+                f"float Keras accuracy {acc} on {self.n_images} images of {self.data}; "
+                f"{self.runs} runs after {self.warmup} warm-up, synthetic 640x480 JPEG, end to end")  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["rows"] = [row.to_dict() for row in self.rows]
+        return out
+
+    def to_markdown(self) -> str:
+        """Return the table as GitHub Markdown, preceded by a one-line title."""
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.HEADER) + " |",
+                 "|" + "|".join("---" if i < 3 else "---:" for i in range(len(self.HEADER) - 1)) + "|---|"]  # fmt: skip
+        for row in self.rows:
+            lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in self.cells(row)) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_rich(self) -> Any:
+        """Return a rich ``Table`` of the rows (errors in red)."""
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=escape(self.title))
+        for i, name in enumerate(self.HEADER):
+            table.add_column(name, justify="left" if i < 3 or i == len(self.HEADER) - 1 else "right",
+                             overflow="fold")  # fmt: skip
+        for row in self.rows:
+            cells = [escape(c) for c in self.cells(row)]
+            if row.error or row.validation_passed is False:
+                cells[-1] = f"[red]{cells[-1]}[/red]"
+            table.add_row(*cells)
+        return table
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def _test_images(run: Any, data: str | Path | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Return ``(uint8 pixels, label index into run.labels, description)`` of the test images."""
+    from .data import DatasetError, ImageDataset, Sample, load_images, scan_dataset
+
+    if data is not None:
+        try:
+            dataset = scan_dataset(data)
+        except DatasetError as exc:
+            raise BenchmarkError(f"--data {data}: {exc}") from None
+        unknown = sorted(set(dataset.classes) - set(run.labels))
+        if unknown:
+            raise BenchmarkError(f"{data}: classes {unknown} were not in the training data (model labels: {list(run.labels)})")
+        source = str(data)
+    else:
+        split = run.split("val")
+        if not split:
+            raise BenchmarkError(f"{run.run_dir}: no validation split recorded; pass --data with a labelled folder of test images")
+        dataset = ImageDataset(tuple(Sample(Path(p), label) for p, label in split), run.labels, None)
+        source = "the run's validation split"
+    images = load_images(dataset, run.input_size, run.color_mode, progress=False)
+    lookup = np.array([list(run.labels).index(c) for c in images.classes])
+    return images.x, lookup[images.y], source
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}"
+
+
+def _row(cand: Candidate, run: Any, out_dir: Path, pixels: np.ndarray, labels: np.ndarray, reference: np.ndarray,
+         runs: int, warmup: int) -> BenchmarkRow:  # fmt: skip
+    """Export, check and time one candidate; return its row (with the error if a step failed)."""
+    import edgetl_runtime
+    from edgetl_runtime.bench import run_benchmark
+
+    from .export import ExportOptions, export
+    from .export.samples import Samples
+    from .export.validate import compare
+
+    row = BenchmarkRow(cand.format, cand.quantization, cand.device, note=cand.note)
+    try:
+        options = ExportOptions(format=cand.format, quantization=cand.quantization, validate=False)
+        name = f"model-{cand.format}-{cand.quantization}{options.suffix}"
+        result = export(run, options, out_dir / name)
+        path = result.path
+        row = replace(row, path=str(path), size_bytes=result.size_bytes)
+        if cand.format == "edgetpu":
+            tpu = result.extra.get("edgetpu", {})
+            if not tpu.get("compiled_path"):
+                return replace(row, error=f"not compiled for the Edge TPU: {tpu.get('compiler_log', 'compiler not run')}", failed_at="export")
+            path = Path(tpu["compiled_path"])
+            row = replace(row, path=str(path), size_bytes=path.stat().st_size)
+    except Exception as exc:  # one failing format must not abort the table
+        return replace(row, error=_first_line(exc), failed_at="export")
+    try:
+        model = edgetl_runtime.load(path, device=cand.device, threads=cand.threads)
+        scores = np.concatenate([model.scores(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
+        samples = Samples(pixels, tuple(int(v) for v in labels), tuple("" for _ in labels))
+        report = compare(path, scores, reference, samples, "int8" if cand.format == "edgetpu" else cand.quantization)
+        delta = report.accuracy_delta
+        row = replace(row, accuracy=report.accuracy, accuracy_delta=delta, agreement=report.agreement,
+                      validation_passed=report.passed, validation_failures=report.failures, engine=model.info.engine)  # fmt: skip
+        del model
+    except Exception as exc:
+        return replace(row, error=_first_line(exc), failed_at="accuracy")
+    try:
+        bench = run_benchmark(path, runs=runs, warmup=warmup, threads=cand.threads, device=cand.device)
+    except Exception as exc:
+        return replace(row, error=_first_line(exc), failed_at="benchmark")
+    total = bench.stages["total"]
+    return replace(row, p50_ms=total.p50, p99_ms=total.p99, fps=bench.throughput_ips, engine=bench.engine)
+
+
+def benchmark(
+    run_dir: str | Path,
+    device: str | None = None,
+    data: str | Path | None = None,
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int | None = None,
+    formats: Sequence[str] | None = None,
+    output_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BenchmarkTable:
+    """Return the :class:`BenchmarkTable` of every export of ``run_dir`` that ``device`` supports.
+
+    ``device``: a profile name or TOML path (default: the profile detected for this host).
+    ``data``: a labelled folder of test images (default: the run's validation split).
+    ``runs``/``warmup``: timed and untimed predictions per row. ``threads``: CPU threads
+    (default: the profile's). ``formats``: restrict to these (``tflite``, ``onnx:int8``, ...).
+    ``output_dir``: where the exports go (default ``RUN_DIR/benchmark``). ``progress`` is
+    called with one line per step.
+    """
+    from .run import RunError, load_run
+
+    say = progress or (lambda _msg: None)
+    if runs < 1 or warmup < 0:
+        raise BenchmarkError(f"runs must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
+    try:
+        run = load_run(run_dir)
+    except RunError as exc:
+        raise BenchmarkError(str(exc)) from None
+    found = detect()
+    host_name = found.profile.name if found.profile else None
+    if device is None:
+        if found.profile is None:
+            raise BenchmarkError(f"{found.reasons[0]}")
+        profile = found.profile
+    else:
+        try:
+            profile = load_profile(device)
+        except (ValueError, OSError) as exc:
+            raise BenchmarkError(str(exc)) from None
+    todo = select(candidates(profile, threads), formats)
+    out_dir = Path(output_dir) if output_dir is not None else run.run_dir / "benchmark"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchmarkError(f"{out_dir}: cannot create the export folder ({exc}); pass another -o") from None
+    if not os.access(out_dir, os.W_OK):
+        raise BenchmarkError(f"{out_dir}: not writable; pass another -o folder")
+
+    say(f"loading test images ({data or 'validation split'})")
+    pixels, labels, source = _test_images(run, data)
+    from .export.validate import reference_scores
+
+    reference = reference_scores(run.load_model(), pixels)
+    float_accuracy = float(np.mean(reference.argmax(axis=1) == labels)) if len(labels) else None
+    rows = []
+    for cand in todo:
+        say(f"{cand.format} {cand.quantization}: export, accuracy on {len(pixels)} images, {runs} timed runs on {cand.device}")
+        rows.append(_row(cand, run, out_dir, pixels, labels, reference, runs, warmup))
+    import platform
+
+    return BenchmarkTable(
+        run_dir=str(run.run_dir), profile=profile.name, host_profile=host_name, data=source, n_images=len(pixels),
+        float_accuracy=float_accuracy, runs=runs, warmup=warmup, rows=tuple(rows),
+        host={"machine": platform.machine(), "system": platform.system(), "cpus": str(os.cpu_count())},
+    )  # fmt: skip

@@ -1,0 +1,81 @@
+"""``edgetl benchmark``: every export a device supports, its size, accuracy and speed, in one table.
+
+Exit codes: 0 at least one row was exported, checked and timed (rows with errors are in the
+table); 1 every row failed; 2 bad input (run, data, device, options or output paths).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+class InputError(click.ClickException):
+    """Bad input a user can fix: exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+class AllRowsFailed(click.ClickException):
+    exit_code = 1
+
+
+@click.command("benchmark")
+@click.argument("run_dir", type=click.Path())
+@click.option("--device", default=None,
+              help="Device profile (name or TOML path); default: the profile detected for this host.")
+@click.option("--data", type=click.Path(), default=None,
+              help="Labelled folder of test images (<label>/ subfolders); default: the run's validation split.")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed predictions per row.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed predictions first.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [the profile's].")
+@click.option("--formats", multiple=True,
+              help="Only these rows: format or format:quant, comma-separated or repeated (e.g. tflite:int8,onnx).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the table as JSON here.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None, help="Write the table as Markdown here.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Folder for the exported models [RUN_DIR/benchmark].")
+def benchmark(run_dir, device, data, runs, warmup, threads, formats, json_out, md_out, output):
+    """Export RUN_DIR in every format and quantization the device supports; compare size, accuracy, speed.
+
+    \b
+    Each row: exported file size, accuracy on the test images through edgetl-runtime and its
+    difference from the float Keras model, top-1 agreement with it, median end-to-end latency
+    and throughput on this host. A row that fails shows its error; the others still run.
+
+    \b
+    Examples:
+      edgetl benchmark runs/elpv
+      edgetl benchmark runs/elpv --device raspberry-pi-4 --data data/elpv/test --markdown bench.md
+      edgetl benchmark runs/elpv --formats tflite:int8,onnx:int8 --runs 200 --json bench.json
+    """
+    from rich.console import Console
+
+    from edgetl_runtime.atomic import write_bytes, write_json
+
+    from ..benchmark import BenchmarkError, benchmark as run_benchmark
+
+    err = Console(stderr=True)
+    try:
+        table = run_benchmark(run_dir, device=device, data=data, runs=runs, warmup=warmup, threads=threads,
+                              formats=formats, output_dir=output, progress=lambda msg: err.print(f"[dim]{msg}[/dim]"))  # fmt: skip
+    except (BenchmarkError, ValueError, OSError) as exc:
+        raise InputError(str(exc)) from None
+    Console(width=max(160, Console().width)).print(table.to_rich())
+    try:
+        if json_out:
+            write_json(json_out, table.to_dict())
+            err.print(f"wrote {json_out}")
+        if md_out:
+            write_bytes(md_out, table.to_markdown().encode("utf-8"))
+            err.print(f"wrote {md_out}")
+    except OSError as exc:
+        raise InputError(f"cannot write the report: {exc}") from None
+    if table.host_profile and table.host_profile != table.profile:
+        err.print(f"note: this host looks like {table.host_profile}, not {table.profile}; "
+                  f"latencies are this host's, not the device's")  # fmt: skip
+    if not any(row.ok for row in table.rows):
+        raise AllRowsFailed("every row failed; see the status column " + json.dumps([r.error for r in table.rows])[:500])
+    sys.stdout.flush()
