@@ -1,0 +1,65 @@
+"""QAT on the tiny model and on a real MobileNetV3 backbone (hard-swish from TFOpLambda/Multiply)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgetl.export import ExportOptions
+from edgetl.export.qat import QatError, annotate, quantize_aware
+from edgetl.export.samples import Samples
+from edgetl.run import load_run
+
+
+def test_annotation_leaves_the_rescaling_layer_float_and_keeps_weights(tiny_run):
+    model = load_run(tiny_run).load_model()
+    annotated, left_float = annotate(model)
+    assert left_float == ("normalize",)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(annotated(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+def test_qat_needs_labelled_images(tiny_run):
+    model = load_run(tiny_run).load_model()
+    unlabelled = Samples(np.zeros((2, 32, 32, 3), np.uint8), (None, None), ("a", "b"))
+    with pytest.raises(QatError, match="labelled training images"):
+        quantize_aware(model, unlabelled)
+
+
+def test_qat_refuses_a_nested_model_naming_the_layer(tiny_run):
+    from edgetl._tf import keras
+
+    k = keras()
+    inner = load_run(tiny_run).load_model()
+    inputs = k.Input((32, 32, 3))
+    outer = k.Model(inputs, inner(inputs))
+    with pytest.raises(QatError, match=f"layer '{inner.name}' is a nested model"):
+        annotate(outer)
+
+
+@pytest.mark.slow
+def test_qat_on_mobilenet_v3_small_converts_to_full_int8_and_runs(tmp_path):
+    import edgetl_runtime
+    from edgetl.backbones import load_backbone
+    from edgetl.export import tflite
+    from edgetl.export.edgetpu import check_compatibility
+    from edgetl._tf import keras
+    from edgetl_runtime.metadata import ModelMetadata
+
+    k = keras()
+    backbone = load_backbone("mobilenet_v3_small", weights=None, input_size=32)
+    h = k.layers.GlobalAveragePooling2D()(backbone.output)
+    model = k.Model(backbone.input, k.layers.Dense(2, activation="softmax")(h))
+    rng = np.random.default_rng(0)
+    train = Samples(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), (0, 1) * 4, ("x",) * 8)
+
+    result = quantize_aware(model, train, epochs=1, batch_size=8)
+    assert any("multiply" in name or "tf." in name for name in result.float_layers)  # hard-swish pieces
+
+    out = tflite.export(result.model, ExportOptions.for_qat(), tmp_path / "v3.tflite",
+                        metadata=ModelMetadata(labels=("defect", "good"), input_size=(32, 32), quantization="qat"),
+                        calibration=train.pixels)
+    report = check_compatibility(out)
+    assert report.fully_mapped, report.summary()
+    scores = edgetl_runtime.load(out).scores(train.pixels[:2])
+    assert scores.shape == (2, 2) and np.all(np.isfinite(scores))
