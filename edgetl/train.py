@@ -3,7 +3,7 @@
 Phase 1 (feature extraction) trains global pooling → dropout → dense on the frozen ImageNet
 backbone. Without augmentation the backbone is a fixed function, so its pooled features are
 computed once and cached: the head trains in seconds. Phase 2 unfreezes the top blocks (BatchNorm
-stays in inference mode) with a 10x lower learning rate and augmentation, checkpointing every
+stays in inference mode) with a 5x lower learning rate and augmentation, checkpointing every
 epoch, stopping early on validation loss and restoring the best epoch.
 
 >>> TrainOptions().backbone
@@ -40,7 +40,7 @@ class TrainOptions:
     unfreeze: str | int = "auto"  # number of top backbone blocks to fine-tune, or "auto"
     batch_size: int = 32
     learning_rate: float = 1e-3  # phase 1
-    fine_tune_learning_rate: float = 1e-4  # phase 2
+    fine_tune_learning_rate: float = 2e-4  # phase 2
     dropout: float = 0.2
     augment: bool = True  # augmentation during phase 2
     augment_head: bool = False  # also augment phase 1 (then features cannot be cached)
@@ -77,11 +77,11 @@ def auto_unfreeze(n_train: int, n_blocks: int) -> tuple[int, str]:
     elif n_train < 400:
         depth, why = 1, f"{n_train} training images (100-399): only the last block"
     elif n_train < 1500:
-        depth, why = 2, f"{n_train} training images (400-1499): the last 2 blocks"
+        depth, why = 4, f"{n_train} training images (400-1499): the last 4 blocks"
     elif n_train < 5000:
-        depth, why = 4, f"{n_train} training images (1500-4999): the last 4 blocks"
+        depth, why = 8, f"{n_train} training images (1500-4999): the last 8 blocks"
     else:
-        depth, why = 6, f"{n_train} training images (>= 5000): the last 6 blocks"
+        depth, why = n_blocks, f"{n_train} training images (>= 5000): the whole backbone"
     return min(depth, n_blocks), why
 
 

@@ -151,7 +151,7 @@ class Trainer:
                 if self.stop:
                     raise TrainingInterrupted(str(self.run_dir))
                 batch = x[i : i + FEATURE_BATCH].astype(np.float32)
-                out.append(self.features(batch, training=False).numpy())
+                out.append(np.asarray(self.features.predict_on_batch(batch)))  # graph mode, not eager
                 bar.advance(task, len(batch))
         return np.concatenate(out) if out else np.zeros((0, self.features.output_shape[-1]), np.float32)
 
