@@ -47,7 +47,7 @@ def test_qat_on_mobilenet_v3_small_converts_to_full_int8_and_runs(tmp_path):
     from edgetl_runtime.metadata import ModelMetadata
 
     k = keras()
-    # At 32 px the converter leaves a DEQUANTIZE in the SE block (caught by check_compatibility); 64 px maps fully.
+    # At 32 px the converter left a float DEQUANTIZE (op #105 of 164, found by check_compatibility); 64 px maps fully.
     backbone = load_backbone("mobilenet_v3_small", weights=None, input_size=64)
     h = k.layers.GlobalAveragePooling2D()(backbone.output)
     model = k.Model(backbone.input, k.layers.Dense(2, activation="softmax")(h))
