@@ -12,7 +12,7 @@ quantization-aware model; :mod:`.validate` checks the written file through the d
 
 from __future__ import annotations
 
-import os
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -92,8 +92,13 @@ def _check_output(output: Path, options: ExportOptions) -> None:
     parent = output.parent
     if not parent.is_dir():
         raise ExportError(f"{output}: output directory {parent} does not exist; create it first (mkdir -p {parent})")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"{output}: output directory {parent} is not writable; choose another -o path or fix its permissions")
+    try:  # probe by writing: os.access() says yes to root even on read-only mounts
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise ExportError(
+            f"{output}: output directory {parent} is not writable ({exc.strerror}); choose another -o path or fix its permissions"
+        ) from None
 
 
 def _resolve(run_or_model: Any, metadata: ModelMetadata | None) -> tuple[Any, Any, ModelMetadata]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import shutil
 
 import pytest
@@ -85,13 +86,16 @@ def test_cli_bad_input_exits_2_without_traceback(tiny_run, tmp_path, case, messa
     assert message in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write to read-only folders")
 def test_cli_read_only_output_folder_exits_2(tiny_run, tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    try:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        locked = Path("/sys")  # read-only even for root (permission bits do not stop root)
         result = _run(tiny_run, "-o", locked / "model.tflite")
-    finally:
-        locked.chmod(0o755)
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        try:
+            result = _run(tiny_run, "-o", locked / "model.tflite")
+        finally:
+            locked.chmod(0o755)
     assert result.exit_code == 2 and "not writable" in result.output

@@ -24,7 +24,7 @@ def classifier():
 
 
 def test_imagenet_top5_recognizes_cat_and_coffee(classifier):
-    skdata = pytest.importorskip("skimage.data")
+    from skimage import data as skdata  # a dev dependency: the test must run, never skip
     batch = np.stack([_pixels(skdata.chelsea(), 224), _pixels(skdata.coffee(), 224)])
     probs = classifier.predict(batch, verbose=0)
     assert probs.shape == (2, 1000)
