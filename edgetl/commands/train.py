@@ -18,16 +18,22 @@ from ..train import TrainOptions
 @click.option("--weights", default=TrainOptions.weights, show_default=True, help="imagenet | none | PATH")
 @click.option("--input-size", type=int, default=None, help="Input size in pixels (square). [default: backbone's]")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier (mobilenet_v2).")
-@click.option("--val-split", type=float, default=TrainOptions.val_split, show_default=True)
+@click.option("--val-split", type=float, default=TrainOptions.val_split, show_default=True,
+              help="Fraction of DATA held out for validation (stratified by class).")
 @click.option("--epochs", type=int, default=TrainOptions.epochs, show_default=True, help="Phase 1 (head) epochs.")
-@click.option("--fine-tune-epochs", type=int, default=TrainOptions.fine_tune_epochs, show_default=True)
+@click.option("--fine-tune-epochs", type=int, default=TrainOptions.fine_tune_epochs, show_default=True,
+              help="Phase 2 (fine-tuning) epochs; 0 trains the head only.")
 @click.option("--unfreeze", default="auto", show_default=True, help="'auto' or the number of top blocks to fine-tune.")
-@click.option("--batch-size", type=int, default=TrainOptions.batch_size, show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=TrainOptions.learning_rate, show_default=True)
-@click.option("--fine-tune-lr", type=float, default=TrainOptions.fine_tune_learning_rate, show_default=True)
+@click.option("--batch-size", type=int, default=TrainOptions.batch_size, show_default=True, help="Images per step.")
+@click.option("--lr", "learning_rate", type=float, default=TrainOptions.learning_rate, show_default=True,
+              help="Phase 1 (head) learning rate.")
+@click.option("--fine-tune-lr", type=float, default=TrainOptions.fine_tune_learning_rate, show_default=True,
+              help="Phase 2 learning rate.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Augment during fine-tuning.")
-@click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="balanced", show_default=True)
-@click.option("--patience", type=int, default=TrainOptions.patience, show_default=True)
+@click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="balanced", show_default=True,
+              help="Weight classes inversely to their frequency (defects are usually rare).")
+@click.option("--patience", type=int, default=TrainOptions.patience, show_default=True,
+              help="Early stopping: epochs without a lower validation loss.")
 @click.option("--good-class", "good_classes", multiple=True, help="Class meaning 'no defect' (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]), default="auto",
