@@ -1,87 +1,60 @@
-"""Export a run to every format x quantization and print size, accuracy and CPU latency as Markdown.
+"""Every format x quantization of a run, side by side, with the issue's targets checked as ratios.
 
 Usage::
 
-    python benchmarks/export_formats.py RUN_DIR --data TEST_FOLDER [--out DIR] [--runs 50]
+    python benchmarks/export_formats.py RUN_DIR --data TEST_FOLDER [--runs 100] [--device cpu-x86_64]
 
-For each (format, quantization): file size, test accuracy through the runtime, accuracy delta vs
-the float Keras model on the same images, and p50 single-image latency on this CPU (one thread,
-after warm-up). All exports are made in one process so the numbers sit side by side.
-
->>> COMBOS[0]
-('tflite', 'fp32')
+Runs :func:`edgetl.benchmark.benchmark` (export, validation through the runtime, latency on this
+host, all in one process so the rows are comparable) and prints its Markdown table, then the
+ratios the export targets are stated in: int8 size / fp32 size, accuracy loss of PTQ int8 and QAT,
+TFLite int8 p50 / TFLite fp32 p50, and ONNX int8 p50 / TFLite int8 p50.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
+import json
+from datetime import date
 from pathlib import Path
 
-import numpy as np
 
-COMBOS = [
-    ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "dynamic"), ("tflite", "int8"), ("tflite", "qat"),
-    ("edgetpu", "int8"), ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"),
-]  # fmt: skip
-
-
-def p50_latency_ms(model, pixels: np.ndarray, runs: int) -> float:
-    """Return the median latency (ms) of one-image ``model.scores`` calls after 5 warm-up calls."""
-    for i in range(5):
-        model.scores(pixels[i % len(pixels)][None])
-    times = []
-    for i in range(runs):
-        t0 = time.perf_counter()
-        model.scores(pixels[i % len(pixels)][None])
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
-
-
-def main(argv: list[str] | None = None) -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data", type=Path, required=True, help="labelled test images (<label>/ subfolders)")
-    parser.add_argument("--out", type=Path, default=None, help="where to keep the exported files (default: a temp dir)")
-    parser.add_argument("--runs", type=int, default=50, help="timed single-image runs per model")
-    parser.add_argument("--samples", type=int, default=500, help="at most this many test images")
-    args = parser.parse_args(argv)
+    parser.add_argument("run_dir")
+    parser.add_argument("--data", required=True, help="labelled test folder")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--device", default="cpu-x86_64")
+    parser.add_argument("--json", dest="json_out", default=None)
+    args = parser.parse_args()
 
-    import edgetl_runtime
-    from edgetl.export import ExportOptions, export
-    from edgetl.export.samples import folder_entries, load_samples
-    from edgetl.export.validate import reference_scores
-    from edgetl.run import load_run
+    from edgetl.benchmark import benchmark
 
-    run = load_run(args.run_dir)
-    test = load_samples(folder_entries(args.data), run.input_size, run.color_mode, run.labels, args.samples, str(args.data))
-    known = [i for i, label in enumerate(test.labels) if label is not None]
-    truth = np.asarray([test.labels[i] for i in known])
-    float_acc = float(np.mean(reference_scores(run.load_model(), test.pixels)[known].argmax(1) == truth)) if known else float("nan")
-    out_dir = args.out or Path(tempfile.mkdtemp(prefix="edgetl-bench-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for fmt, quant in COMBOS:
-        options = ExportOptions(format=fmt, quantization=quant, val_data=args.data, fail_on_validation=False)
-        path = out_dir / f"model-{fmt}-{quant}{options.suffix}"
-        try:
-            result = export(run, options, path)
-        except Exception as exc:  # one failing combination must not hide the others
-            rows.append((fmt, quant, f"failed: {exc.__class__.__name__}", "", "", "", ""))
-            continue
-        model = edgetl_runtime.load(path, device="cpu", threads=1)
-        acc = float(np.mean(model.scores(test.pixels)[known].argmax(1) == truth)) if known else float("nan")
-        rows.append((fmt, quant, f"{result.size_bytes / 1024:.1f}", f"{acc:.4f}", f"{acc - float_acc:+.4f}",
-                     f"{p50_latency_ms(model, test.pixels, args.runs):.2f}",
-                     "pass" if result.report.passed else "FAIL"))  # fmt: skip
-    print(f"Run `{args.run_dir}`, test set `{args.data}` ({len(test)} images), float Keras accuracy {float_acc:.4f}\n")
-    print("| format | quant | size (KiB) | accuracy | delta vs float | p50 latency (ms, 1 thread) | validation |")
-    print("|---|---|---:|---:|---:|---:|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    return 0
+    table = benchmark(args.run_dir, device=args.device, data=args.data, runs=args.runs,
+                      progress=lambda line: print(line, flush=True))
+    print(f"\n{date.today()}, {table.host}\n")
+    print(table.to_markdown())
+    rows = {(r.format, r.quantization): r for r in table.rows if r.ok}
+
+    def ratio(a, b, field):
+        if a in rows and b in rows and getattr(rows[b], field):
+            return getattr(rows[a], field) / getattr(rows[b], field)
+        return None
+
+    checks = {
+        "int8 size / fp32 size (target <= 0.30)": ratio(("tflite", "int8"), ("tflite", "fp32"), "size_bytes"),
+        "TFLite int8 p50 / fp32 p50 (target <= 0.5)": ratio(("tflite", "int8"), ("tflite", "fp32"), "p50_ms"),
+        "ONNX int8 p50 / TFLite int8 p50 (target <= 1.5)": ratio(("onnx", "int8"), ("tflite", "int8"), "p50_ms"),
+    }
+    for quant, target in (("int8", 1.0), ("qat", 0.5)):
+        row = rows.get(("tflite", quant))
+        if row is not None and row.accuracy_delta is not None:
+            checks[f"TFLite {quant} accuracy delta vs float, points (target >= -{target})"] = 100 * row.accuracy_delta
+    print()
+    for name, value in checks.items():
+        print(f"- {name}: {'n/a' if value is None else f'{value:.3f}'}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"table": table.to_dict(), "checks": checks}, indent=2, default=str))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
