@@ -36,17 +36,17 @@ class TrainOptions:
     alpha: float = 1.0  # width multiplier (mobilenet_v2)
     val_split: float = 0.2  # fraction of DATA held out for validation (stratified)
     epochs: int = 30  # phase 1 (head) epochs, early-stopped
-    fine_tune_epochs: int = 8  # phase 2 epochs, early-stopped; 0 skips fine-tuning
+    fine_tune_epochs: int = 12  # phase 2 epochs, early-stopped; 0 skips fine-tuning
     unfreeze: str | int = "auto"  # number of top backbone blocks to fine-tune, or "auto"
     batch_size: int = 32
     learning_rate: float = 1e-3  # phase 1
-    fine_tune_learning_rate: float = 2e-4  # phase 2
+    fine_tune_learning_rate: float = 2e-4  # phase 2 peak, cosine-decayed to 0
     dropout: float = 0.2
     augment: bool = True  # augmentation during phase 2
     augment_head: bool = False  # also augment phase 1 (then features cannot be cached)
     augmentation: Augmentation = field(default_factory=Augmentation)
     class_weight: str = "balanced"  # "balanced" or "none": defects are usually rare
-    patience: int = 3  # early-stopping patience on validation loss (epochs)
+    patience: int = 4  # early-stopping patience on validation loss (epochs)
     seed: int = 0
     strategy: str = "auto"  # auto | default | mirrored | multi-worker
     mixed_precision: str = "auto"  # auto (GPU with compute capability >= 7) | on | off
