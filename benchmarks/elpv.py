@@ -36,8 +36,8 @@ def main() -> None:
 
     from edgetl.backbones import weights_available_offline
     from edgetl.elpv import materialize_elpv
-    from edgetl.evaluate import evaluate
-    from edgetl.train import TrainOptions, train
+    from edgetl.evaluation import evaluate
+    from edgetl.training import TrainOptions, train
 
     data = Path(args.data)
     if not (data / "manifest.csv").is_file():

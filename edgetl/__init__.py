@@ -1,7 +1,7 @@
 """edgetl: labelled inspection images to a validated defect classifier on edge hardware.
 
 The workstation side (TensorFlow) is imported lazily: ``import edgetl`` costs almost nothing, and
-``edgetl.train``/``edgetl.export`` load TensorFlow on first use.
+``edgetl.training``/``edgetl.exporters`` load TensorFlow on first use.
 
 >>> import edgetl
 >>> edgetl.__version__
@@ -18,13 +18,13 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first access)
 _LAZY = {
     "load_backbone": "edgetl.backbones",
-    "train": "edgetl.train",
-    "TrainOptions": "edgetl.train",
-    "TrainResult": "edgetl.train",
-    "evaluate": "edgetl.evaluate",
-    "export": "edgetl.export",
-    "ExportOptions": "edgetl.export",
-    "ExportResult": "edgetl.export",
+    "train": "edgetl.training",
+    "TrainOptions": "edgetl.training",
+    "TrainResult": "edgetl.training",
+    "evaluate": "edgetl.evaluation",
+    "export": "edgetl.exporters",
+    "ExportOptions": "edgetl.exporters",
+    "ExportResult": "edgetl.exporters",
     "load_profile": "edgetl.profiles",
     "DeviceProfile": "edgetl.profiles",
 }

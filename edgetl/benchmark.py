@@ -2,7 +2,7 @@
 
 For each candidate of the device profile (:func:`candidates`) the run is exported, its accuracy is
 measured through ``edgetl_runtime`` on labelled test images next to the float Keras model's on the
-same pixels (:func:`edgetl.export.validate.compare`), and it is timed with
+same pixels (:func:`edgetl.exporters.validate.compare`), and it is timed with
 :func:`edgetl_runtime.bench.run_benchmark` on the profile's runtime device. A candidate that fails
 to export, validate or run becomes a row with its error; it never aborts the table (as in
 Ultralytics' ``yolo benchmark``).
@@ -22,7 +22,7 @@ import numpy as np
 
 from edgetl_runtime.profiles import DeviceProfile, detect, load_profile
 
-from .export.options import SUPPORTED
+from .exporters.options import SUPPORTED
 
 __all__ = ["Candidate", "BenchmarkRow", "BenchmarkTable", "BenchmarkError", "candidates", "benchmark"]
 
@@ -221,9 +221,9 @@ def _row(cand: Candidate, run: Any, out_dir: Path, pixels: np.ndarray, labels: n
     import edgetl_runtime
     from edgetl_runtime.bench import run_benchmark
 
-    from .export import ExportOptions, export
-    from .export.samples import Samples
-    from .export.validate import compare
+    from .exporters import ExportOptions, export
+    from .exporters.samples import Samples
+    from .exporters.validate import compare
 
     row = BenchmarkRow(cand.format, cand.quantization, cand.device, note=cand.note)
     try:
@@ -310,7 +310,7 @@ def benchmark(
 
     say(f"loading test images ({data or 'validation split'})")
     pixels, labels, source = _test_images(run, data)
-    from .export.validate import reference_scores
+    from .exporters.validate import reference_scores
 
     reference = reference_scores(run.load_model(), pixels)
     float_accuracy = float(np.mean(reference.argmax(axis=1) == labels)) if len(labels) else None

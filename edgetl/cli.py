@@ -12,8 +12,8 @@ import click
 
 from . import __version__
 
-# command name -> (module, attribute); modules are imported when the CLI is built, they must
-# not import TensorFlow at module level.
+# command name -> (module, attribute); modules are imported when the CLI is built, so they must
+# not import TensorFlow at module level (a test checks this).
 _COMMANDS = {
     "data": ("edgetl.commands.data", "data"),
     "backbones": ("edgetl.commands.backbones", "backbones"),
@@ -40,10 +40,4 @@ def main() -> None:
 
 
 for _name, (_module, _attr) in _COMMANDS.items():
-    try:
-        _mod = importlib.import_module(_module)
-    except ModuleNotFoundError as _exc:  # a command not built yet in this checkout
-        if _exc.name != _module:
-            raise
-        continue
-    main.add_command(getattr(_mod, _attr), _name)
+    main.add_command(getattr(importlib.import_module(_module), _attr), _name)

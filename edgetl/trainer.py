@@ -1,4 +1,4 @@
-"""The training run behind :func:`edgetl.train`: data, phases, checkpoints, run-folder output."""
+"""The training run behind :func:`edgetl.training`: data, phases, checkpoints, run-folder output."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ._tf import keras, tensorflow
 from .augment import Augmentation, epoch_dataset, eval_dataset
 from .checkpoint import CheckpointStore, StopFlag, TrainingInterrupted, epoch_callback
 from .run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError
-from .train import (
+from .training import (
     TrainOptions,
     TrainResult,
     auto_unfreeze,
@@ -257,7 +257,7 @@ class Trainer:
         return self._finish(start, precision, strategy)
 
     def _finish(self, start: float, precision: str, strategy) -> TrainResult:
-        from .evaluate import evaluate_probs, plot_confusion, plot_history, plot_roc
+        from .evaluation import evaluate_probs, plot_confusion, plot_history, plot_roc
 
         opts = self.options
         probs = self.model.predict(self.x_val.astype(np.float32), batch_size=opts.batch_size, verbose=0)

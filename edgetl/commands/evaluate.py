@@ -20,7 +20,7 @@ def eval_cmd(model, data, target_recall, batch_size, as_json):
     from rich.console import Console
     from rich.table import Table
 
-    from ..evaluate import evaluate
+    from ..evaluation import evaluate
 
     try:
         result = evaluate(model, data, target_recall=target_recall, batch_size=batch_size, progress=not as_json)

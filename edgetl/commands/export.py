@@ -10,7 +10,7 @@ import json
 
 import click
 
-from ..export.options import FORMATS, IO_TYPES, QUANTIZATIONS
+from ..exporters.options import FORMATS, IO_TYPES, QUANTIZATIONS
 
 
 class InputError(click.ClickException):
@@ -60,7 +60,7 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, device,
     """
     from pathlib import Path
 
-    from ..export import ExportError, ExportOptions, ValidationError, export as run_export, options_for_device
+    from ..exporters import ExportError, ExportOptions, ValidationError, export as run_export, options_for_device
 
     fields = dict(calib_data=Path(calib) if calib else None, calib_samples=calib_samples,
                   val_data=Path(val_data) if val_data else None, validate=not no_validate,

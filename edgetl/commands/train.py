@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..train import TrainOptions
+from ..training import TrainOptions
 
 
 @click.command()
@@ -46,7 +46,7 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
           strategy, mixed_precision, resume, as_json):
     """Fine-tune a defect classifier on DATA (class folders or a path,label CSV) into RUN_DIR."""
     from ..checkpoint import TrainingInterrupted
-    from ..train import train as run_training
+    from ..training import train as run_training
 
     if unfreeze != "auto" and not unfreeze.isdigit():
         raise click.BadParameter("must be 'auto' or a number of blocks", param_hint="--unfreeze")

@@ -70,7 +70,7 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path
             return cache[key]
         from edgetl._tf import keras
         from edgetl.backbones import load_backbone
-        from edgetl.export import ExportOptions, export
+        from edgetl.exporters import ExportOptions, export
         from edgetl_runtime.metadata import ModelMetadata
 
         k = keras()

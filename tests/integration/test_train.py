@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgetl.cli import main
-from edgetl.train import TrainOptions, auto_unfreeze, train
+from edgetl.training import TrainOptions, auto_unfreeze, train
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ from edgetl._tf import tensorflow
 tf = tensorflow()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from edgetl.train import TrainOptions, train
+from edgetl.training import TrainOptions, train
 options = TrainOptions(**{json.dumps({**TINY, 'epochs': 1, 'fine_tune_epochs': 1})}, strategy="mirrored")
 result = train({str(tiny_dataset)!r}, options=options, output={str(tmp_path / 'run')!r})
 print(json.dumps({{"replicas": result.config["replicas"], "strategy": result.config["strategy"]}}))

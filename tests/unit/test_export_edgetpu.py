@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from edgetl.export import ExportError, ExportOptions, export
-from edgetl.export.edgetpu import EDGETPU_OPS, check_compatibility
+from edgetl.exporters import ExportError, ExportOptions, export
+from edgetl.exporters.edgetpu import EDGETPU_OPS, check_compatibility
 from edgetl_runtime.metadata import read_metadata
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import edgetl_runtime
-from edgetl.export import ExportError, ExportOptions, export, report_path_for
+from edgetl.exporters import ExportError, ExportOptions, export, report_path_for
 from edgetl_runtime.metadata import read_metadata
 
 

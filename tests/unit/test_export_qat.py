@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetl.export import ExportOptions
-from edgetl.export.qat import QatError, annotate, quantize_aware
-from edgetl.export.samples import Samples
+from edgetl.exporters import ExportOptions
+from edgetl.exporters.qat import QatError, annotate, quantize_aware
+from edgetl.exporters.samples import Samples
 from edgetl.run import load_run
 
 
@@ -41,8 +41,8 @@ def test_qat_refuses_a_nested_model_naming_the_layer(tiny_run):
 def test_qat_on_mobilenet_v3_small_converts_to_full_int8_and_runs(tmp_path):
     import edgetl_runtime
     from edgetl.backbones import load_backbone
-    from edgetl.export import tflite
-    from edgetl.export.edgetpu import check_compatibility
+    from edgetl.exporters import tflite
+    from edgetl.exporters.edgetpu import check_compatibility
     from edgetl._tf import keras
     from edgetl_runtime.metadata import ModelMetadata
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edgetl_runtime
-from edgetl.export import (
+from edgetl.exporters import (
     AgreementError,
     AtolError,
     ValidationError,
@@ -18,7 +18,7 @@ from edgetl.export import (
     export,
     report_path_for,
 )
-from edgetl.export.validate import validate
+from edgetl.exporters.validate import validate
 from edgetl.run import load_run
 from edgetl_runtime.metadata import read_metadata
 from edgetl_runtime.preprocess import load_image
@@ -76,12 +76,12 @@ def test_validation_against_a_different_float_model_raises_atol_error(tiny_run, 
     perturbed = run.load_model()
     weights = perturbed.get_layer("scores").get_weights()
     perturbed.get_layer("scores").set_weights([weights[0] * 1.5, weights[1]])
-    from edgetl.export.samples import samples_from
+    from edgetl.exporters.samples import samples_from
 
     val = samples_from(None, run.split("val"), "val", run.input_size, run.color_mode, run.labels, 16)
     report = validate(out, perturbed, val, "fp32")
     assert not report.passed and report.max_abs_diff > 1e-3
-    from edgetl.export.validate import raise_for
+    from edgetl.exporters.validate import raise_for
 
     with pytest.raises(ValidationError, match="exceeds 0.001 for fp32") as info:
         raise_for(report)
@@ -91,7 +91,7 @@ def test_validation_against_a_different_float_model_raises_atol_error(tiny_run, 
 def test_killed_export_leaves_no_file_under_the_final_name(tiny_run, tmp_path):
     out = tmp_path / "model.tflite"
     with pytest.raises(ExportError, match="calibration images"):
-        from edgetl.export import tflite
+        from edgetl.exporters import tflite
 
         tflite.export(load_run(tiny_run).load_model(), ExportOptions(quantization="int8"), out,
                       metadata=load_run(tiny_run).metadata())
@@ -99,7 +99,7 @@ def test_killed_export_leaves_no_file_under_the_final_name(tiny_run, tmp_path):
 
 
 def test_preprocessing_of_calibration_is_the_runtime_pipeline(tiny_run):
-    from edgetl.export.samples import samples_from
+    from edgetl.exporters.samples import samples_from
 
     run = load_run(tiny_run)
     train = samples_from(None, run.split("train"), "train", run.input_size, run.color_mode, run.labels, 200)

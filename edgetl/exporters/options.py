@@ -55,7 +55,7 @@ class ExportOptions:
     ``opset``: ONNX opset (default 13).
     ``compile_edgetpu``: run ``edgetpu_compiler`` when it is on PATH (default True).
     ``atol`` / ``min_agreement``: override the validation tolerances of
-    :data:`edgetl.export.validate.TOLERANCES` (an explicit ``min_agreement`` counts every image,
+    :data:`edgetl.exporters.validate.TOLERANCES` (an explicit ``min_agreement`` counts every image,
     not only the decisive ones) - e.g. a stricter gate in CI.
     """
 

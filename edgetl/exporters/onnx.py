@@ -5,7 +5,7 @@ recorded in the file's metadata (``extra["opset"]``) and in the export report. D
 is not offered: it breaks MobileNet accuracy. int8 uses ``onnxruntime.quantization.quantize_static``
 (QDQ, per-channel weights) calibrated on training images through the runtime's preprocessing.
 
->>> from edgetl.export.onnx import INPUT_NAME
+>>> from edgetl.exporters.onnx import INPUT_NAME
 >>> INPUT_NAME
 'image'
 """

@@ -4,7 +4,7 @@ The model is converted with a static batch of 1 (what every edge device runs, an
 requires). Full-integer models take raw uint8 pixels (scale 1, zero point 0) because edgetl models
 keep their normalization inside the graph.
 
->>> from edgetl.export.tflite import converter_flags
+>>> from edgetl.exporters.tflite import converter_flags
 >>> converter_flags(ExportOptions(quantization="int8"))
 {'optimize': True, 'float16': False, 'integer_only': True, 'io_type': 'uint8'}
 """

@@ -5,7 +5,7 @@ map: that op and everything after it run on the CPU. :func:`check_compatibility`
 flatbuffer and reports exactly that, without the compiler, using the operation table of
 coral.ai/docs/edgetpu/models-intro ("Supported operations") and its cheap-to-check constraints.
 
->>> from edgetl.export.edgetpu import compiler_command
+>>> from edgetl.exporters.edgetpu import compiler_command
 >>> compiler_command("model.tflite", "out")
 ['edgetpu_compiler', '-s', '-o', 'out', 'model.tflite']
 """

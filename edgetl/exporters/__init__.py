@@ -4,7 +4,7 @@ One module per target with the same shape, ``export(model, options, output, *, m
 calibration) -> Path``: :mod:`.tflite`, :mod:`.edgetpu`, :mod:`.onnx`; :mod:`.qat` prepares a
 quantization-aware model; :mod:`.validate` checks the written file through the device runtime.
 
->>> from edgetl.export import ExportOptions, export                       # doctest: +SKIP
+>>> from edgetl.exporters import ExportOptions, export                       # doctest: +SKIP
 >>> result = export("runs/elpv", ExportOptions.for_int8(), "model.tflite")  # doctest: +SKIP
 >>> result.report.agreement                                                # doctest: +SKIP
 0.99
