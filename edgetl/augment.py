@@ -50,7 +50,8 @@ def augment_image(image, seed, aug: Augmentation):
         image = tf.image.stateless_random_flip_up_down(image, seeds[1])
     if aug.rotate90:
         height, width = image.shape[0], image.shape[1]
-        k = tf.random.stateless_uniform([], seeds[2], 0, 4 if height == width else 1, dtype=tf.int32)
+        # Square images take any quarter turn; others only 0 or 180 degrees (shape must not change).
+        k = tf.random.stateless_uniform([], seeds[2], 0, 4 if height == width else 2, dtype=tf.int32)
         image = tf.image.rot90(image, k * 2 if height != width else k)
     if aug.shift > 0:
         shape = tf.shape(image)

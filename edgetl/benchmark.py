@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgetl_runtime.atomic import check_writable
 from edgetl_runtime.profiles import DeviceProfile, detect, load_profile
 
 from .exporters.options import SUPPORTED
@@ -305,8 +306,10 @@ def benchmark(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BenchmarkError(f"{out_dir}: cannot create the export folder ({exc}); pass another -o") from None
-    if not os.access(out_dir, os.W_OK):
-        raise BenchmarkError(f"{out_dir}: not writable; pass another -o folder")
+    try:
+        check_writable(out_dir)
+    except OSError as exc:
+        raise BenchmarkError(f"{out_dir}: not writable ({exc.strerror}); pass another -o folder") from None
 
     say(f"loading test images ({data or 'validation split'})")
     pixels, labels, source = _test_images(run, data)

@@ -79,17 +79,27 @@ class CheckpointStore:
         write_json(self.state_path, state)
 
     def write(self, model, optimizer, tag: str) -> str:
-        """Write model weights and optimizer state under ``tag`` and return the checkpoint prefix."""
+        """Write model weights (and optimizer state) as checkpoint ``tag`` and return the tag.
+
+        State files refer to checkpoints by tag, never by path, so a run folder can be moved or
+        resumed from another working directory.
+        """
         tf = tensorflow()
         self.dir.mkdir(parents=True, exist_ok=True)
         objects = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
-        return tf.train.Checkpoint(**objects).write(str(self.dir / tag))
+        tf.train.Checkpoint(**objects).write(str(self.dir / tag))
+        return tag
 
-    def restore(self, model, optimizer, prefix: str) -> None:
-        """Restore model weights (and optimizer state when given) from ``prefix``."""
+    def restore(self, model, optimizer, tag: str) -> None:
+        """Restore model weights (and optimizer state when given) from checkpoint ``tag``."""
         tf = tensorflow()
+        if not (self.dir / f"{tag}.index").is_file():
+            raise FileNotFoundError(
+                f"{self.dir}: checkpoint {tag!r} is missing; the run folder is incomplete. "
+                "Start a new run (a new -o folder)"
+            )
         objects = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
-        tf.train.Checkpoint(**objects).read(prefix).expect_partial()
+        tf.train.Checkpoint(**objects).read(str(self.dir / tag)).expect_partial()
 
     def prune(self, keep: set[str]) -> None:
         """Delete checkpoint files whose tag is not in ``keep``."""
@@ -107,7 +117,7 @@ def epoch_callback(store: CheckpointStore, state: dict[str, Any], phase: str, st
     """Return a Keras callback that checkpoints each epoch, tracks the best, and honours ``stop``.
 
     Early stopping on ``val_loss`` with ``patience`` epochs; the best epoch's weights are kept
-    as the ``{phase}-best`` checkpoint and restored by the trainer at the end of the phase.
+    as a ``{phase}-best-eNNN`` checkpoint and restored by the trainer at the end of the phase.
     """
     k = keras()
 
@@ -125,13 +135,14 @@ def epoch_callback(store: CheckpointStore, state: dict[str, Any], phase: str, st
             loss = logs.get("val_loss", logs.get("loss"))
             if ph["best_loss"] is None or loss < ph["best_loss"] - 1e-6:
                 ph["best_loss"], ph["best_epoch"], ph["wait"] = loss, epoch, 0
-                ph["best"] = store.write(self.model, None, f"{phase}-best")
+                # A new tag per best epoch: the previous best stays intact until state.json moves on.
+                ph["best"] = store.write(self.model, None, f"{phase}-best-e{epoch:03d}")
             else:
                 ph["wait"] += 1
             ph["last"] = store.write(self.model, self.model.optimizer, f"{phase}-epoch{epoch:03d}")
             ph["next_epoch"] = epoch + 1
             store.save_state(state)
-            store.prune({f"{phase}-best", f"{phase}-epoch{epoch:03d}", *_other_phase_tags(state, phase)})
+            store.prune({ph["best"], ph["last"], *_other_phase_tags(state, phase)})
             if ph["wait"] >= patience:
                 self.model.stop_training = True
                 ph["early_stopped"] = True
@@ -144,7 +155,5 @@ def _other_phase_tags(state: dict[str, Any], phase: str) -> set[str]:
     tags = set()
     for name, ph in state.items():
         if name != phase and isinstance(ph, dict):
-            for key in ("best", "last"):
-                if ph.get(key):
-                    tags.add(Path(ph[key]).name)
+            tags.update(ph[key] for key in ("best", "last", "model") if ph.get(key))
     return tags

@@ -21,8 +21,9 @@ import numpy as np
 
 def defect_scores(probs: np.ndarray, labels: Sequence[str], good_labels: Sequence[str]) -> np.ndarray:
     """Return ``1 - sum(p(good))`` for each row of class probabilities ``probs`` (N, classes)."""
-    good = [i for i, name in enumerate(labels) if name in good_labels]
-    return np.clip(1.0 - probs[:, good].sum(axis=1), 0.0, 1.0)
+    from edgetl_runtime.model import defect_scores as scores
+
+    return scores(probs, [i for i, name in enumerate(labels) if name in good_labels])
 
 
 def roc_curve(is_defect: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -227,13 +228,13 @@ def evaluate(
         import edgetl_runtime
 
         runtime_model = edgetl_runtime.load(model)
-        meta = runtime_model.info.metadata
-        if meta is None:
+        if not runtime_model.info.embedded_metadata:
             raise ValueError(f"{model}: has no edgetl metadata (labels, threshold); evaluate the run folder instead")
+        meta = runtime_model.info.metadata
         labels, good, threshold, size = meta.labels, meta.good_labels, meta.threshold, meta.input_size
         dataset = scan_dataset(data)
         _check_labels(dataset.classes, labels, data)
-        images = load_images(dataset, size, progress=progress)
+        images = load_images(dataset, size, color_mode=meta.color_mode, progress=progress)
         probs = np.concatenate([runtime_model.scores(images.x[i : i + batch_size])
                                 for i in range(0, len(images.x), batch_size)])
         y = _remap(images.y, dataset.classes, labels)

@@ -25,6 +25,7 @@ from .training import (
     class_weights,
     configure_precision,
     console,
+    is_chief,
     make_strategy,
 )
 
@@ -107,21 +108,37 @@ class Trainer:
         self.sample_weight = None if weights is None else weights[self.y_train]
 
     def _build(self) -> None:
-        from .backbones import backbone_blocks, load_backbone
+        from .backbones import backbone_blocks
 
-        k, opts = keras(), self.options
-        k.utils.set_random_seed(opts.seed)
-        self.backbone = load_backbone(opts.backbone, weights=opts.weights, input_size=self.size, alpha=opts.alpha)
-        self.blocks = backbone_blocks(self.backbone, opts.backbone)
+        keras().utils.set_random_seed(self.options.seed)
+        self.backbone, self.model, self.features, self.head = self._assemble(self.options.weights)
+        self.blocks = backbone_blocks(self.backbone, self.options.backbone)
         for layer in self.backbone.layers:
             layer.trainable = False
-        pooled = k.layers.GlobalAveragePooling2D(name="pool")(self.backbone.output)
-        self.features = k.Model(self.backbone.input, pooled, name="features")
+
+    def _assemble(self, weights: str | None):
+        """Return (backbone, classifier, pooled-feature model, head on pooled features)."""
+        from .backbones import load_backbone
+
+        k, opts = keras(), self.options
+        backbone = load_backbone(opts.backbone, weights=weights, input_size=self.size, alpha=opts.alpha)
+        pooled = k.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
+        features = k.Model(backbone.input, pooled, name="features")
         dropout = k.layers.Dropout(opts.dropout, name="dropout")
         dense = k.layers.Dense(len(self.labels), activation="softmax", dtype="float32", name="scores")
-        self.model = k.Model(self.backbone.input, dense(dropout(pooled)), name=f"edgetl_{opts.backbone}")
+        model = k.Model(backbone.input, dense(dropout(pooled)), name=f"edgetl_{opts.backbone}")
         feat_in = k.Input((pooled.shape[-1],), name="features")
-        self.head = k.Model(feat_in, dense(dropout(feat_in)), name="head")
+        head = k.Model(feat_in, dense(dropout(feat_in)), name="head")
+        return backbone, model, features, head
+
+    def _float32_model(self, precision: str):
+        """Return the classifier with float32 layers (a mixed-precision model would export float16 ops)."""
+        if precision == "float32":
+            return self.model
+        keras().mixed_precision.set_global_policy("float32")
+        _, model, _, _ = self._assemble(None)
+        model.set_weights(self.model.get_weights())
+        return model
 
     # ------------------------------------------------------------------ phases
 
@@ -202,6 +219,9 @@ class Trainer:
         # The cached-feature head shares its Dense layer with the full model: restoring the head's
         # best checkpoint sets the full model's classifier.
         self.store.restore(self.model if opts.augment_head else self.head, None, self.state["phase1"]["best"])
+        if not self.state["phase1"].get("model"):  # the full classifier after phase 1, for phase 2 to beat
+            self.state["phase1"]["model"] = self.store.write(self.model, None, "phase1-model")
+            self.store.save_state(self.state)
 
     def _phase2(self) -> None:
         opts = self.options
@@ -223,6 +243,7 @@ class Trainer:
         if self.state["phase2"]["best_loss"] <= self.state["phase1"]["best_loss"]:
             self.store.restore(self.model, None, self.state["phase2"]["best"])
         else:
+            self.store.restore(self.model, None, self.state["phase1"]["model"])
             self.state["unfreeze"]["kept"] = "phase 1 weights (fine-tuning did not lower validation loss)"
 
     def _unfreeze_depth(self) -> tuple[int, str]:
@@ -238,26 +259,34 @@ class Trainer:
 
     def run(self, start: float) -> TrainResult:
         opts = self.options
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         tf = tensorflow()
+        strategy = make_strategy(opts.strategy)  # first: multi-worker must exist before TF starts
+        if not is_chief(strategy):
+            # Every worker trains; only the chief's files are the run (Keras' multi-worker pattern).
+            self.run_dir = self.run_dir / f".worker-{strategy.cluster_resolver.task_id}"
+            self.store = CheckpointStore(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         if opts.seed is not None:
             tf.config.experimental.enable_op_determinism()
         precision = configure_precision(opts.mixed_precision)
-        self._load_data()
-        if not self.resume:
-            self.store.dir.mkdir(parents=True, exist_ok=True)
-            write_json(self.store.dir / "options.json", opts.to_dict())
-            write_json(self.run_dir / SPLIT_FILE, self.split)
-        strategy = make_strategy(opts.strategy)
-        with self.stop, strategy.scope():
-            self._build()
-            self._phase1()
-            self._phase2()
-        self.store.save_state(self.state)
-        return self._finish(start, precision, strategy)
+        try:
+            self._load_data()
+            if not self.resume:
+                self.store.dir.mkdir(parents=True, exist_ok=True)
+                write_json(self.store.dir / "options.json", opts.to_dict())
+                write_json(self.run_dir / SPLIT_FILE, self.split)
+                self.store.save_state(self.state)  # from here on, --resume finds this run
+            with self.stop, strategy.scope():
+                self._build()
+                self._phase1()
+                self._phase2()
+            self.store.save_state(self.state)
+            return self._finish(start, precision, strategy)
+        finally:
+            keras().mixed_precision.set_global_policy("float32")  # leave the process as we found it
 
     def _finish(self, start: float, precision: str, strategy) -> TrainResult:
-        from .evaluation import evaluate_probs, plot_confusion, plot_history, plot_roc
+        from .evaluation import defect_scores, evaluate_probs, plot_confusion, plot_history, plot_roc
 
         opts = self.options
         probs = self.model.predict(self.x_val.astype(np.float32), batch_size=opts.batch_size, verbose=0)
@@ -285,7 +314,7 @@ class Trainer:
             "train_seconds": round(seconds, 1),
         }
         with atomic_path(self.run_dir / MODEL_FILE) as tmp:
-            self.model.save(tmp)
+            self._float32_model(precision).save(tmp)
         write_json(self.run_dir / CONFIG_FILE, config)
         metrics = {"validation": result.metrics, "history": {p: self.state.get(p, {}).get("history", [])
                                                             for p in ("phase1", "phase2")}}
@@ -293,8 +322,7 @@ class Trainer:
         plot_history(metrics["history"], self.run_dir / "training_curves.png")
         plot_confusion(result.metrics["confusion_matrix"], self.labels, self.run_dir / "confusion_matrix.png")
         truth = np.array([self.labels[i] not in self.good_labels for i in self.y_val])
-        score = 1.0 - probs[:, [self.labels.index(g) for g in self.good_labels]].sum(axis=1)
-        plot_roc(truth, score, self.run_dir / "roc_curve.png")
+        plot_roc(truth, defect_scores(probs, self.labels, self.good_labels), self.run_dir / "roc_curve.png")
         self.store.clear()  # the run is complete: model.keras replaces the checkpoints
         console.print(f"[bold green]done[/] in {seconds:.0f} s: validation accuracy "
                       f"{result.metrics['accuracy']:.4f}, ROC AUC {result.metrics['roc_auc']}")

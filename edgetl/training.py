@@ -53,6 +53,27 @@ class TrainOptions:
     good_labels: tuple[str, ...] | None = None  # classes meaning "no defect"; None: by name
     verbose: int = 1
 
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "fine_tune_epochs": self.fine_tune_epochs >= 0,
+            "batch_size": self.batch_size >= 1,
+            "val_split": 0.0 < self.val_split < 1.0,
+            "learning_rate": self.learning_rate > 0,
+            "fine_tune_learning_rate": self.fine_tune_learning_rate > 0,
+            "dropout": 0.0 <= self.dropout < 1.0,
+            "patience": self.patience >= 1,
+            "input_size": self.input_size is None or self.input_size >= 32,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise ValueError(
+                f"invalid training options: {values} (epochs, batch size and patience >= 1; "
+                "fine-tune epochs >= 0; 0 < val split < 1; learning rates > 0; 0 <= dropout < 1; "
+                "input size >= 32 px)"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["augmentation"] = self.augmentation.to_dict()
@@ -98,6 +119,9 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray | None
 def make_strategy(name: str):
     """Return the tf.distribute strategy for ``name`` (auto: mirrored over >1 GPU, else default)."""
     tf = tensorflow_()
+    if name == "multi-worker":
+        # Collective ops must be configured before TensorFlow starts: no device query before this.
+        return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from the TF_CONFIG variable
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -108,8 +132,6 @@ def make_strategy(name: str):
             return tf.distribute.MirroredStrategy()
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=cpus)
-    if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from the TF_CONFIG variable
     raise ValueError(f"strategy must be auto, default, mirrored or multi-worker, got {name!r}")
 
 
@@ -130,6 +152,15 @@ def configure_precision(mode: str) -> str:
         raise ValueError(f"mixed_precision must be auto, on or off, got {mode!r}")
     keras().mixed_precision.set_global_policy(policy)
     return policy
+
+
+def is_chief(strategy) -> bool:
+    """Return True unless ``strategy`` is multi-worker and this process is not its chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 def tensorflow_():

@@ -11,11 +11,7 @@ import sys
 
 import click
 
-
-class InputError(click.ClickException):
-    """Bad input a user can fix: exit code 2, no traceback."""
-
-    exit_code = 2
+from . import InputError
 
 
 class AllRowsFailed(click.ClickException):

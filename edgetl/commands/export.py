@@ -10,13 +10,9 @@ import json
 
 import click
 
+from . import InputError
+
 from ..exporters.options import FORMATS, IO_TYPES, QUANTIZATIONS
-
-
-class InputError(click.ClickException):
-    """Bad input a user can fix: exit code 2, no traceback."""
-
-    exit_code = 2
 
 
 class ValidationFailed(click.ClickException):
@@ -70,6 +66,7 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, device,
             if fmt or quant:
                 raise ExportError("--device sets the format and quantization; drop --format/--quant or --device")
             options, profile = options_for_device(device, **fields)
+            _warn_input_size(run_dir, profile)
         else:
             fmt = fmt or "tflite"
             quant = quant or ("int8" if fmt == "edgetpu" else "fp32")
@@ -87,6 +84,23 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, device,
     except (ExportError, ValueError, OSError) as exc:
         raise InputError(str(exc)) from None
     _show(result.report, result, as_json)
+
+
+def _warn_input_size(run_dir: str, profile) -> None:
+    """Warn when the run's input size differs from the size the profile's budgets assume."""
+    from ..run import RunError, load_run
+
+    try:
+        size = load_run(run_dir).input_size
+    except RunError:
+        return  # export reports the missing run itself
+    if tuple(size) != tuple(profile.export.input_size):
+        click.echo(
+            f"warning: the model takes {size[0]}x{size[1]} px but {profile.name}'s latency budget assumes "
+            f"{profile.export.input_size[0]}x{profile.export.input_size[1]} px; retrain with --input-size "
+            f"{profile.export.input_size[0]} to compare against the budget",
+            err=True,
+        )
 
 
 def _show(report, result, as_json: bool) -> None:

@@ -12,12 +12,11 @@ quantization-aware model; :mod:`.validate` checks the written file through the d
 
 from __future__ import annotations
 
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgetl_runtime.atomic import write_json
+from edgetl_runtime.atomic import check_writable, write_json
 from edgetl_runtime.metadata import ModelMetadata
 
 from .options import (
@@ -92,9 +91,8 @@ def _check_output(output: Path, options: ExportOptions) -> None:
     parent = output.parent
     if not parent.is_dir():
         raise ExportError(f"{output}: output directory {parent} does not exist; create it first (mkdir -p {parent})")
-    try:  # probe by writing: os.access() says yes to root even on read-only mounts
-        with tempfile.TemporaryFile(dir=parent):
-            pass
+    try:
+        check_writable(parent)
     except OSError as exc:
         raise ExportError(
             f"{output}: output directory {parent} is not writable ({exc.strerror}); choose another -o path or fix its permissions"
@@ -166,7 +164,10 @@ def export(
                         "final_loss": qat.loss, "float_layers": list(qat.float_layers)}  # fmt: skip
 
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-    meta = base_meta.replace(quantization=options.quantization, format=options.format, created=created, mean=(0.0,) * (3 if mode == "rgb" else 1), std=(1.0,) * (3 if mode == "rgb" else 1))
+    meta = base_meta.replace(quantization=options.quantization, format=options.format, created=created)
+    if run is not None:  # a trained run has the backbone's normalization inside: it takes raw pixels
+        channels = 3 if mode == "rgb" else 1
+        meta = meta.replace(mean=(0.0,) * channels, std=(1.0,) * channels)
     if options.format == "onnx":
         from . import onnx as target
 

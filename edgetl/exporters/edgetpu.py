@@ -192,7 +192,10 @@ def compile_model(model: str | Path, timeout_s: float = 600.0) -> tuple[Path | N
     # The compiler writes into a private folder beside the model; the result is renamed into
     # place, so a killed compile never leaves a partial *_edgetpu.tflite.
     with tempfile.TemporaryDirectory(prefix=f".{model.stem}.compile.", dir=model.parent) as tmp:
-        proc = subprocess.run(compiler_command(model, tmp), capture_output=True, text=True, timeout=timeout_s)
+        try:
+            proc = subprocess.run(compiler_command(model, tmp), capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None, f"edgetpu_compiler did not finish within {timeout_s} s; run it by hand", command
         log = proc.stdout + proc.stderr
         produced = Path(tmp) / final.name
         if proc.returncode != 0 or not produced.is_file():

@@ -82,7 +82,13 @@ class _PendingTensor:
         flat = self.storage.array
         if flat is None:
             raise WeightsFileError(f"{source}: storage {self.storage.key} is referenced but missing; the file is truncated")
+        if self.offset < 0 or any(s < 0 for s in self.stride) or any(n < 0 for n in self.size):
+            raise WeightsFileError(f"{source}: a tensor has a negative offset, size or stride; the file is corrupt or hostile")
+        if self.offset >= max(flat.size, 1) and self.size and min(self.size) > 0:
+            raise WeightsFileError(f"{source}: a tensor starts past the end of storage {self.storage.key}; the file is corrupt")
         if not self.size:
+            if self.offset >= flat.size:
+                raise WeightsFileError(f"{source}: a scalar lies past the end of storage {self.storage.key}; the file is corrupt")
             return np.array(flat[self.offset])
         needed = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride)) + 1
         if min(self.size) > 0 and needed > flat.size:

@@ -37,6 +37,15 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         raise
 
 
+def check_writable(folder: str | Path) -> None:
+    """Raise ``OSError`` unless a file can be created in ``folder``.
+
+    Probes by writing: ``os.access`` says yes to root even on read-only mounts.
+    """
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 def write_bytes(final: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``final`` atomically and return the path."""
     with atomic_path(final) as tmp:

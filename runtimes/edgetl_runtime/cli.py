@@ -137,8 +137,13 @@ def bench(
 
     Exits with status 2 when a profile was given and its budget is not met.
     """
+    from pathlib import Path
+
     from . import bench as b
 
+    for out in (json_out, plot):  # fail before minutes of timing, not after
+        if out and not Path(out).resolve().parent.is_dir():
+            raise click.ClickException(f"{out}: folder {Path(out).parent} does not exist; create it first")
     profile, device = None, "cpu"
     if profile_name:
         try:

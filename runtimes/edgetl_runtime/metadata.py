@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import struct
 from dataclasses import dataclass, field
@@ -89,6 +90,8 @@ class ModelMetadata:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelMetadata:
+        if not isinstance(data, dict):
+            raise MetadataError(f"edgetl metadata must be a JSON object, got {type(data).__name__}")
         version = int(data.get("schema_version", SCHEMA_VERSION))
         if version > SCHEMA_VERSION:
             raise MetadataError(
@@ -261,8 +264,8 @@ def _tflite_schema():
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:
-        try:
-            from tensorflow.lite.python import schema_py_generated as schema
+        try:  # writing happens on the workstation, which may have TensorFlow instead of LiteRT
+            schema = importlib.import_module("tensorflow.lite.python.schema_py_generated")
         except ImportError:
             from .errors import EngineNotInstalled
 
@@ -317,7 +320,7 @@ def onnx_metadata_props(model: bytes) -> dict[str, str]:
     try:
         for number, wire, value in _proto_fields(buf):
             if number == 14 and wire == 2:
-                entry = {n: bytes(v).decode("utf-8") for n, w, v in _proto_fields(value) if w == 2}
+                entry = {n: bytes(v).decode("utf-8", "replace") for n, w, v in _proto_fields(value) if w == 2}
                 props[entry.get(1, "")] = entry.get(2, "")
     except IndexError as exc:
         raise ModelFormatError(f"truncated ONNX protobuf ({exc})") from exc

@@ -28,6 +28,18 @@ from .preprocess import ImageSource, load_image, to_model_input
 MOBILENET_MEAN, MOBILENET_STD = (127.5,), (127.5,)
 
 
+def defect_scores(probs: np.ndarray, good: Sequence[int]) -> np.ndarray:
+    """Return ``1 - sum(p(good classes))`` for each row of ``probs`` (N, classes), as float64.
+
+    The one definition of the defect score: the runtime's ``is_defect`` and the workstation's
+    metrics and threshold choice (``edgetl eval --target-recall``) all call this, so a threshold
+    set at an image's exact score classifies that image the same way everywhere. float64: many
+    small good-class scores must not lose precision.
+    """
+    probs = np.asarray(probs)
+    return np.clip(1.0 - probs[:, list(good)].astype(np.float64).sum(axis=1), 0.0, 1.0)
+
+
 class Prediction(NamedTuple):
     """One image's result. ``label``/``score`` are the top class; ``is_defect`` applies the threshold.
 
@@ -207,8 +219,7 @@ class Model:
         meta = self.info.metadata
         defect_score = is_defect = None
         if self._good.size:
-            # float64 sum: many small good-class scores must not lose precision
-            defect_score = float(1.0 - probs[self._good].astype(np.float64).sum())
+            defect_score = float(defect_scores(probs[None], self._good)[0])
             is_defect = defect_score >= meta.threshold
         return Prediction(
             label=self.labels[top],

@@ -89,13 +89,25 @@ def test_validation_against_a_different_float_model_raises_atol_error(tiny_run, 
 
 
 def test_killed_export_leaves_no_file_under_the_final_name(tiny_run, tmp_path):
-    out = tmp_path / "model.tflite"
-    with pytest.raises(ExportError, match="calibration images"):
-        from edgetl.exporters import tflite
+    from edgetl_runtime.atomic import atomic_path
 
-        tflite.export(load_run(tiny_run).load_model(), ExportOptions(quantization="int8"), out,
+    out = tmp_path / "model.tflite"
+    out.write_bytes(b"the previous, working model")
+    with pytest.raises(KeyboardInterrupt):  # interrupted half-way through writing
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"half a mod")
+            raise KeyboardInterrupt
+    assert out.read_bytes() == b"the previous, working model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
+
+    # A failing export (here: int8 without calibration images) writes nothing either.
+    from edgetl.exporters import tflite
+
+    fresh = tmp_path / "fresh.tflite"
+    with pytest.raises(ExportError, match="calibration images"):
+        tflite.export(load_run(tiny_run).load_model(), ExportOptions(quantization="int8"), fresh,
                       metadata=load_run(tiny_run).metadata())
-    assert list(tmp_path.iterdir()) == []
+    assert not fresh.exists()
 
 
 def test_preprocessing_of_calibration_is_the_runtime_pipeline(tiny_run):

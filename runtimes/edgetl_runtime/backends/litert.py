@@ -12,6 +12,7 @@ every interpreter computes exactly what a single serial one would.
 
 from __future__ import annotations
 
+import importlib
 import os
 import queue
 import threading
@@ -34,8 +35,8 @@ def import_interpreter_module() -> Any:
         try:
             from tflite_runtime import interpreter as module  # older devices (Coral images, Pi OS)
         except ImportError:
-            try:  # last resort on a workstation that only has TensorFlow
-                import tensorflow.lite as module  # type: ignore[no-redef]
+            try:  # last resort on a machine that only has TensorFlow; never imported otherwise
+                module = importlib.import_module("tensorflow.lite")
             except ImportError:
                 raise EngineNotInstalled(
                     f"running a .tflite model needs LiteRT, which is not installed: {LITERT_EXTRA}"

@@ -96,7 +96,14 @@ class OnnxBackend:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Return the raw output (N, n_classes) for ``batch`` (N, H, W, C)."""
-        if self.input.shape and self.input.shape[0] not in (-1, len(batch)):
-            step = self.input.shape[0]
-            return np.concatenate([self.run(batch[i : i + step]) for i in range(0, len(batch), step)])
-        return self._session.run([self._out_name], {self._in_name: batch})[0]
+        step = self.input.shape[0] if self.input.shape else -1
+        if step in (-1, len(batch)):
+            return self._session.run([self._out_name], {self._in_name: batch})[0]
+        parts = []
+        for i in range(0, len(batch), step):  # a fixed-batch model: run in chunks, padding the tail
+            chunk = batch[i : i + step]
+            if len(chunk) < step:
+                pad = np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            parts.append(self._session.run([self._out_name], {self._in_name: chunk})[0][: len(batch) - i])
+        return np.concatenate(parts)
