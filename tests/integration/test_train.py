@@ -64,6 +64,17 @@ def test_train_writes_a_complete_run_folder(tiny_dataset: Path, tmp_path: Path) 
     stored = json.loads((run / "config.json").read_text())
     assert stored["threshold"] == pytest.approx(report["threshold"])
 
+    # The stored threshold travels inside the exported file and decides is_defect on the device.
+    import edgetl
+    import edgetl_runtime
+
+    exported = edgetl.export(run, edgetl.ExportOptions(), tmp_path / "model.tflite")
+    device_model = edgetl_runtime.load(exported.path)
+    assert device_model.info.metadata.threshold == stored["threshold"]
+    for path, _ in json.loads((run / "split.json").read_text())["val"]:
+        pred = device_model.predict(path)
+        assert pred.is_defect == (pred.defect_score >= stored["threshold"])
+
 
 def test_interrupted_run_resumes_to_the_same_model(tiny_dataset: Path, tmp_path: Path) -> None:
     options = TrainOptions(**{**TINY, "fine_tune_epochs": 12})
@@ -98,6 +109,16 @@ def test_interrupted_run_resumes_to_the_same_model(tiny_dataset: Path, tmp_path:
     assert resumed.metrics["accuracy"] == reference.metrics["accuracy"]
     for a, b in zip(_weights(run_dir), _weights(reference.run_dir)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fine_tuning_that_hurts_is_dropped_for_the_phase_1_model(tiny_dataset: Path, tmp_path: Path) -> None:
+    head_only = train(tiny_dataset, options=TrainOptions(**{**TINY, "fine_tune_epochs": 0}), output=tmp_path / "head")
+    # A learning rate this large wrecks the unfrozen blocks: validation loss cannot beat phase 1.
+    wrecked = train(tiny_dataset, options=TrainOptions(**{**TINY, "fine_tune_learning_rate": 50.0}),
+                    output=tmp_path / "wrecked")
+    assert "phase 1 weights" in wrecked.config["unfreeze"]["kept"]
+    for a, b in zip(_weights(head_only.run_dir), _weights(wrecked.run_dir)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_mirrored_strategy_over_two_logical_cpus(tiny_dataset: Path, tmp_path: Path) -> None:
