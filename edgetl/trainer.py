@@ -229,10 +229,12 @@ class Trainer:
         self.state["unfreeze"] = {"blocks": depth, "of": len(self.blocks), "reason": why}
         if depth == 0 or opts.fine_tune_epochs == 0:
             return
+        pretrained = self._pretrained()
         for block in self.blocks[len(self.blocks) - depth:]:
             for layer in block:
-                # BatchNorm stays frozen (inference mode): small batches would wreck its statistics.
-                layer.trainable = not isinstance(layer, keras().layers.BatchNormalization)
+                # Pretrained BatchNorm stays frozen (inference mode): small batches would wreck its
+                # ImageNet statistics. Without pretrained weights there are no statistics to keep.
+                layer.trainable = not pretrained or not isinstance(layer, keras().layers.BatchNormalization)
         bs = opts.batch_size
         aug = opts.augmentation if opts.augment else None
         steps = int(np.ceil(len(self.x_train) / bs))
@@ -246,9 +248,14 @@ class Trainer:
             self.store.restore(self.model, None, self.state["phase1"]["model"])
             self.state["unfreeze"]["kept"] = "phase 1 weights (fine-tuning did not lower validation loss)"
 
+    def _pretrained(self) -> bool:
+        return str(self.options.weights).lower() not in ("none", "")
+
     def _unfreeze_depth(self) -> tuple[int, str]:
         opts = self.options
         if opts.unfreeze == "auto":
+            if not self._pretrained():
+                return len(self.blocks), "no pretrained weights (--weights none): the whole network is trained"
             return auto_unfreeze(len(self.x_train), len(self.blocks))
         depth = int(opts.unfreeze)
         if depth < 0:
