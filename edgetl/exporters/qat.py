@@ -122,7 +122,7 @@ def quantize_aware(
         inner = getattr(layer, "layer", layer)  # QuantizeWrapper holds the real layer
         if isinstance(inner, keras.layers.BatchNormalization):
             # Inference-mode BatchNorm, as in training: the batch statistics of a few calibration
-            # images would overwrite the moving averages (ELPV lost 4 points of accuracy that way).
+            # images must not overwrite the moving averages learned on the whole training set.
             inner.trainable = False
     x = train.pixels[labelled].astype(np.float32)
     y = np.asarray([train.labels[i] for i in labelled], np.int64)
