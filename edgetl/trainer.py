@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -334,8 +333,3 @@ class Trainer:
         console.print(f"[bold green]done[/] in {seconds:.0f} s: validation accuracy "
                       f"{result.metrics['accuracy']:.4f}, ROC AUC {result.metrics['roc_auc']}")
         return TrainResult(self.run_dir, self.run_dir / MODEL_FILE, result.metrics, config, seconds)
-
-
-def replace(options: TrainOptions, **changes: Any) -> TrainOptions:
-    """Return a copy of ``options`` with ``changes`` applied."""
-    return dataclasses.replace(options, **changes)

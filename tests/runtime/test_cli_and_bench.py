@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-import pytest
 from click.testing import CliRunner
 
 from edgetl_runtime import bench

@@ -35,7 +35,7 @@ def _how_to_fix(path: Path) -> str:
     return (
         "Install the Edge TPU runtime (Debian/Ubuntu: `sudo apt-get install libedgetpu1-std` from "
         "Coral's apt repository), plug the Coral in (USB 3 port; replug after installing), or "
-        f"export for the CPU instead: `edgetl export ... --format tflite`"
+        "export for the CPU instead: `edgetl export ... --format tflite`"
     )
 
 
