@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-elpv", help="folder for the run folders and results.json")
     parser.add_argument("--only", action="append", help="backbone:weights to run (repeatable)")
     parser.add_argument("--fine-tune-epochs", type=int, default=None)
+    parser.add_argument("--patience", type=int, default=None, help="early-stopping patience (default: edgetl's)")
     args = parser.parse_args()
 
     from edgetl.backbones import weights_available_offline
@@ -52,9 +53,9 @@ def main() -> None:
             rows.append({"backbone": backbone, "weights": weights, "skipped": "weights not cached (offline)"})
             continue
         run_dir = out / f"{backbone}-{weights}"
-        options = TrainOptions(backbone=backbone, weights=weights)
-        if args.fine_tune_epochs is not None:
-            options = TrainOptions(backbone=backbone, weights=weights, fine_tune_epochs=args.fine_tune_epochs)
+        overrides = {"fine_tune_epochs": args.fine_tune_epochs, "patience": args.patience}
+        options = TrainOptions(backbone=backbone, weights=weights,
+                               **{k: v for k, v in overrides.items() if v is not None})
         start = time.perf_counter()
         if (run_dir / "model.keras").is_file():
             print(f"{run_dir} exists, evaluating it again")
