@@ -46,7 +46,7 @@ class TrainOptions:
     augment_head: bool = False  # also augment phase 1 (then features cannot be cached)
     augmentation: Augmentation = field(default_factory=Augmentation)
     class_weight: str = "balanced"  # "balanced" or "none": defects are usually rare
-    patience: int = 4  # early-stopping patience on validation loss (epochs)
+    patience: int = 12  # early stopping on validation loss (epochs); phase 2's cosine decay makes late epochs best
     seed: int = 0
     strategy: str = "auto"  # auto | default | mirrored | multi-worker
     mixed_precision: str = "auto"  # auto (GPU with compute capability >= 7) | on | off
