@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from ._tf import keras, tensorflow
 from .augment import Augmentation
 
 console = Console(stderr=True)
@@ -118,7 +119,7 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray | None
 
 def make_strategy(name: str):
     """Return the tf.distribute strategy for ``name`` (auto: mirrored over >1 GPU, else default)."""
-    tf = tensorflow_()
+    tf = tensorflow()
     if name == "multi-worker":
         # Collective ops must be configured before TensorFlow starts: no device query before this.
         return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from the TF_CONFIG variable
@@ -137,9 +138,7 @@ def make_strategy(name: str):
 
 def configure_precision(mode: str) -> str:
     """Set the Keras mixed-precision policy for ``mode`` and return the policy name used."""
-    from ._tf import keras
-
-    tf = tensorflow_()
+    tf = tensorflow()
     policy = "float32"
     if mode == "on":
         policy = "mixed_float16"
@@ -161,12 +160,6 @@ def is_chief(strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
-
-
-def tensorflow_():
-    from ._tf import tensorflow
-
-    return tensorflow()
 
 
 def train(
