@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from edgetl.backbones import weights_available_offline
-    from edgetl.elpv import materialize_elpv
+    from edgetl.data.elpv import materialize_elpv
     from edgetl.evaluation import evaluate
     from edgetl.training import TrainOptions, train
 

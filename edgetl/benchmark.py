@@ -23,7 +23,7 @@ import numpy as np
 from edgetl_runtime.atomic import check_writable
 from edgetl_runtime.profiles import DeviceProfile, detect, load_profile
 
-from .exporters.options import SUPPORTED
+from .exporters.registry import SUPPORTED
 
 __all__ = ["Candidate", "BenchmarkRow", "BenchmarkTable", "BenchmarkError", "candidates", "benchmark"]
 
@@ -34,13 +34,14 @@ class BenchmarkError(ValueError):
 
 @dataclass(frozen=True)
 class Candidate:
-    """One export to benchmark: format, quantization, the runtime device string and CPU threads."""
+    """One export to benchmark: format, quantization, the runtime device string, CPU threads, engine options."""
 
     format: str
     quantization: str
     device: str
     threads: int
     note: str = ""
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 def candidates(profile: DeviceProfile, threads: int | None = None) -> list[Candidate]:
@@ -52,9 +53,10 @@ def candidates(profile: DeviceProfile, threads: int | None = None) -> list[Candi
     """
     rt, target = profile.runtime, profile.export
     n = threads or rt.threads
-    native = [Candidate(target.format, q, rt.device, n) for q in SUPPORTED[target.format]]
+    native = [Candidate(target.format, q, rt.device, n, options=rt.options) for q in SUPPORTED[target.format]]
     if target.format == "edgetpu":
-        native = [Candidate("edgetpu", "int8", rt.device, n), Candidate("tflite", "int8", "cpu", n, "CPU fallback")]
+        native = [Candidate("edgetpu", "int8", rt.device, n, options=rt.options),
+                  Candidate("tflite", "int8", "cpu", n, "CPU fallback")]
     elif target.format == "tflite" and any(a.lower() in ("x86_64", "amd64") for a in profile.detect.arch):
         native += [Candidate("onnx", q, "cpu", n) for q in SUPPORTED["onnx"]]
     is_target = lambda c: (c.format, c.quantization) == (target.format, target.quantization)  # noqa: E731
@@ -188,27 +190,27 @@ class BenchmarkTable:
 
 
 def _test_images(run: Any, data: str | Path | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Return ``(uint8 pixels, label index into run.labels, description)`` of the test images."""
+    """Return ``(uint8 pixels, label index into the contract's labels, description)`` of the test images."""
     from .data import DatasetError, ImageDataset, Sample, load_images, scan_dataset
 
+    spec = run.spec
     if data is not None:
         try:
             dataset = scan_dataset(data)
         except DatasetError as exc:
             raise BenchmarkError(f"--data {data}: {exc}") from None
-        unknown = sorted(set(dataset.classes) - set(run.labels))
+        unknown = sorted(set(dataset.classes) - set(spec.labels))
         if unknown:
-            raise BenchmarkError(f"{data}: classes {unknown} were not in the training data (model labels: {list(run.labels)})")
+            raise BenchmarkError(f"{data}: classes {unknown} were not in the training data (model labels: {list(spec.labels)})")
         source = str(data)
     else:
         split = run.split("val")
         if not split:
             raise BenchmarkError(f"{run.run_dir}: no validation split recorded; pass --data with a labelled folder of test images")
-        dataset = ImageDataset(tuple(Sample(Path(p), label) for p, label in split), run.labels, None)
+        dataset = ImageDataset(tuple(Sample(Path(p), label) for p, label in split), spec.labels, None)
         source = "the run's validation split"
-    images = load_images(dataset, run.input_size, run.color_mode, progress=False)
-    lookup = np.array([list(run.labels).index(c) for c in images.classes])
-    return images.x, lookup[images.y], source
+    images = load_images(dataset, spec.input, progress=False)
+    return images.x, images.label_indices(spec.labels), source
 
 
 def _first_line(exc: BaseException) -> str:
@@ -223,7 +225,6 @@ def _row(cand: Candidate, run: Any, out_dir: Path, pixels: np.ndarray, labels: n
     from edgetl_runtime.bench import run_benchmark
 
     from .exporters import ExportOptions, export
-    from .exporters.samples import Samples
     from .exporters.validate import compare
 
     row = BenchmarkRow(cand.format, cand.quantization, cand.device, note=cand.note)
@@ -231,29 +232,25 @@ def _row(cand: Candidate, run: Any, out_dir: Path, pixels: np.ndarray, labels: n
         options = ExportOptions(format=cand.format, quantization=cand.quantization, validate=False)
         name = f"model-{cand.format}-{cand.quantization}{options.suffix}"
         result = export(run, options, out_dir / name)
-        path = result.path
+        path = result.path  # the artifact that ships (for the Edge TPU: the compiled file)
         row = replace(row, path=str(path), size_bytes=result.size_bytes)
-        if cand.format == "edgetpu":
-            tpu = result.extra.get("edgetpu", {})
-            if not tpu.get("compiled_path"):
-                return replace(row, error=f"not compiled for the Edge TPU: {tpu.get('compiler_log', 'compiler not run')}", failed_at="export")
-            path = Path(tpu["compiled_path"])
-            row = replace(row, path=str(path), size_bytes=path.stat().st_size)
+        if cand.format == "edgetpu" and result.note:
+            return replace(row, error=result.note, failed_at="export")
     except Exception as exc:  # one failing format must not abort the table
         return replace(row, error=_first_line(exc), failed_at="export")
     try:
-        model = edgetl_runtime.load(path, device=cand.device, threads=cand.threads)
+        model = edgetl_runtime.load(path, device=cand.device, threads=cand.threads, engine_options=cand.options)
         scores = np.concatenate([model.scores(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
-        samples = Samples(pixels, tuple(int(v) for v in labels), tuple("" for _ in labels))
-        report = compare(path, scores, reference, samples, "int8" if cand.format == "edgetpu" else cand.quantization)
-        delta = report.accuracy_delta
-        row = replace(row, accuracy=report.accuracy, accuracy_delta=delta, agreement=report.agreement,
-                      validation_passed=report.passed, validation_failures=report.failures, engine=model.info.engine)  # fmt: skip
+        report = compare(path, scores, reference, labels, cand.quantization, device=cand.device)
+        row = replace(row, accuracy=report.accuracy, accuracy_delta=report.accuracy_delta, agreement=report.agreement,
+                      validation_passed=report.passed, validation_failures=tuple(f.message for f in report.failures),
+                      engine=model.info.engine)  # fmt: skip
         del model
     except Exception as exc:
         return replace(row, error=_first_line(exc), failed_at="accuracy")
     try:
-        bench = run_benchmark(path, runs=runs, warmup=warmup, threads=cand.threads, device=cand.device)
+        bench = run_benchmark(path, runs=runs, warmup=warmup, threads=cand.threads, device=cand.device,
+                              engine_options=cand.options)
     except Exception as exc:
         return replace(row, error=_first_line(exc), failed_at="benchmark")
     total = bench.stages["total"]
@@ -262,7 +259,7 @@ def _row(cand: Candidate, run: Any, out_dir: Path, pixels: np.ndarray, labels: n
 
 def benchmark(
     run_dir: str | Path,
-    device: str | None = None,
+    profile: str | None = None,
     data: str | Path | None = None,
     runs: int = 50,
     warmup: int = 5,
@@ -273,7 +270,7 @@ def benchmark(
 ) -> BenchmarkTable:
     """Return the :class:`BenchmarkTable` of every export of ``run_dir`` that ``device`` supports.
 
-    ``device``: a profile name or TOML path (default: the profile detected for this host).
+    ``profile``: a device profile name or TOML path (default: the profile detected for this host).
     ``data``: a labelled folder of test images (default: the run's validation split).
     ``runs``/``warmup``: timed and untimed predictions per row. ``threads``: CPU threads
     (default: the profile's). ``formats``: restrict to these (``tflite``, ``onnx:int8``, ...).
@@ -291,16 +288,16 @@ def benchmark(
         raise BenchmarkError(str(exc)) from None
     found = detect()
     host_name = found.profile.name if found.profile else None
-    if device is None:
+    if profile is None:
         if found.profile is None:
             raise BenchmarkError(f"{found.reasons[0]}")
-        profile = found.profile
+        chosen = found.profile
     else:
         try:
-            profile = load_profile(device)
+            chosen = load_profile(profile)
         except (ValueError, OSError) as exc:
             raise BenchmarkError(str(exc)) from None
-    todo = select(candidates(profile, threads), formats)
+    todo = select(candidates(chosen, threads), formats)
     out_dir = Path(output_dir) if output_dir is not None else run.run_dir / "benchmark"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -324,7 +321,7 @@ def benchmark(
     import platform
 
     return BenchmarkTable(
-        run_dir=str(run.run_dir), profile=profile.name, host_profile=host_name, data=source, n_images=len(pixels),
+        run_dir=str(run.run_dir), profile=chosen.name, host_profile=host_name, data=source, n_images=len(pixels),
         float_accuracy=float_accuracy, runs=runs, warmup=warmup, rows=tuple(rows),
         host={"machine": platform.machine(), "system": platform.system(), "cpus": str(os.cpu_count())},
     )  # fmt: skip

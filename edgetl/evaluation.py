@@ -14,16 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+from edgetl_runtime.contract import ModelSpec
 
 
-def defect_scores(probs: np.ndarray, labels: Sequence[str], good_labels: Sequence[str]) -> np.ndarray:
-    """Return ``1 - sum(p(good))`` for each row of class probabilities ``probs`` (N, classes)."""
+def defect_scores(probs: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Return the contract's defect score, ``1 - sum(p(good))``, for each row of ``probs`` (N, classes)."""
     from edgetl_runtime.model import defect_scores as scores
 
-    return scores(probs, [i for i, name in enumerate(labels) if name in good_labels])
+    return scores(probs, spec.good_indices)
 
 
 def roc_curve(is_defect: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,14 +91,12 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return matrix
 
 
-def predict_labels(
-    probs: np.ndarray, labels: Sequence[str], good_labels: Sequence[str], threshold: float
-) -> np.ndarray:
+def predict_labels(probs: np.ndarray, spec: ModelSpec, threshold: float) -> np.ndarray:
     """Return class indices decided by the threshold rule (best defect class, else best good class)."""
-    good = np.array([name in good_labels for name in labels])
+    good = np.array([name in spec.good_labels for name in spec.labels])
     defect_best = np.where(good, -1.0, probs).argmax(axis=1)
     good_best = np.where(good, probs, -1.0).argmax(axis=1)
-    is_defect = defect_scores(probs, labels, good_labels) >= threshold
+    is_defect = defect_scores(probs, spec) >= threshold
     return np.where(is_defect, defect_best, good_best)
 
 
@@ -113,16 +112,19 @@ class EvalResult:
         return dict(self.metrics)
 
 
-def evaluate_probs(
-    probs: np.ndarray, y_true: np.ndarray, labels: Sequence[str], good_labels: Sequence[str], threshold: float
-) -> EvalResult:
-    """Return an :class:`EvalResult` for class probabilities ``probs`` against labels ``y_true``."""
-    score = defect_scores(probs, labels, good_labels)
-    truth_defect = np.array([labels[i] not in good_labels for i in y_true])
+def evaluate_probs(probs: np.ndarray, y_true: np.ndarray, spec: ModelSpec, threshold: float | None = None) -> EvalResult:
+    """Return an :class:`EvalResult` for probabilities ``probs`` against label indices ``y_true``.
+
+    ``threshold`` defaults to the contract's.
+    """
+    threshold = spec.threshold if threshold is None else threshold
+    labels = spec.labels
+    score = defect_scores(probs, spec)
+    truth_defect = np.array([labels[i] not in spec.good_labels for i in y_true])
     metrics = compute_metrics(truth_defect, score, threshold)
-    pred = predict_labels(probs, labels, good_labels, threshold)
+    pred = predict_labels(probs, spec, threshold)
     metrics["labels"] = list(labels)
-    metrics["good_labels"] = list(good_labels)
+    metrics["good_labels"] = list(spec.good_labels)
     metrics["class_accuracy"] = float(np.mean(pred == y_true)) if len(y_true) else 0.0
     metrics["confusion_matrix"] = confusion_matrix(y_true, pred, len(labels)).tolist()
     return EvalResult(metrics=metrics, probs=probs, y_true=y_true)
@@ -206,6 +208,29 @@ def _save(fig, plt, path: Path) -> Path:
 # --------------------------------------------------------------------------- model on a data set
 
 
+def _scorer(model: Path, target_recall: float | None) -> tuple[ModelSpec, Callable[[np.ndarray], np.ndarray], Any]:
+    """Return ``(contract, pixels -> probabilities, run or None)`` for a run folder or an exported file."""
+    if model.suffix.lower() in (".tflite", ".onnx"):
+        if target_recall is not None:
+            raise ValueError("--target-recall needs a run folder (the threshold is chosen on its validation split)")
+        import edgetl_runtime
+
+        runtime_model = edgetl_runtime.load(model)
+        if not runtime_model.info.embedded_metadata:
+            raise ValueError(f"{model}: has no edgetl model contract (labels, threshold); evaluate the run folder instead")
+        return runtime_model.info.spec, runtime_model.scores, None
+    from .run import load_run
+
+    run = load_run(model)
+    keras_model = run.load_model()
+    return run.spec, lambda x: np.asarray(keras_model(x.astype(np.float32), training=False)), run
+
+
+def _probabilities(score: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray, batch_size: int) -> np.ndarray:
+    parts = [score(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
 def evaluate(
     model: str | Path,
     data: str | Path,
@@ -215,54 +240,28 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate a run folder, ``.keras`` model, or exported ``.tflite``/``.onnx`` on the data set ``data``.
 
-    With ``target_recall`` (run folders only) the decision threshold is first chosen on the run's
-    validation split to reach that defect recall, stored in the run's config.json (exports then
+    Images are prepared as the model contract says (size, colour mode, resize). With
+    ``target_recall`` (run folders only) the decision threshold is first chosen on the run's
+    validation split to reach that defect recall, stored in the run's contract (exports then
     carry it), and used here.
     """
-    from .data import load_images, scan_dataset
+    from .data import ImageDataset, Sample, load_images, scan_dataset
 
-    model = Path(model)
-    if model.suffix.lower() in (".tflite", ".onnx"):
-        if target_recall is not None:
-            raise ValueError("--target-recall needs a run folder (the threshold is chosen on its validation split)")
-        import edgetl_runtime
-
-        runtime_model = edgetl_runtime.load(model)
-        if not runtime_model.info.embedded_metadata:
-            raise ValueError(f"{model}: has no edgetl metadata (labels, threshold); evaluate the run folder instead")
-        meta = runtime_model.info.metadata
-        labels, good, threshold, size = meta.labels, meta.good_labels, meta.threshold, meta.input_size
-        dataset = scan_dataset(data)
-        _check_labels(dataset.classes, labels, data)
-        images = load_images(dataset, size, color_mode=meta.color_mode, progress=progress)
-        probs = np.concatenate([runtime_model.scores(images.x[i : i + batch_size])
-                                for i in range(0, len(images.x), batch_size)])
-        y = _remap(images.y, dataset.classes, labels)
-        return evaluate_probs(probs, y, labels, good, threshold)
-
-    from .run import load_run
-
-    run = load_run(model)
-    keras_model = run.load_model()
-    threshold = run.threshold
+    spec, score, run = _scorer(Path(model), target_recall)
     if target_recall is not None:
         val = run.split("val")
         if not val:
             raise ValueError(f"{run.run_dir}: no validation split recorded; cannot choose a threshold")
-        from .data import ImageDataset, Sample
-
-        val_set = ImageDataset(tuple(Sample(Path(p), lab) for p, lab in val), run.labels, None)
-        val_images = load_images(val_set, run.input_size, progress=progress)
-        val_probs = keras_model.predict(val_images.x.astype(np.float32), batch_size=batch_size, verbose=0)
-        truth = np.array([run.labels[i] not in run.good_labels for i in val_images.y])
-        threshold = threshold_for_recall(truth, defect_scores(val_probs, run.labels, run.good_labels), target_recall)
-        _store_threshold(run, threshold, target_recall)
+        val_set = ImageDataset(tuple(Sample(Path(p), lab) for p, lab in val), spec.labels, None)
+        val_images = load_images(val_set, spec.input, progress=progress)
+        truth = np.array([spec.labels[i] not in spec.good_labels for i in val_images.y])
+        val_scores = defect_scores(_probabilities(score, val_images.x, batch_size), spec)
+        threshold = threshold_for_recall(truth, val_scores, target_recall)
+        spec = run.with_spec(spec.with_threshold(threshold, f"target recall {target_recall} on the validation split")).spec
     dataset = scan_dataset(data)
-    _check_labels(dataset.classes, run.labels, data)
-    images = load_images(dataset, run.input_size, progress=progress)
-    probs = keras_model.predict(images.x.astype(np.float32), batch_size=batch_size, verbose=0)
-    y = _remap(images.y, dataset.classes, run.labels)
-    result = evaluate_probs(probs, y, run.labels, run.good_labels, threshold)
+    _check_labels(dataset.classes, spec.labels, data)
+    images = load_images(dataset, spec.input, progress=progress)
+    result = evaluate_probs(_probabilities(score, images.x, batch_size), images.label_indices(spec.labels), spec)
     if target_recall is not None:
         result.metrics["target_recall"] = target_recall
     return result
@@ -272,20 +271,3 @@ def _check_labels(found: Sequence[str], expected: Sequence[str], data: str | Pat
     unknown = sorted(set(found) - set(expected))
     if unknown:
         raise ValueError(f"{data}: classes {unknown} were not in the training data (model labels: {list(expected)})")
-
-
-def _remap(y: np.ndarray, classes: Sequence[str], labels: Sequence[str]) -> np.ndarray:
-    """Map data-set class indices to model label indices (a test set may lack some classes)."""
-    lookup = np.array([list(labels).index(c) for c in classes])
-    return lookup[y]
-
-
-def _store_threshold(run, threshold: float, target_recall: float) -> None:
-    from edgetl_runtime.atomic import write_json
-
-    from .run import CONFIG_FILE
-
-    config = dict(run.config)
-    config["threshold"] = threshold
-    config["threshold_source"] = f"target recall {target_recall} on the validation split"
-    write_json(run.run_dir / CONFIG_FILE, config)

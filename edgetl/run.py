@@ -2,14 +2,19 @@
 
 Layout of ``RUN_DIR``::
 
-    model.keras     the trained classifier (flat functional Keras model, input: RGB pixels 0..255)
-    config.json     every option actually used, plus labels, input size, colour mode, threshold,
-                    good labels, backbone, weights source, data set hash
-    split.json      {"train": [[path, label], ...], "val": [[path, label], ...]}
-    metrics.json    validation metrics (written by train and eval)
-    checkpoints/    per-epoch checkpoints for --resume
-    logs/           TensorBoard logs
-    *.png           training curves, confusion matrix, ROC curve
+    model.keras       the trained model (flat functional Keras model, input: pixels 0..255)
+    model_spec.json   the model contract (edgetl_runtime.contract.ModelSpec): task, labels, good
+                      labels, input, output kind, decision rule and threshold, provenance; every
+                      export embeds these exact bytes
+    config.json       how it was trained: the options, data path, counts, unfreeze depth, timing
+    split.json        {"train": [[path, label], ...], "val": [[path, label], ...]}
+    metrics.json      validation metrics (written by train and eval)
+    checkpoints/      per-epoch checkpoints for --resume (removed when the run finishes)
+    logs/             TensorBoard logs
+    *.png             training curves, confusion matrix, ROC curve
+
+Runs written by edgetl 0.1 have no ``model_spec.json``: their contract is converted once from
+the labels, input size and threshold in ``config.json``.
 
 >>> RunError("x").__class__.__name__
 'RunError'
@@ -22,9 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgetl_runtime.metadata import ModelMetadata
+from edgetl_runtime.atomic import write_bytes
+from edgetl_runtime.contract import ModelSpec
+from edgetl_runtime.errors import MetadataError
 
 MODEL_FILE = "model.keras"
+SPEC_FILE = "model_spec.json"
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.json"
 METRICS_FILE = "metrics.json"
@@ -36,32 +44,12 @@ class RunError(ValueError):
 
 @dataclass(frozen=True)
 class Run:
-    """A finished training run: its folder, its config and where its model lives."""
+    """A finished training run: its folder, its model contract, its config and where its model lives."""
 
     run_dir: Path
     model_path: Path
+    spec: ModelSpec
     config: dict[str, Any]
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(self.config["labels"])
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        size = self.config["input_size"]
-        return (int(size[0]), int(size[1]))
-
-    @property
-    def color_mode(self) -> str:
-        return self.config.get("color_mode", "rgb")
-
-    @property
-    def threshold(self) -> float:
-        return float(self.config.get("threshold", 0.5))
-
-    @property
-    def good_labels(self) -> tuple[str, ...]:
-        return tuple(self.config.get("good_labels", ()))
 
     def split(self, name: str) -> list[tuple[str, str]]:
         """Return the ``train`` or ``val`` file list recorded by the run (empty if unknown)."""
@@ -76,22 +64,27 @@ class Run:
 
         return keras().models.load_model(self.model_path, compile=False)
 
-    def metadata(self, **changes: Any) -> ModelMetadata:
-        """Return the model metadata for an export of this run (``changes`` override fields)."""
-        from . import __version__
+    def with_spec(self, spec: ModelSpec) -> Run:
+        """Write ``spec`` as this run's contract (atomically) and return the updated run."""
+        write_spec(self.run_dir, spec)
+        return Run(self.run_dir, self.model_path, spec, self.config)
 
-        fields = dict(
-            labels=self.labels,
-            input_size=self.input_size,
-            color_mode=self.color_mode,
-            threshold=self.threshold,
-            good_labels=self.good_labels,
-            backbone=self.config.get("backbone"),
-            sdk_version=__version__,
-            data_hash=self.config.get("data_hash"),
-        )
-        fields.update(changes)
-        return ModelMetadata(**fields)
+
+def write_spec(run_dir: str | Path, spec: ModelSpec) -> Path:
+    """Write the contract to ``run_dir/model_spec.json`` (its canonical bytes), atomically."""
+    return write_bytes(Path(run_dir) / SPEC_FILE, spec.to_json().encode("utf-8"))
+
+
+def _read_spec(run_dir: Path, config: dict[str, Any]) -> ModelSpec:
+    path = run_dir / SPEC_FILE
+    try:
+        if path.is_file():
+            return ModelSpec.from_json(path.read_bytes())
+        # edgetl 0.1 run folder: the contract's facts lived in config.json (schema 1 names).
+        return ModelSpec.from_dict({**config, "schema_version": 1})
+    except MetadataError as exc:
+        where = path if path.is_file() else run_dir / CONFIG_FILE
+        raise RunError(f"{where}: {exc}") from None
 
 
 def load_run(path: str | Path) -> Run:
@@ -111,5 +104,6 @@ def load_run(path: str | Path) -> Run:
         )
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
-        raise RunError(f"{run_dir}: {CONFIG_FILE} is missing; the model's labels and input size are unknown")
-    return Run(run_dir=run_dir, model_path=model_path, config=json.loads(config_path.read_text()))
+        raise RunError(f"{run_dir}: {CONFIG_FILE} is missing; the run is incomplete, retrain it")
+    config = json.loads(config_path.read_text())
+    return Run(run_dir=run_dir, model_path=model_path, spec=_read_spec(run_dir, config), config=config)

@@ -1,4 +1,4 @@
-"""Shared fixtures and the ``--device`` option for per-profile latency tests."""
+"""Shared fixtures and the ``--profile`` option for per-profile latency tests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--device",
+        "--profile",
         action="store",
         default=None,
         help="force the per-device latency tests to treat this host as the named profile (real hardware)",
@@ -22,7 +22,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture
 def device_option(request: pytest.FixtureRequest) -> str | None:
-    return request.config.getoption("--device")
+    return request.config.getoption("--profile")
 
 
 # --------------------------------------------------------------------------- tiny data and models

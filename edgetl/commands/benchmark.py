@@ -20,7 +20,7 @@ class AllRowsFailed(click.ClickException):
 
 @click.command("benchmark")
 @click.argument("run_dir", type=click.Path())
-@click.option("--device", default=None,
+@click.option("--profile", "profile_name", default=None,
               help="Device profile (name or TOML path); default: the profile detected for this host.")
 @click.option("--data", type=click.Path(), default=None,
               help="Labelled folder of test images (<label>/ subfolders); default: the run's validation split.")
@@ -33,7 +33,7 @@ class AllRowsFailed(click.ClickException):
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None, help="Write the table as Markdown here.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Folder for the exported models [RUN_DIR/benchmark].")
-def benchmark(run_dir, device, data, runs, warmup, threads, formats, json_out, md_out, output):
+def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, json_out, md_out, output):
     """Export RUN_DIR in every format and quantization the device supports; compare size, accuracy, speed.
 
     \b
@@ -44,7 +44,7 @@ def benchmark(run_dir, device, data, runs, warmup, threads, formats, json_out, m
     \b
     Examples:
       edgetl benchmark runs/elpv
-      edgetl benchmark runs/elpv --device raspberry-pi-4 --data data/elpv/test --markdown bench.md
+      edgetl benchmark runs/elpv --profile raspberry-pi-4 --data data/elpv/test --markdown bench.md
       edgetl benchmark runs/elpv --formats tflite:int8,onnx:int8 --runs 200 --json bench.json
     """
     from rich.console import Console
@@ -55,7 +55,7 @@ def benchmark(run_dir, device, data, runs, warmup, threads, formats, json_out, m
 
     err = Console(stderr=True)
     try:
-        table = run_benchmark(run_dir, device=device, data=data, runs=runs, warmup=warmup, threads=threads,
+        table = run_benchmark(run_dir, profile=profile_name, data=data, runs=runs, warmup=warmup, threads=threads,
                               formats=formats, output_dir=output, progress=lambda msg: err.print(f"[dim]{msg}[/dim]"))  # fmt: skip
     except (BenchmarkError, ValueError, OSError) as exc:
         raise InputError(str(exc)) from None

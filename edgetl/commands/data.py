@@ -56,7 +56,7 @@ def elpv_cmd(out: Path, split: float, seed: int, limit: int | None, as_json: boo
     elpv-dataset package: pip install 'edgetl[datasets]'. Re-running with the same options
     does nothing.
     """
-    from ..elpv import materialize_elpv
+    from ..data.elpv import materialize_elpv
 
     summary = materialize_elpv(out, split=split, seed=seed, limit=limit, progress=not as_json)
     if as_json:

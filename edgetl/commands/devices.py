@@ -66,7 +66,7 @@ def list_cmd(as_json: bool) -> None:
         table.add_row(
             p.name,
             f"{p.export.format}/{p.export.quantization} {p.export.input_size[0]}x{p.export.input_size[1]}",
-            f"{p.runtime.backend} {p.runtime.device} x{p.runtime.threads}",
+            f"{p.runtime.device} x{p.runtime.threads}",
             f"{p.reference.backbone} {p.reference.quantization}",
             f"{p.budget.p50_ms:g} / {p.budget.p99_ms:g}",
             f"{p.budget.memory_mb:g}",
@@ -100,10 +100,8 @@ def show_cmd(name: str, as_json: bool) -> None:
         ("detect", "; ".join(r for r in rules if r) + f" (priority {d.priority})"),
         ("export", f"{profile.export.format}, {profile.export.quantization}, "
                    f"{profile.export.input_size[0]}x{profile.export.input_size[1]} px"),
-        ("runtime", f"backend {profile.runtime.backend}, device {profile.runtime.device}, "
-                    f"threads {profile.runtime.threads}"),
-        ("providers", ", ".join(profile.runtime.providers) or "-"),
-        ("delegate options", ", ".join(f"{k}={v}" for k, v in profile.runtime.delegate_options.items()) or "-"),
+        ("runtime", f"device {profile.runtime.device}, threads {profile.runtime.threads}"),
+        ("engine options", ", ".join(f"{k}={v}" for k, v in profile.runtime.options.items()) or "-"),
         ("reference model", f"{profile.reference.backbone}, {profile.reference.input_size[0]}x"
                             f"{profile.reference.input_size[1]} px, {profile.reference.quantization}"),
         ("budget", f"p50 <= {profile.budget.p50_ms:g} ms, p99 <= {profile.budget.p99_ms:g} ms, "
@@ -154,6 +152,6 @@ def detect_cmd(as_json: bool, root: Path, arch: str | None) -> None:
         for reason in result.reasons:
             console.print(f"  - {reason}", markup=False, highlight=False)
         if result.profile:
-            console.print(f"next: edgetl-runtime bench MODEL --device {result.profile.name}", markup=False, highlight=False)
+            console.print(f"next: edgetl-runtime bench MODEL --profile {result.profile.name}", markup=False, highlight=False)
     if result.profile is None:
         raise SystemExit(1)

@@ -10,9 +10,10 @@ import json
 
 import click
 
-from . import InputError
+from edgetl_runtime.contract import FORMATS, QUANTIZATIONS
 
-from ..exporters.options import FORMATS, IO_TYPES, QUANTIZATIONS
+from ..exporters.options import IO_TYPES
+from . import InputError
 
 
 class ValidationFailed(click.ClickException):
@@ -22,7 +23,7 @@ class ValidationFailed(click.ClickException):
 @click.command("export")
 @click.argument("run_dir", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Target file format (default tflite, or the --device profile's).")
+              help="Target file format (default tflite, or the --profile's).")
 @click.option("--quant", type=click.Choice(QUANTIZATIONS), default=None,
               help="fp32 | fp16 | dynamic (TFLite only) | int8 (calibrated) | qat (quantization-aware fine-tune).")
 @click.option("--calib", type=click.Path(), default=None,
@@ -32,7 +33,7 @@ class ValidationFailed(click.ClickException):
               help="Input/output tensor type of int8/qat TFLite models (default uint8: raw pixels).")
 @click.option("--data", "val_data", type=click.Path(), default=None,
               help="Held-out images for validation (default: the run's validation split).")
-@click.option("--device", "device", default=None,
+@click.option("--profile", "profile_name", default=None,
               help="Device profile (devices/*.toml name or path): format and quantization come from it.")
 @click.option("--atol", type=float, default=None,
               help="Fail when any score differs from the float model's by more than this (default: 1e-3 for fp32, report only otherwise).")
@@ -42,7 +43,7 @@ class ValidationFailed(click.ClickException):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Output file (default: RUN_DIR/export/model-<format>-<quant>.<ext>).")
-def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, device, atol, min_agreement, no_validate, as_json, output):
+def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile_name, atol, min_agreement, no_validate, as_json, output):
     """Export the model of RUN_DIR (a `edgetl train` folder) for an edge device.
 
     \b
@@ -50,22 +51,22 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, device,
       edgetl export runs/elpv --format tflite --quant int8 -o model.tflite
       edgetl export runs/elpv --format edgetpu -o coral.tflite
       edgetl export runs/elpv --format onnx --quant fp16 -o model.onnx
-      edgetl export runs/elpv --device raspberry-pi-4 -o pi.tflite
+      edgetl export runs/elpv --profile raspberry-pi-4 -o pi.tflite
 
     The validation report is written beside the model as OUTPUT.report.json.
     """
     from pathlib import Path
 
-    from ..exporters import ExportError, ExportOptions, ValidationError, export as run_export, options_for_device
+    from ..exporters import ExportError, ExportOptions, ValidationError, export as run_export, options_for_profile
 
     fields = dict(calib_data=Path(calib) if calib else None, calib_samples=calib_samples,
                   val_data=Path(val_data) if val_data else None, validate=not no_validate,
                   atol=atol, min_agreement=min_agreement)  # fmt: skip
     try:
-        if device:
+        if profile_name:
             if fmt or quant:
-                raise ExportError("--device sets the format and quantization; drop --format/--quant or --device")
-            options, profile = options_for_device(device, **fields)
+                raise ExportError("--profile sets the format and quantization; drop --format/--quant or --profile")
+            options, profile = options_for_profile(profile_name, **fields)
             _warn_input_size(run_dir, profile)
         else:
             fmt = fmt or "tflite"
@@ -91,7 +92,7 @@ def _warn_input_size(run_dir: str, profile) -> None:
     from ..run import RunError, load_run
 
     try:
-        size = load_run(run_dir).input_size
+        size = load_run(run_dir).spec.input_size
     except RunError:
         return  # export reports the missing run itself
     if tuple(size) != tuple(profile.export.input_size):
@@ -120,7 +121,8 @@ def _show(report, result, as_json: bool) -> None:
         table.add_column("limit", justify="right")
         tol = report.tolerance
         decisive = report.decisive_agreement
-        all_images = report.quantization == "fp32" or report.failures and "on all images" in report.failures[0]
+        all_images = report.quantization == "fp32" or any(f.kind == "agreement" and "on all images" in f.message
+                                                          for f in report.failures)
         table.add_row("top-1 agreement (all images)", f"{report.agreement:.1%}", f">= {tol.min_agreement:.0%}" if all_images else "")
         if report.quantization != "fp32":
             table.add_row(f"top-1 agreement ({report.decisive_images} decisive images)",
@@ -132,18 +134,17 @@ def _show(report, result, as_json: bool) -> None:
         table.add_row("accuracy (float model)", fmt_acc(report.reference_accuracy), "")
         table.add_row("verdict", "[green]pass[/green]" if report.passed else "[red]FAIL[/red]", "")
         console.print(table)
+        if report.note:
+            console.print(report.note)
     if result is None:
         return
     console.print(f"wrote {result.path} ({result.size_bytes / 1024:.1f} KiB, {result.format} {result.quantization})")
     if result.report_path:
         console.print(f"report {result.report_path}")
-    tpu = result.extra.get("edgetpu")
-    if tpu:
-        console.print(tpu["summary"])
-        if tpu["compiled_path"]:
-            console.print(f"compiled {tpu['compiled_path']}")
-        else:
-            console.print(tpu["compiler_log"])
-    for layer_note in result.extra.get("qat", {}).get("float_layers", [])[:1]:
-        n = len(result.extra["qat"]["float_layers"])
-        console.print(f"QAT: {n} layer(s) outside tfmot's int8 scheme were calibrated post-training (first: {layer_note})")
+    if result.edgetpu is not None:
+        console.print(result.edgetpu.summary())
+    if result.note:
+        console.print(result.note)
+    if result.qat is not None and result.qat.float_layers:
+        layers = result.qat.float_layers
+        console.print(f"QAT: {len(layers)} layer(s) outside tfmot's int8 scheme were calibrated post-training (first: {layers[0]})")

@@ -45,7 +45,7 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
           batch_size, learning_rate, fine_tune_lr, augment, class_weight, patience, good_classes, seed,
           strategy, mixed_precision, resume, as_json):
     """Fine-tune a defect classifier on DATA (class folders or a path,label CSV) into RUN_DIR."""
-    from ..checkpoint import TrainingInterrupted
+    from ..training.checkpoint import TrainingInterrupted
     from ..training import train as run_training
 
     if unfreeze != "auto" and not unfreeze.isdigit():

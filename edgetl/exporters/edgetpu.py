@@ -5,7 +5,6 @@ map: that op and everything after it run on the CPU. :func:`check_compatibility`
 flatbuffer and reports exactly that, without the compiler, using the operation table of
 coral.ai/docs/edgetpu/models-intro ("Supported operations") and its cheap-to-check constraints.
 
->>> from edgetl.exporters.edgetpu import compiler_command
 >>> compiler_command("model.tflite", "out")
 ['edgetpu_compiler', '-s', '-o', 'out', 'model.tflite']
 """
@@ -21,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edgetl_runtime.atomic import write_bytes
-from edgetl_runtime.metadata import ModelMetadata
+from edgetl_runtime.contract import ExportInfo, ModelSpec
+from edgetl_runtime.metadata import embed_tflite_metadata
 
-from . import tflite
-from .options import ExportOptions
+from .target import Finalized, Target, ValidationPlan
+from .tflite import TfliteTarget
 
 # TFLite builtin op -> Edge TPU op name (coral.ai "Supported operations", compiler 16).
 EDGETPU_OPS = {
@@ -205,18 +204,54 @@ def compile_model(model: str | Path, timeout_s: float = 600.0) -> tuple[Path | N
     return final, log, command
 
 
-def export(
-    model: Any,
-    options: ExportOptions,
-    output: str | Path,
-    *,
-    metadata: ModelMetadata,
-    calibration: np.ndarray | None = None,
-) -> Path:
-    """Write the full-integer uint8 TFLite model for the Edge TPU to ``output`` and return the path.
+class EdgeTpuTarget(TfliteTarget):
+    """Coral Edge TPU: full-integer uint8 TFLite, the op-by-op compatibility report, ``edgetpu_compiler``.
 
-    Call :func:`check_compatibility` and :func:`compile_model` on the result for the op report and the
-    compiled ``*_edgetpu.tflite``.
+    The artifact that ships is the compiled ``<stem>_edgetpu.tflite`` (the contract re-embedded
+    in it); without the compiler it is the int8 file, with a note saying how to compile it.
     """
-    options = options.replace(io_type="uint8")
-    return tflite.export(model, options, output, metadata=metadata, calibration=calibration)
+
+    def convert(self, model: Any, options: Any, calibration: np.ndarray | None) -> bytes:
+        return super().convert(model, options.replace(io_type="uint8"), calibration)
+
+    def unsupported_hint(self, quantization: str) -> str:
+        return " The Edge TPU runs only fully integer models: use --quant int8 or --quant qat."
+
+    def finalize(self, path: Path, options: Any, spec: ModelSpec, info: ExportInfo) -> Finalized:
+        compat = check_compatibility(path)
+        if not options.compile_edgetpu:
+            log, command, compiled = "compiler not run (compile_edgetpu=False)", compiler_command(path, path.parent), None
+        else:
+            compiled, log, command = compile_model(path)
+        compat = CompatibilityReport(compat.ops, compat.first_cpu_op, compiled, log, tuple(command), compat.notes)
+        if compiled is None:
+            return Finalized(path, (path,), compat, f"not compiled for the Edge TPU: {log}")
+        # The compiler keeps the graph's int8 arithmetic; put the contract (and the fact that it
+        # was compiled) into the file that ships.
+        write_bytes(compiled, embed_tflite_metadata(compiled.read_bytes(), spec, info.replace(compiled_for="edgetpu")))
+        return Finalized(compiled, (path, compiled), compat)
+
+    def validation_plan(self, finalized: Finalized) -> ValidationPlan:
+        """Run the compiled file on an Edge TPU when one is here, else the same int8 graph on the CPU."""
+        if len(finalized.written) > 1 and _edgetpu_present():
+            return ValidationPlan(finalized.artifact, "edgetpu")
+        source = finalized.written[0]
+        if source == finalized.artifact:
+            return ValidationPlan(source, "cpu")
+        return ValidationPlan(source, "cpu", f"validated {source.name} on the CPU (no Edge TPU here): "
+                              f"the int8 graph that {finalized.artifact.name} was compiled from")
+
+
+def _edgetpu_present() -> bool:
+    from edgetl_runtime.profiles import HostInfo
+
+    return bool(HostInfo.probe().edgetpu)
+
+
+EDGETPU = EdgeTpuTarget(
+    name="edgetpu",
+    suffix=".tflite",
+    quantizations=("int8", "qat"),
+    io_types=("uint8",),
+    devices=("edgetpu",),
+)

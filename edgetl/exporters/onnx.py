@@ -1,7 +1,7 @@
 """ONNX export through tf2onnx: fp32, fp16 (float32 I/O) and static int8 QDQ, metadata inside the file.
 
 The graph input is named ``image`` (float32 pixels 0..255, NHWC, dynamic batch); the opset is
-recorded in the file's metadata (``extra["opset"]``) and in the export report. Dynamic quantization
+recorded in the file's export information (``ExportInfo.opset``) and in the export report. Dynamic quantization
 is not offered: it breaks MobileNet accuracy. int8 uses ``onnxruntime.quantization.quantize_static``
 (QDQ, per-channel weights) calibrated on training images through the runtime's preprocessing.
 
@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgetl_runtime.contract import ExportInfo, ModelSpec
+from edgetl_runtime.metadata import embed_onnx_metadata
 
-from edgetl_runtime.atomic import write_bytes
-from edgetl_runtime.metadata import ModelMetadata, embed_onnx_metadata
-
-from .options import ExportError, ExportOptions
-from .samples import with_full_range
+from .errors import ExportError
+from .target import Target, full_range
 
 INPUT_NAME = "image"
 
@@ -58,8 +57,8 @@ class _Calibration:
     """An ``onnxruntime.quantization.CalibrationDataReader`` over uint8 pixels, one image per batch."""
 
     def __init__(self, pixels: np.ndarray):
-        # Same full 0..255 input range as the TFLite calibration (see samples.with_full_range).
-        self._images = iter(with_full_range(pixels).astype(np.float32))
+        # Same full 0..255 input range as the TFLite calibration (see target.full_range).
+        self._images = iter(full_range(pixels).astype(np.float32))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         image = next(self._images, None)
@@ -92,7 +91,7 @@ def to_int8(proto: Any, calibration: np.ndarray, workdir: Path) -> Any:
     return onnx.load(dst)
 
 
-def convert(model: Any, options: ExportOptions, calibration: np.ndarray | None = None) -> Any:
+def convert(model: Any, options: Any, calibration: np.ndarray | None = None) -> Any:
     """Return the ``onnx.ModelProto`` of ``model`` at ``options.quantization`` (fp32, fp16 or int8)."""
     proto = to_onnx(model, options.opset)
     if options.quantization == "fp16":
@@ -107,15 +106,30 @@ def convert(model: Any, options: ExportOptions, calibration: np.ndarray | None =
     return proto
 
 
-def export(
-    model: Any,
-    options: ExportOptions,
-    output: str | Path,
-    *,
-    metadata: ModelMetadata,
-    calibration: np.ndarray | None = None,
-) -> Path:
-    """Convert ``model`` to ONNX, embed ``metadata`` (with the opset), write atomically to ``output``; return it."""
-    proto = convert(model, options, calibration)
-    meta = metadata.replace(extra={**metadata.extra, "opset": options.opset})
-    return write_bytes(output, embed_onnx_metadata(proto, meta).SerializeToString())
+class OnnxTarget(Target):
+    """ONNX for ONNX Runtime (CPU, CUDA, TensorRT): fp32, fp16, static int8 QDQ; float32 I/O."""
+
+    def convert(self, model: Any, options: Any, calibration: np.ndarray | None) -> bytes:
+        return convert(model, options, calibration).SerializeToString()
+
+    def embed(self, data: bytes, spec: ModelSpec, info: ExportInfo) -> bytes:
+        import onnx
+
+        return embed_onnx_metadata(onnx.load_from_string(data), spec, info).SerializeToString()
+
+    def unsupported_hint(self, quantization: str) -> str:
+        if quantization == "dynamic":
+            return (" Dynamic quantization is not offered for ONNX: it breaks MobileNet accuracy. "
+                    "Use --quant int8 (static QDQ, calibrated on training images) or --quant fp16.")
+        return ""
+
+
+# Dynamic quantization is left out on purpose: it quantizes MatMul/Conv weights per tensor at
+# run time and breaks MobileNet accuracy.
+ONNX = OnnxTarget(
+    name="onnx",
+    suffix=".onnx",
+    quantizations=("fp32", "fp16", "int8"),
+    io_types=("float32",),
+    devices=("cpu", "cuda", "tensorrt"),
+)

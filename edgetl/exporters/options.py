@@ -1,4 +1,4 @@
-"""Export options, results and errors: what to build (format, quantization, I/O type) and what was built.
+"""Export options: what to build (format, quantization, I/O type), calibration and validation data.
 
 Hardware presets are named constructors, so a caller says what the target is rather than which
 converter flags it needs.
@@ -12,31 +12,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .validate import ValidationReport
+from edgetl_runtime.contract import FORMATS, QUANTIZATIONS
 
-FORMATS = ("tflite", "edgetpu", "onnx")
-QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "qat")
+from .errors import ExportError
+from .registry import get_target
+
 IO_TYPES = ("uint8", "int8", "float32")
-SUFFIX = {"tflite": ".tflite", "edgetpu": ".tflite", "onnx": ".onnx"}
-# Which quantizations each format offers. ONNX dynamic quantization is left out on purpose:
-# it quantizes MatMul/Conv weights per tensor at run time and breaks MobileNet accuracy.
-SUPPORTED = {
-    "tflite": ("fp32", "fp16", "dynamic", "int8", "qat"),
-    "edgetpu": ("int8", "qat"),
-    "onnx": ("fp32", "fp16", "int8"),
-}
 ONNX_OPSET = 13
-
-
-class ExportError(ValueError):
-    """An export cannot be done as asked (bad option combination, missing data, unwritable output)."""
-
-
-class CalibrationError(ExportError):
-    """No usable images for calibration or validation."""
 
 
 @dataclass(frozen=True)
@@ -83,18 +67,11 @@ class ExportOptions:
             raise ExportError(f"unknown quantization {self.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
         if self.io_type not in IO_TYPES:
             raise ExportError(f"unknown io_type {self.io_type!r}; choose one of {', '.join(IO_TYPES)}")
-        if self.quantization not in SUPPORTED[self.format]:
-            hint = ""
-            if self.format == "onnx" and self.quantization == "dynamic":
-                hint = (
-                    " Dynamic quantization is not offered for ONNX: it breaks MobileNet accuracy. "
-                    "Use --quant int8 (static QDQ, calibrated on training images) or --quant fp16."
-                )
-            elif self.format == "edgetpu":
-                hint = " The Edge TPU runs only fully integer models: use --quant int8 or --quant qat."
+        target = get_target(self.format)
+        if self.quantization not in target.quantizations:
             raise ExportError(
                 f"--format {self.format} does not support --quant {self.quantization}; supported: "
-                f"{', '.join(SUPPORTED[self.format])}.{hint}"
+                f"{', '.join(target.quantizations)}.{target.unsupported_hint(self.quantization)}"
             )
         if self.format == "edgetpu" and self.io_type != "uint8":
             raise ExportError("the Edge TPU needs uint8 input and output: drop --io-type or pass --io-type uint8")
@@ -114,7 +91,15 @@ class ExportOptions:
 
     @property
     def suffix(self) -> str:
-        return SUFFIX[self.format]
+        return get_target(self.format).suffix
+
+    @property
+    def effective_io_type(self) -> str:
+        """Return the tensor type the exported model's input and output will have."""
+        io_types = get_target(self.format).io_types
+        if not self.is_integer:
+            return "float32"
+        return io_types[0] if len(io_types) == 1 else self.io_type
 
     def replace(self, **changes: Any) -> ExportOptions:
         """Return a copy with ``changes`` applied (options are immutable)."""
@@ -155,27 +140,3 @@ class ExportOptions:
         """Coral Edge TPU: full int8, uint8 I/O, batch 1, then ``edgetpu_compiler`` if installed."""
         calib = Path(calib_data) if calib_data is not None else None
         return cls(format="edgetpu", quantization="int8", io_type="uint8", calib_data=calib, **kw)
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What an export produced: the file, its size, and how close it is to the float model."""
-
-    path: Path
-    size_bytes: int
-    format: str
-    quantization: str
-    report: ValidationReport | None
-    report_path: Path | None = None
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "size_bytes": self.size_bytes,
-            "format": self.format,
-            "quantization": self.quantization,
-            "report_path": str(self.report_path) if self.report_path else None,
-            "validation": self.report.to_dict() if self.report else None,
-            **self.extra,
-        }

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .options import ExportError
-from .samples import Samples
+from .errors import ExportError
 
 
 class QatError(ExportError):
@@ -88,12 +87,15 @@ def annotate(model: Any) -> tuple[Any, tuple[str, ...]]:
 
 def quantize_aware(
     model: Any,
-    train: Samples,
+    pixels: np.ndarray,
+    labels: np.ndarray,
     epochs: int = 2,
     learning_rate: float = 1e-5,
     batch_size: int = 16,
 ) -> QatResult:
-    """Return ``model`` made quantization-aware and fine-tuned for ``epochs`` on ``train`` (labelled images).
+    """Return ``model`` made quantization-aware and fine-tuned for ``epochs`` on uint8 ``pixels``.
+
+    ``labels``: each image's class index into the model's labels, -1 where unknown (skipped).
 
     ``model`` is not changed (a copy is trained). ``learning_rate`` is small on purpose: QAT only adapts
     the weights to int8 rounding, it does not re-learn the task.
@@ -103,8 +105,8 @@ def quantize_aware(
     keras = get_keras()
     import tensorflow_model_optimization as tfmot
 
-    labelled = [i for i, label in enumerate(train.labels) if label is not None]
-    if not labelled:
+    labelled = np.flatnonzero(np.asarray(labels) >= 0)
+    if not labelled.size:
         raise QatError(
             "QAT needs labelled training images (the run's train split, or a --calib folder with "
             "<label>/ subfolders named like the model's labels); none of the images has a known label"
@@ -124,8 +126,8 @@ def quantize_aware(
             # Inference-mode BatchNorm, as in training: the batch statistics of a few calibration
             # images must not overwrite the moving averages learned on the whole training set.
             inner.trainable = False
-    x = train.pixels[labelled].astype(np.float32)
-    y = np.asarray([train.labels[i] for i in labelled], np.int64)
+    x = pixels[labelled].astype(np.float32)
+    y = np.asarray(labels, np.int64)[labelled]
     qmodel.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),

@@ -4,26 +4,24 @@ The model is converted with a static batch of 1 (what every edge device runs, an
 requires). Full-integer models take raw uint8 pixels (scale 1, zero point 0) because edgetl models
 keep their normalization inside the graph.
 
->>> from edgetl.exporters.tflite import converter_flags
+>>> from edgetl.exporters.options import ExportOptions
 >>> converter_flags(ExportOptions(quantization="int8"))
 {'optimize': True, 'float16': False, 'integer_only': True, 'io_type': 'uint8'}
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgetl_runtime.contract import ExportInfo, ModelSpec
+from edgetl_runtime.metadata import embed_tflite_metadata
 
-from edgetl_runtime.atomic import write_bytes
-from edgetl_runtime.metadata import ModelMetadata, embed_tflite_metadata
-
-from .options import ExportError, ExportOptions
-from .samples import with_full_range
+from .errors import ExportError
+from .target import Target, full_range
 
 
-def converter_flags(options: ExportOptions) -> dict[str, Any]:
+def converter_flags(options: Any) -> dict[str, Any]:
     """Return the converter settings an option set implies (a plain dict, for logs and tests)."""
     integer = options.is_integer
     return {
@@ -49,7 +47,7 @@ def _concrete_function(model: Any, batch: int = 1):
     return tf.function(lambda image: model(image, training=False)).get_concrete_function(spec)
 
 
-def convert(model: Any, options: ExportOptions, calibration: np.ndarray | None = None) -> bytes:
+def convert(model: Any, options: Any, calibration: np.ndarray | None = None) -> bytes:
     """Return the TFLite flatbuffer of a Keras ``model`` converted as ``options`` say.
 
     ``calibration``: uint8 pixels ``(N, H, W, C)`` for int8/QAT (the representative data set).
@@ -66,7 +64,7 @@ def convert(model: Any, options: ExportOptions, calibration: np.ndarray | None =
     if flags["integer_only"]:
         if calibration is None or not len(calibration):
             raise ExportError("int8 export needs calibration images; pass --calib DATA or a run with a train split")
-        data = with_full_range(calibration).astype(np.float32)
+        data = full_range(calibration).astype(np.float32)
 
         def representative():
             for image in data:
@@ -86,14 +84,20 @@ def convert(model: Any, options: ExportOptions, calibration: np.ndarray | None =
         ) from exc
 
 
-def export(
-    model: Any,
-    options: ExportOptions,
-    output: str | Path,
-    *,
-    metadata: ModelMetadata,
-    calibration: np.ndarray | None = None,
-) -> Path:
-    """Convert ``model`` to TFLite, embed ``metadata``, write it atomically to ``output`` and return the path."""
-    data = convert(model, options, calibration)
-    return write_bytes(output, embed_tflite_metadata(data, metadata))
+class TfliteTarget(Target):
+    """TFLite for the CPU (LiteRT/XNNPACK): every quantization, uint8/int8/float32 integer I/O."""
+
+    def convert(self, model: Any, options: Any, calibration: np.ndarray | None) -> bytes:
+        return convert(model, options, calibration)
+
+    def embed(self, data: bytes, spec: ModelSpec, info: ExportInfo) -> bytes:
+        return embed_tflite_metadata(data, spec, info)
+
+
+TFLITE = TfliteTarget(
+    name="tflite",
+    suffix=".tflite",
+    quantizations=("fp32", "fp16", "dynamic", "int8", "qat"),
+    io_types=("uint8", "int8", "float32"),
+    devices=("cpu",),
+)

@@ -22,8 +22,10 @@ classes). int8 rounding moves scores of small models by a few hundredths, so a n
 any quantization and says nothing about the export; agreement over all images
 is still reported. fp32 must agree on every image.
 
-A drift beyond tolerance raises a :class:`ValidationError` subclass (:class:`AgreementError`,
-:class:`AtolError`, :class:`ShapeError`), each carrying the full :class:`ValidationReport`.
+A drift beyond tolerance is a :class:`Failure` (kind, measured, limit) in the report, and
+:func:`raise_for` raises the :class:`ValidationError` subclass of its kind
+(:class:`AgreementError`, :class:`AtolError`, :class:`ShapeError`), carrying the full
+:class:`ValidationReport`.
 
 >>> TOLERANCES["fp32"].max_abs_diff, TOLERANCES["int8"].min_agreement
 (0.001, 0.9)
@@ -31,14 +33,16 @@ A drift beyond tolerance raises a :class:`ValidationError` subclass (:class:`Agr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .options import ExportError
-from .samples import Samples
+from .errors import ERROR_OF_KIND, AgreementError, AtolError, ShapeError, ValidationError
+
+__all__ = ["Tolerance", "TOLERANCES", "Failure", "ValidationReport", "compare", "validate", "raise_for",
+           "reference_scores", "runtime_scores", "ValidationError", "ShapeError", "AgreementError", "AtolError"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,19 @@ TOLERANCES = {
 
 
 @dataclass(frozen=True)
+class Failure:
+    """One limit an export missed: ``kind`` (shape, agreement or atol), the measured value, the limit."""
+
+    kind: str
+    measured: float
+    limit: float
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ValidationReport:
     """How far an exported model is from the float model on ``n_images`` held-out images."""
 
@@ -73,8 +90,10 @@ class ValidationReport:
     accuracy: float | None  # of the exported model, on images with a known label
     reference_accuracy: float | None  # of the float Keras model, same images
     tolerance: Tolerance
-    failures: tuple[str, ...] = field(default_factory=tuple)
+    failures: tuple[Failure, ...] = field(default_factory=tuple)
     engine: str = "edgetl_runtime"
+    device: str = "cpu"  # the device string the exported file ran on
+    note: str = ""  # e.g. which file was validated in place of a compiled artifact
     decisive_images: int = 0  # images where the float model's top-1 margin >= DECISIVE_MARGIN
     decisive_agreement: float | None = None  # agreement on those images (None: no decisive image)
 
@@ -103,36 +122,18 @@ class ValidationReport:
             "accuracy_delta": self.accuracy_delta,
             "tolerance": {"max_abs_diff": self.tolerance.max_abs_diff, "min_agreement": self.tolerance.min_agreement},
             "passed": self.passed,
-            "failures": list(self.failures),
+            "failures": [f.to_dict() for f in self.failures],
             "engine": self.engine,
+            "device": self.device,
+            "note": self.note,
         }
 
 
-class ValidationError(ExportError):
-    """The exported model drifted from the float model beyond tolerance (``.report`` has the numbers)."""
-
-    def __init__(self, message: str, report: ValidationReport):
-        super().__init__(message)
-        self.report = report
-
-
-class ShapeError(ValidationError):
-    """The exported model's output shape differs from the float model's."""
-
-
-class AgreementError(ValidationError):
-    """Too few images get the same top-1 class as from the float model."""
-
-
-class AtolError(ValidationError):
-    """Scores differ from the float model's by more than the absolute tolerance."""
-
-
-def runtime_scores(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """Return a function: uint8 pixels (N, H, W, C) -> float32 probabilities, run by ``edgetl_runtime`` on the CPU."""
+def runtime_scores(path: str | Path, device: str = "cpu", threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """Return a function: uint8 pixels (N, H, W, C) -> float32 probabilities, run by ``edgetl_runtime``."""
     import edgetl_runtime
 
-    return edgetl_runtime.load(path, device="cpu", threads=threads).scores
+    return edgetl_runtime.load(path, device=device, threads=threads).scores
 
 
 def reference_scores(model: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -141,29 +142,35 @@ def reference_scores(model: Any, pixels: np.ndarray, batch_size: int = 32) -> np
     return np.concatenate(out).astype(np.float32)
 
 
-def _accuracy(scores: np.ndarray, labels: tuple[int | None, ...]) -> float | None:
-    known = [i for i, label in enumerate(labels) if label is not None]
-    if not known:
+def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Return top-1 accuracy over the images with a known label (index >= 0), None when there is none."""
+    known = np.asarray(labels) >= 0
+    if not known.any():
         return None
-    predicted = scores[known].argmax(axis=1)
-    return float(np.mean(predicted == np.asarray([labels[i] for i in known])))
+    return float(np.mean(scores[known].argmax(axis=1) == np.asarray(labels)[known]))
 
 
 def compare(
     path: str | Path,
     exported: np.ndarray,
     reference: np.ndarray,
-    samples: Samples,
+    labels: np.ndarray,
     quantization: str,
     tolerance: Tolerance | None = None,
+    device: str = "cpu",
 ) -> ValidationReport:
-    """Return the :class:`ValidationReport` of ``exported`` scores against ``reference`` scores."""
+    """Return the :class:`ValidationReport` of ``exported`` scores against ``reference`` scores.
+
+    ``labels``: each image's class index (-1 where unknown), for the accuracies.
+    """
     tol = tolerance or TOLERANCES[quantization]
-    failures: list[str] = []
+    failures: list[Failure] = []
+    n = len(reference)
     if exported.shape != reference.shape:
-        failures.append(f"output shape {exported.shape} != float model's {reference.shape}")
-        return ValidationReport(str(path), quantization, len(samples), 0.0, float("inf"), float("inf"),
-                                None, _accuracy(reference, samples.labels), tol, tuple(failures))  # fmt: skip
+        failures.append(Failure("shape", float(np.prod(exported.shape)), float(np.prod(reference.shape)),
+                                f"output shape {exported.shape} != float model's {reference.shape}"))  # fmt: skip
+        return ValidationReport(str(path), quantization, n, 0.0, float("inf"), float("inf"),
+                                None, _accuracy(reference, labels), tol, tuple(failures), device=device)  # fmt: skip
     diff = np.abs(exported.astype(np.float64) - reference.astype(np.float64))
     same = exported.argmax(axis=1) == reference.argmax(axis=1)
     agreement = float(np.mean(same)) if len(same) else 1.0
@@ -176,38 +183,41 @@ def compare(
     else:
         checked, where = decisive_agreement, f"{int(decisive.sum())} decisive"
     if checked is not None and checked < tol.min_agreement:
-        failures.append(
-            f"top-1 agreement {checked:.1%} with the float model on {where} images is below the "
-            f"{tol.min_agreement:.0%} floor for {quantization}"
-        )
+        failures.append(Failure("agreement", checked, tol.min_agreement,
+                                f"top-1 agreement {checked:.1%} with the float model on {where} images is below "
+                                f"the {tol.min_agreement:.0%} floor for {quantization}"))  # fmt: skip
     if tol.max_abs_diff is not None and max_diff > tol.max_abs_diff:
-        failures.append(f"max |score difference| {max_diff:.3g} exceeds {tol.max_abs_diff:g} for {quantization}")
+        failures.append(Failure("atol", max_diff, tol.max_abs_diff,
+                                f"max |score difference| {max_diff:.3g} exceeds {tol.max_abs_diff:g} for {quantization}"))
     return ValidationReport(
         path=str(path),
         quantization=quantization,
-        n_images=len(samples),
+        n_images=n,
         agreement=agreement,
         max_abs_diff=max_diff,
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
-        accuracy=_accuracy(exported, samples.labels),
-        reference_accuracy=_accuracy(reference, samples.labels),
+        accuracy=_accuracy(exported, labels),
+        reference_accuracy=_accuracy(reference, labels),
         tolerance=tol,
         failures=tuple(failures),
         decisive_images=int(decisive.sum()),
         decisive_agreement=decisive_agreement,
+        device=device,
     )
 
 
 def validate(
     path: str | Path,
     reference_model: Any,
-    samples: Samples,
+    pixels: np.ndarray,
+    labels: np.ndarray,
     quantization: str,
     tolerance: Tolerance | None = None,
+    device: str = "cpu",
 ) -> ValidationReport:
-    """Run ``path`` through the runtime on ``samples``, compare with ``reference_model``; return the report."""
-    exported = runtime_scores(path)(samples.pixels)
-    return compare(path, exported, reference_scores(reference_model, samples.pixels), samples, quantization, tolerance)
+    """Run ``path`` through the runtime on uint8 ``pixels``, compare with ``reference_model``; return the report."""
+    exported = runtime_scores(path, device)(pixels)
+    return compare(path, exported, reference_scores(reference_model, pixels), labels, quantization, tolerance, device)
 
 
 def raise_for(report: ValidationReport) -> None:
@@ -216,10 +226,8 @@ def raise_for(report: ValidationReport) -> None:
         return
     message = (
         f"{report.path}: exported model failed validation on {report.n_images} held-out images: "
-        + "; ".join(report.failures)
+        + "; ".join(f.message for f in report.failures)
         + ". Check the calibration data (--calib) matches the deployment images, try --quant qat or a "
         "float format, or see the report for per-metric numbers."
     )
-    first = report.failures[0]
-    cls = ShapeError if "shape" in first else AgreementError if "agreement" in first else AtolError
-    raise cls(message, report)
+    raise ERROR_OF_KIND[report.failures[0].kind](message, report)

@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["load", "Model", "ModelInfo", "Prediction", "read_metadata", "ModelMetadata", "__version__"]
+__all__ = ["load", "Model", "ModelInfo", "Prediction", "read_spec", "ModelSpec", "ExportInfo", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .metadata import ModelMetadata, read_metadata
+    from .contract import ExportInfo, ModelSpec
+    from .metadata import read_spec
     from .model import Model, ModelInfo, Prediction, load
 
 _LAZY = {
@@ -25,8 +26,9 @@ _LAZY = {
     "Model": "model",
     "ModelInfo": "model",
     "Prediction": "model",
-    "read_metadata": "metadata",
-    "ModelMetadata": "metadata",
+    "read_spec": "metadata",
+    "ModelSpec": "contract",
+    "ExportInfo": "contract",
 }
 
 

@@ -118,15 +118,18 @@ def run_benchmark(
     warmup: int = 10,
     threads: int | None = None,
     concurrency: int = 1,
-    device: str = "cpu",
+    device: str | None = None,
     image: str | Path | bytes | None = None,
     labels: str | Path | Sequence[str] | None = None,
+    profile: Any = None,
+    engine_options: dict[str, Any] | None = None,
 ) -> BenchReport:
-    """Return a :class:`BenchReport` for ``model_path`` on ``device`` (a device string, e.g. ``cpu``).
+    """Return a :class:`BenchReport` for ``model_path`` on ``device`` (a device string, default ``cpu``).
 
-    ``image`` defaults to a synthetic 640x480 JPEG; ``runs`` timed predictions follow ``warmup``
-    untimed ones; with ``concurrency`` > 1 another ``runs`` predictions are spread over that many
-    threads to measure throughput.
+    ``profile``: a device profile whose runtime settings (device, threads, engine options) apply
+    unless ``device``/``threads`` are given; ``engine_options`` as for :func:`edgetl_runtime.load`. ``image`` defaults to a synthetic 640x480 JPEG;
+    ``runs`` timed predictions follow ``warmup`` untimed ones; with ``concurrency`` > 1 another
+    ``runs`` predictions are spread over that many threads to measure throughput.
     """
     from .model import load
 
@@ -134,7 +137,8 @@ def run_benchmark(
         raise ValueError("runs and concurrency must be >= 1 and warmup >= 0")
     source: Any = synthetic_image() if image is None else (image if isinstance(image, bytes) else Path(image))
     t0 = time.perf_counter()
-    model = load(model_path, device=device, threads=threads, labels=labels)
+    model = load(model_path, device=device, threads=threads, labels=labels, profile=profile,
+                 engine_options=engine_options)
     load_ms = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
     model.predict(source)

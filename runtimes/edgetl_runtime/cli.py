@@ -17,11 +17,11 @@ import click
 from .errors import EdgetlRuntimeError
 
 
-def _load(model: str, device: str, threads: int | None, labels: str | None) -> Any:
+def _load(model: str, device: str | None, threads: int | None, labels: str | None, profile: Any = None) -> Any:
     from .model import load
 
     try:
-        return load(model, device=device, threads=threads, labels=labels)
+        return load(model, device=device, threads=threads, labels=labels, profile=profile)
     except EdgetlRuntimeError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -43,8 +43,23 @@ def main() -> None:
 
 
 device_option = click.option(
-    "--device", default="cpu", show_default=True, help="cpu, edgetpu[:usb|:pci[:N]], cuda[:N] or tensorrt"
+    "--device", default=None, help="device string: cpu, edgetpu[:usb|:pci[:N]], cuda[:N] or tensorrt[:N] [cpu, or the profile's]"
 )
+profile_option = click.option(
+    "--profile", "profile_name", default=None,
+    help="device profile (name such as raspberry-pi-4, or a TOML path): its device, threads and engine options apply",
+)
+
+
+def _profile(name: str | None) -> Any:
+    if not name:
+        return None
+    from .profiles import load_profile
+
+    try:
+        return load_profile(name)
+    except (EdgetlRuntimeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [all, at most 4]")
 labels_option = click.option(
     "--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="labels file, for a model without edgetl metadata"
@@ -56,16 +71,18 @@ labels_option = click.option(
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per image (JSON Lines)")
 @device_option
+@profile_option
 @threads_option
 @labels_option
-def predict(model: str, paths: tuple[str, ...], as_json: bool, device: str, threads: int | None, labels: str | None) -> None:
+def predict(model: str, paths: tuple[str, ...], as_json: bool, device: str | None, profile_name: str | None,
+            threads: int | None, labels: str | None) -> None:
     """Classify images (files or folders); an unreadable image is reported and the rest go on.
 
     Exits with status 1 when any image could not be classified.
     """
     from .errors import ImageError
 
-    m = _load(model, device, threads, labels)
+    m = _load(model, device, threads, labels, _profile(profile_name))
     failed = 0
     for path in _expand(paths):
         try:
@@ -91,28 +108,30 @@ def predict(model: str, paths: tuple[str, ...], as_json: bool, device: str, thre
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the details as JSON")
 @device_option
+@profile_option
 @labels_option
-def info(model: str, as_json: bool, device: str, labels: str | None) -> None:
-    """Show a model's metadata, tensors, engine and device."""
-    details = _load(model, device, None, labels).info.to_dict()
+def info(model: str, as_json: bool, device: str | None, profile_name: str | None, labels: str | None) -> None:
+    """Show a model's contract (task, labels, input, decision), export, tensors, engine and device."""
+    details = _load(model, device, None, labels, _profile(profile_name)).info.to_dict()
     if as_json:
         click.echo(json.dumps(details, indent=2))
         return
-    meta = details.pop("metadata")
+    spec, export = details.pop("spec"), details.pop("export")
     for key in ("path", "format", "engine", "device", "threads", "embedded_metadata"):
         click.echo(f"{key:18} {details[key]}")
     for key in ("input", "output"):
         t = details[key]
         quant = f" quantization(scale, zero_point)={tuple(t['quantization'])}" if t["quantization"] else ""
-        click.echo(f"{key:18} {t['name']} {t['shape']} {t['dtype']}{quant}")
-    for key, value in meta.items():
+        click.echo(f"{key + ' tensor':18} {t['name']} {t['shape']} {t['dtype']}{quant}")
+    for key, value in [*spec.items(), *((f"export.{k}", v) for k, v in (export or {}).items())]:
         if value not in (None, {}, []):
             click.echo(f"{key:18} {value}")
 
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--device", "profile_name", default=None, help="device profile name or TOML path (e.g. raspberry-pi-4); sets device and threads and gives a PASS/FAIL verdict")
+@profile_option
+@device_option
 @click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
 @threads_option
@@ -124,6 +143,7 @@ def info(model: str, as_json: bool, device: str, labels: str | None) -> None:
 def bench(
     model: str,
     profile_name: str | None,
+    device: str | None,
     runs: int,
     warmup: int,
     threads: int | None,
@@ -135,6 +155,8 @@ def bench(
 ) -> None:
     """Time a model: load, first inference, per-stage latency percentiles, throughput, memory.
 
+    With --profile, the profile's device, threads and engine options apply (--device/--threads
+    override them) and the report gets a PASS/FAIL verdict against the profile's budget.
     Exits with status 2 when a profile was given and its budget is not met.
     """
     from pathlib import Path
@@ -144,20 +166,9 @@ def bench(
     for out in (json_out, plot):  # fail before minutes of timing, not after
         if out and not Path(out).resolve().parent.is_dir():
             raise click.ClickException(f"{out}: folder {Path(out).parent} does not exist; create it first")
-    profile, device = None, "cpu"
-    if profile_name:
-        try:
-            from .profiles import load_profile
-        except ImportError as exc:
-            raise click.ClickException(f"device profiles are not available in this install ({exc})") from None
-        try:
-            profile = load_profile(profile_name)
-        except (EdgetlRuntimeError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
-        device = profile.runtime.device
-        threads = threads or profile.runtime.threads or None
+    profile = _profile(profile_name)
     try:
-        report = b.run_benchmark(model, runs, warmup, threads, concurrency, device, image, labels)
+        report = b.run_benchmark(model, runs, warmup, threads, concurrency, device, image, labels, profile)
     except EdgetlRuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     result = b.verdict(report, profile) if profile is not None else None

@@ -15,6 +15,10 @@ class MetadataError(EdgetlRuntimeError, ValueError):
     """The embedded edgetl metadata is malformed or from an unsupported schema version."""
 
 
+class ContractError(MetadataError):
+    """The embedded model contract does not fit the model's own tensors (size, channels, outputs)."""
+
+
 class EngineNotInstalled(EdgetlRuntimeError, ImportError):
     """The inference engine the model needs is not installed (names the extra to install)."""
 

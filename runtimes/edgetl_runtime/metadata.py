@@ -1,126 +1,65 @@
-"""The metadata embedded in every edgetl model file: the single source of truth.
+"""Reading and writing the model contract embedded in ``.tflite``/``.onnx`` files.
 
-An exported ``.tflite`` carries it as a TFLite model-metadata entry named ``edgetl`` (a UTF-8 JSON
-buffer); an ``.onnx`` carries it in ``metadata_props`` under the key ``edgetl``. Both are read here
-without TensorFlow or the ``onnx`` package (small hand-written flatbuffer/protobuf readers), so the
-device needs nothing beyond the inference engine.
+An exported ``.tflite`` carries the contract (:class:`~edgetl_runtime.contract.ModelSpec`, its
+canonical JSON bytes) as a TFLite model-metadata entry named ``edgetl``, and the facts of that one
+export (:class:`~edgetl_runtime.contract.ExportInfo`) as ``edgetl.export``; an ``.onnx`` carries
+the same two strings in ``metadata_props``. Both are read here without TensorFlow or the ``onnx``
+package (small hand-written flatbuffer/protobuf readers), so the device needs nothing beyond the
+inference engine.
 
->>> meta = ModelMetadata(labels=("defect", "good"), input_size=(224, 224))
->>> ModelMetadata.from_json(meta.to_json()) == meta
+>>> from edgetl_runtime.contract import InputSpec, ModelSpec
+>>> spec = ModelSpec(labels=("defect", "good"), good_labels=("good",), input=InputSpec(32, 32))
+>>> parse_embedded({METADATA_KEY: spec.to_json().encode()}).spec == spec
 True
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from .contract import ExportInfo, ModelSpec, export_info_from_v1
 from .errors import MetadataError, ModelFormatError
 
 METADATA_KEY = "edgetl"
-SCHEMA_VERSION = 1
+EXPORT_KEY = "edgetl.export"
 TFLITE_IDENTIFIER = b"TFL3"
 
-# Labels treated as the "no defect" class when the user does not name one.
-GOOD_LABEL_NAMES = ("good", "ok", "normal", "pass", "non_defective", "nondefective", "functional")
+
+class Embedded(NamedTuple):
+    """What a model file carries: the contract, its exact JSON bytes, and the export facts."""
+
+    spec: ModelSpec | None
+    spec_json: bytes | None
+    export: ExportInfo | None
 
 
-@dataclass(frozen=True)
-class ModelMetadata:
-    """What a device needs to run a model: labels, input geometry, pixel normalization, threshold.
-
-    ``mean``/``std`` are in pixel units (0..255) and describe what the *model file* expects:
-    ``x = (pixel - mean) / std``. edgetl models put the backbone's own normalization inside the
-    graph, so theirs are ``mean=0, std=1`` (raw pixels), which lets an int8 model take raw uint8.
-    ``threshold`` applies to the defect score, ``1 - sum(scores of good_labels)``.
-    """
-
-    labels: tuple[str, ...]
-    input_size: tuple[int, int]  # (height, width) in pixels
-    color_mode: str = "rgb"  # "rgb" or "grayscale": channels the model takes
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
-    resize: str = "bilinear"
-    threshold: float = 0.5
-    good_labels: tuple[str, ...] = ("good",)
-    backbone: str | None = None
-    quantization: str = "fp32"  # fp32 | fp16 | dynamic | int8 | qat
-    format: str | None = None  # tflite | edgetpu | onnx
-    sdk_version: str | None = None
-    data_hash: str | None = None
-    created: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
-
-    def __post_init__(self) -> None:
-        if not self.labels:
-            raise MetadataError("metadata has no labels")
-        if self.color_mode not in ("rgb", "grayscale"):
-            raise MetadataError(f"color_mode must be 'rgb' or 'grayscale', got {self.color_mode!r}")
-        if len(self.input_size) != 2 or min(self.input_size) <= 0:
-            raise MetadataError(f"input_size must be (height, width) > 0, got {self.input_size!r}")
-        if not 0.0 <= float(self.threshold) <= 1.0:
-            raise MetadataError(f"threshold must be within [0, 1], got {self.threshold!r}")
-
-    @property
-    def channels(self) -> int:
-        return 3 if self.color_mode == "rgb" else 1
-
-    @property
-    def good_indices(self) -> tuple[int, ...]:
-        return tuple(i for i, name in enumerate(self.labels) if name in self.good_labels)
-
-    def replace(self, **changes: Any) -> ModelMetadata:
-        """Return a copy with ``changes`` applied (the metadata itself is immutable)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for key in ("labels", "input_size", "mean", "std", "good_labels"):
-            out[key] = list(out[key])
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelMetadata:
-        if not isinstance(data, dict):
-            raise MetadataError(f"edgetl metadata must be a JSON object, got {type(data).__name__}")
-        version = int(data.get("schema_version", SCHEMA_VERSION))
-        if version > SCHEMA_VERSION:
-            raise MetadataError(
-                f"model metadata has schema version {version}, this edgetl-runtime reads up to "
-                f"{SCHEMA_VERSION}; upgrade edgetl-runtime"
-            )
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
+def parse_embedded(entries: dict[str, Any]) -> Embedded:
+    """Return the :class:`Embedded` contract of a file's metadata ``entries`` (name -> bytes or str)."""
+    raw = entries.get(METADATA_KEY)
+    if raw is None:
+        return Embedded(None, None, None)
+    raw = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+    spec = ModelSpec.from_json(raw)
+    export_raw = entries.get(EXPORT_KEY)
+    if export_raw is not None:
+        export = ExportInfo.from_json(export_raw)
+    else:  # schema 1 kept format and quantization inside the one metadata object
         try:
-            for key in ("labels", "mean", "std", "good_labels"):
-                if key in kwargs:
-                    kwargs[key] = tuple(kwargs[key])
-            kwargs["input_size"] = tuple(int(v) for v in kwargs["input_size"])
-            return cls(**kwargs)
-        except (KeyError, TypeError) as exc:
-            raise MetadataError(f"malformed edgetl metadata: {exc}") from exc
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> ModelMetadata:
-        try:
-            data = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MetadataError(f"edgetl metadata is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+            export = export_info_from_v1(json.loads(raw))
+        except (ValueError, MetadataError):
+            export = None
+    return Embedded(spec, raw, export)
 
 
-def default_good_labels(labels: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """Return the labels whose names mean "no defect" (``good``, ``ok``, ``normal``, ...)."""
-    return tuple(name for name in labels if name.lower() in GOOD_LABEL_NAMES)
+def _entries_to_embed(spec: ModelSpec, export: ExportInfo | None) -> dict[str, bytes]:
+    entries = {METADATA_KEY: spec.to_json().encode("utf-8")}
+    if export is not None:
+        entries[EXPORT_KEY] = export.to_json().encode("utf-8")
+    return entries
 
 
 # --------------------------------------------------------------------------- format sniffing
@@ -228,33 +167,34 @@ def tflite_metadata_entries(model: bytes) -> dict[str, bytes]:
         raise ModelFormatError(f"truncated or corrupt TFLite flatbuffer ({exc})") from exc
 
 
-def embed_tflite_metadata(model: bytes, meta: ModelMetadata) -> bytes:
-    """Return ``model`` (TFLite bytes) with ``meta`` stored as its ``edgetl`` metadata entry.
+def embed_tflite_metadata(model: bytes, spec: ModelSpec, export: ExportInfo | None = None) -> bytes:
+    """Return ``model`` (TFLite bytes) with ``spec`` (and ``export``) stored as metadata entries.
 
-    Uses the TFLite schema's object API shipped with LiteRT (or TensorFlow); any existing
-    ``edgetl`` entry is replaced, other entries are kept.
+    Uses the TFLite schema's object API shipped with LiteRT (or TensorFlow); existing edgetl
+    entries are replaced, other entries are kept.
     """
     import flatbuffers
     import numpy as np
 
     schema = _tflite_schema()
     obj = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    payload = np.frombuffer(meta.to_json().encode("utf-8"), dtype=np.uint8)
     obj.metadata = list(obj.metadata or [])
     obj.buffers = list(obj.buffers or [])
-    for entry in obj.metadata:
-        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
-        if name == METADATA_KEY:
-            obj.buffers[entry.buffer].data = payload
-            break
-    else:
-        buffer = schema.BufferT()
-        buffer.data = payload
-        obj.buffers.append(buffer)
-        entry = schema.MetadataT()
-        entry.name = METADATA_KEY
-        entry.buffer = len(obj.buffers) - 1
-        obj.metadata.append(entry)
+    for key, payload in _entries_to_embed(spec, export).items():
+        data = np.frombuffer(payload, dtype=np.uint8)
+        for entry in obj.metadata:
+            name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+            if name == key:
+                obj.buffers[entry.buffer].data = data
+                break
+        else:
+            buffer = schema.BufferT()
+            buffer.data = data
+            obj.buffers.append(buffer)
+            entry = schema.MetadataT()
+            entry.name = key
+            entry.buffer = len(obj.buffers) - 1
+            obj.metadata.append(entry)
     builder = flatbuffers.Builder(len(model) + 4096)
     builder.Finish(obj.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     return bytes(builder.Output())
@@ -327,15 +267,16 @@ def onnx_metadata_props(model: bytes) -> dict[str, str]:
     return props
 
 
-def embed_onnx_metadata(model: Any, meta: ModelMetadata) -> Any:
-    """Set ``meta`` as the ``edgetl`` entry of an ``onnx.ModelProto`` (returns a modified copy)."""
+def embed_onnx_metadata(model: Any, spec: ModelSpec, export: ExportInfo | None = None) -> Any:
+    """Return a copy of ``onnx.ModelProto`` ``model`` with ``spec`` (and ``export``) in ``metadata_props``."""
     import onnx
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    kept = [(p.key, p.value) for p in out.metadata_props if p.key != METADATA_KEY]
+    entries = _entries_to_embed(spec, export)
+    kept = [(p.key, p.value) for p in out.metadata_props if p.key not in (METADATA_KEY, EXPORT_KEY)]
     del out.metadata_props[:]
-    for key, value in [*kept, (METADATA_KEY, meta.to_json())]:
+    for key, value in [*kept, *((k, v.decode("utf-8")) for k, v in entries.items())]:
         prop = out.metadata_props.add()
         prop.key, prop.value = key, value
     return out
@@ -344,13 +285,18 @@ def embed_onnx_metadata(model: Any, meta: ModelMetadata) -> Any:
 # --------------------------------------------------------------------------- public reader
 
 
-def read_metadata(path: str | Path) -> ModelMetadata | None:
-    """Return the edgetl metadata embedded in a ``.tflite``/``.onnx`` file, or None if it has none."""
+def file_entries(data: bytes, fmt: str) -> dict[str, Any]:
+    """Return the metadata entries of model bytes ``data`` of format ``fmt`` (tflite or onnx)."""
+    return tflite_metadata_entries(data) if fmt == "tflite" else onnx_metadata_props(data)
+
+
+def read_embedded(path: str | Path) -> Embedded:
+    """Return the contract and export facts embedded in a ``.tflite``/``.onnx`` file (Nones if bare)."""
     path = Path(path)
     fmt = model_format(path)
-    data = path.read_bytes()
-    if fmt == "tflite":
-        raw = tflite_metadata_entries(data).get(METADATA_KEY)
-    else:
-        raw = onnx_metadata_props(data).get(METADATA_KEY)
-    return None if raw is None else ModelMetadata.from_json(raw)
+    return parse_embedded(file_entries(path.read_bytes(), fmt))
+
+
+def read_spec(path: str | Path) -> ModelSpec | None:
+    """Return the :class:`ModelSpec` embedded in a ``.tflite``/``.onnx`` file, or None if it has none."""
+    return read_embedded(path).spec

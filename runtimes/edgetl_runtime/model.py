@@ -1,8 +1,10 @@
 """Load a .tflite/.onnx classifier and turn images into :class:`Prediction` tuples.
 
-The metadata embedded by ``edgetl export`` says how to prepare pixels (size, colour mode,
-normalization) and how to read the scores (labels, good labels, threshold). Bare third-party
-classifiers load too, given their labels; everything else is read from the model's input tensor.
+The model contract embedded by ``edgetl export`` (:class:`~edgetl_runtime.contract.ModelSpec`)
+says how to prepare pixels (size, colour mode, resize, normalization) and how to read the scores
+(output kind, labels, good labels, threshold); :func:`load` checks it against the model's own
+tensors. Bare third-party classifiers load too, given their labels; everything else is read from
+the model's input tensor.
 
 >>> model = load("model.tflite")                                    # doctest: +SKIP
 >>> model.predict("cell_0001.png")                                  # doctest: +SKIP
@@ -11,6 +13,7 @@ Prediction(label='defect', score=0.97, is_defect=True, scores={'defect': 0.97, '
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ import numpy as np
 
 from . import metadata as md
 from .backends import Backend, TensorSpec, open_backend
+from .contract import ExportInfo, InputSpec, ModelSpec, default_good_labels
 from .errors import MetadataError, ModelFormatError
 from .preprocess import ImageSource, load_image, to_model_input
 
@@ -61,17 +65,27 @@ class Prediction(NamedTuple):
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What was loaded: file, format, engine, device, metadata and tensor details."""
+    """What was loaded: file, format, engine, device, the model contract and tensor details.
+
+    ``spec`` is the contract in use (the embedded one, with any overrides given to :func:`load`);
+    ``embedded_spec`` is the one stored in the file, unchanged (None for a bare model).
+    """
 
     path: str
     format: str  # tflite | onnx
     engine: str  # litert | tflite_runtime | tensorflow | edgetpu | onnxruntime
     device: str  # what runs it: cpu, edgetpu:usb, cuda:0, tensorrt:0
     threads: int | None
-    metadata: md.ModelMetadata
-    embedded_metadata: bool  # False for a bare model whose metadata was inferred
+    spec: ModelSpec
+    embedded_spec: ModelSpec | None
+    export: ExportInfo | None  # format/quantization of the export, when the file says
     input: TensorSpec
     output: TensorSpec
+
+    @property
+    def embedded_metadata(self) -> bool:
+        """True when the file carries an edgetl contract (False for a bare third-party model)."""
+        return self.embedded_spec is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,7 +95,8 @@ class ModelInfo:
             "device": self.device,
             "threads": self.threads,
             "embedded_metadata": self.embedded_metadata,
-            "metadata": self.metadata.to_dict(),
+            "spec": self.spec.to_dict(),
+            "export": None if self.export is None else json.loads(self.export.to_json()),
             "input": self.input.to_dict(),
             "output": self.output.to_dict(),
         }
@@ -123,16 +138,23 @@ def fit_labels(labels: tuple[str, ...], n_outputs: int, where: str) -> tuple[str
     )
 
 
-def _probabilities(raw: np.ndarray, quant: tuple[float, int] | None) -> np.ndarray:
-    """Return class probabilities (N, C) float32 from a raw output tensor (dequantized, softmaxed)."""
+def _probabilities(raw: np.ndarray, quant: tuple[float, int] | None, kind: str | None) -> np.ndarray:
+    """Return class probabilities (N, C) float32 from a raw output tensor (dequantized, softmaxed).
+
+    ``kind`` is the contract's output kind: ``probabilities`` are returned as they are,
+    ``logits`` get a softmax. ``None`` (a bare model, no contract) guesses from the values.
+    """
     x = raw.reshape(raw.shape[0], -1)
     if quant:  # real = scale * (q - zero_point); int32 first to avoid uint8 wrap-around
         scale, zero_point = quant
         x = (x.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale)
     x = x.astype(np.float32, copy=False)
-    sums = x.sum(axis=1)
-    if x.size and x.min() >= -1e-3 and x.max() <= 1 + 1e-3 and np.all(np.abs(sums - 1) < 0.05):
-        return np.clip(x, 0.0, 1.0)  # already probabilities (softmax inside the model)
+    if kind == "probabilities":
+        return x
+    if kind is None:
+        sums = x.sum(axis=1)
+        if x.size and x.min() >= -1e-3 and x.max() <= 1 + 1e-3 and np.all(np.abs(sums - 1) < 0.05):
+            return np.clip(x, 0.0, 1.0)  # already probabilities (softmax inside the model)
     e = np.exp(x - x.max(axis=1, keepdims=True))  # logits: numerically stable softmax
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
@@ -143,12 +165,14 @@ class Model:
     def __init__(self, backend: Backend, info: ModelInfo, input_quant: tuple[float, int] | None):
         self._backend = backend
         self.info = info
-        meta = info.metadata
-        self.labels = meta.labels
-        self._size = (int(meta.input_size[0]), int(meta.input_size[1]))
-        self._shape = (*self._size, meta.channels)
+        spec = info.spec
+        self.labels = spec.labels
+        self._size = spec.input_size
+        self._shape = (*self._size, spec.channels)
         self._input_quant = input_quant
-        self._good = np.array(meta.good_indices, dtype=np.intp)
+        self._good = np.array(spec.good_indices, dtype=np.intp)
+        # A bare model has no contract saying what its output holds (None: guessed per batch).
+        self._output_kind = spec.output.kind if info.embedded_spec is not None else None
 
     def __repr__(self) -> str:
         return f"Model({self.info.path!r}, engine={self.info.engine!r}, device={self.info.device!r})"
@@ -162,8 +186,8 @@ class Model:
         """Return ``image`` as uint8 pixels (H, W, C) at the model's size and colour mode."""
         if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape == self._shape:
             return image  # already decoded at the right size: no copy, no PIL round trip
-        meta = self.info.metadata
-        return load_image(image, self._size, color_mode=meta.color_mode, resize=meta.resize)
+        inp = self.info.spec.input
+        return load_image(image, self._size, color_mode=inp.color_mode, resize=inp.resize)
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """Return class probabilities (N, n_classes) float32 for uint8 pixels (N, H, W, C)."""
@@ -174,9 +198,9 @@ class Model:
             raise ValueError(f"expected pixels of shape (N, {', '.join(map(str, self._shape))}), got {pixels.shape}")
         if len(pixels) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        meta, spec = self.info.metadata, self._backend.input
-        x = to_model_input(pixels, spec.dtype, meta.mean, meta.std, self._input_quant)
-        return _probabilities(self._backend.run(x), self._backend.output.quantization)
+        inp, tensor = self.info.spec.input, self._backend.input
+        x = to_model_input(pixels, tensor.dtype, inp.pixel_mean, inp.pixel_std, self._input_quant)
+        return _probabilities(self._backend.run(x), self._backend.output.quantization, self._output_kind)
 
     def predict(self, image: ImageSource) -> Prediction:
         """Return the :class:`Prediction` for one image (path, bytes, PIL image or array)."""
@@ -216,11 +240,10 @@ class Model:
 
     def _prediction(self, probs: np.ndarray) -> Prediction:
         top = int(np.argmax(probs))
-        meta = self.info.metadata
         defect_score = is_defect = None
         if self._good.size:
             defect_score = float(defect_scores(probs[None], self._good)[0])
-            is_defect = defect_score >= meta.threshold
+            is_defect = defect_score >= self.info.spec.threshold
         return Prediction(
             label=self.labels[top],
             score=float(probs[top]),
@@ -235,10 +258,9 @@ def _timings(t0: float, t1: float, t2: float, t3: float) -> dict[str, float]:
     return {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
 
 
-def _bare_metadata(
-    spec: TensorSpec, labels: tuple[str, ...], fmt: str, where: str
-) -> md.ModelMetadata:
-    shape = spec.shape
+def _bare_spec(tensor: TensorSpec, labels: tuple[str, ...], where: str) -> ModelSpec:
+    """Return the contract of a bare model, read from its input tensor (MobileNet conventions)."""
+    shape = tensor.shape
     if len(shape) != 4:
         raise ModelFormatError(f"{where}: expected an image input (N, H, W, C), found shape {shape}")
     if shape[-1] in (1, 3):
@@ -249,26 +271,30 @@ def _bare_metadata(
         raise ModelFormatError(f"{where}: cannot tell the image channels from input shape {shape}")
     if height <= 0 or width <= 0:
         raise ModelFormatError(f"{where}: input size is dynamic {shape}; this runtime needs a fixed size")
-    dtype = np.dtype(spec.dtype)
-    raw = dtype == np.uint8
-    return md.ModelMetadata(
+    raw = np.dtype(tensor.dtype) == np.uint8  # uint8 models take raw pixels
+    return ModelSpec(
         labels=labels,
-        input_size=(height, width),
-        color_mode="rgb" if channels == 3 else "grayscale",
-        mean=(0.0,) * channels if raw else MOBILENET_MEAN * channels,
-        std=(1.0,) * channels if raw else MOBILENET_STD * channels,
-        good_labels=md.default_good_labels(labels),
-        quantization="int8" if dtype.kind in "iu" else "fp32",
-        format=fmt,
+        good_labels=default_good_labels(labels),
+        input=InputSpec(
+            height=height, width=width, color_mode="rgb" if channels == 3 else "grayscale",
+            normalization="model" if raw else "runtime",
+            mean=() if raw else MOBILENET_MEAN * channels, std=() if raw else MOBILENET_STD * channels,
+        ),  # fmt: skip
     )
+
+
+def _output_size(tensor: TensorSpec) -> int:
+    return int(np.prod([d for d in tensor.shape[1:] if d > 0]) or 0)
 
 
 def load(
     path: str | Path,
-    device: str = "cpu",
+    device: str | None = None,
     threads: int | None = None,
     labels: str | Path | Sequence[str] | None = None,
     *,
+    profile: Any = None,
+    engine_options: dict[str, Any] | None = None,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     threshold: float | None = None,
@@ -277,62 +303,77 @@ def load(
     """Return a :class:`Model` for a ``.tflite`` or ``.onnx`` file, ready to predict.
 
     ``device``: see :mod:`edgetl_runtime.backends` (``cpu``, ``edgetpu[:usb|pci[:N]]``,
-    ``cuda[:N]``, ``tensorrt[:N]``). ``threads``: CPU threads (default: all cores, at most 4).
-    ``labels``: a labels file or list, required for a bare model without edgetl metadata.
+    ``cuda[:N]``, ``tensorrt[:N]``; default ``cpu``). ``threads``: CPU threads (default: all
+    cores, at most 4). ``profile``: a device profile (name, TOML path or
+    :class:`~edgetl_runtime.profiles.DeviceProfile`) whose ``[runtime]`` device, threads and
+    engine options apply unless given here. ``engine_options``: LiteRT delegate or ONNX Runtime
+    provider options (see docs/devices.md).
+    ``labels``: a labels file or list, required for a bare model without an edgetl contract.
     ``mean``/``std`` (pixel units) override the input normalization of a bare model (default:
     raw pixels for uint8 inputs, ``(p - 127.5) / 127.5`` otherwise). ``threshold`` and
-    ``good_labels`` override the metadata's decision rule.
+    ``good_labels`` override the contract's decision rule.
+
+    Raises :class:`~edgetl_runtime.errors.ContractError` when the embedded contract does not fit
+    the model's tensors (input size, channels, number of outputs).
     """
     path = Path(path)
+    if profile is not None:
+        from .profiles import DeviceProfile, load_profile
+
+        settings = (profile if isinstance(profile, DeviceProfile) else load_profile(profile)).runtime
+        device = device or settings.device
+        threads = threads or settings.threads
+        engine_options = {**settings.options, **(engine_options or {})}
     fmt = md.model_format(path)
     data = path.read_bytes()
     try:
-        raw = (md.tflite_metadata_entries(data) if fmt == "tflite" else md.onnx_metadata_props(data)).get(
-            md.METADATA_KEY
-        )
+        embedded = md.parse_embedded(md.file_entries(data, fmt))
     except ModelFormatError as exc:
         raise ModelFormatError(f"{path}: not a model: {exc}; the file may be truncated, copy it again") from None
-    backend = open_backend(path, data, fmt, device, threads)
-    n_outputs = int(np.prod([d for d in backend.output.shape[1:] if d > 0]) or 0)
+    except MetadataError as exc:
+        raise MetadataError(f"{path}: {exc}") from None
+    backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {})
+    n_outputs = _output_size(backend.output)
     where = str(path)
-    if raw is not None:
-        meta = md.ModelMetadata.from_json(raw)
+    if embedded.spec is not None:
+        spec = embedded.spec
+        embedded.spec.check_model(backend.input.shape, n_outputs, where)
         if labels is not None:
-            meta = meta.replace(labels=fit_labels(read_labels(labels), n_outputs, where))
+            names = fit_labels(read_labels(labels), n_outputs, where)
+            spec = spec.replace(labels=names, good_labels=tuple(g for g in spec.good_labels if g in names))
         input_quant = backend.input.quantization
     elif labels is None:
         raise MetadataError(
-            f"{path} has no edgetl metadata, so its class names are unknown; pass labels= "
+            f"{path} has no edgetl model contract, so its class names are unknown; pass labels= "
             "(CLI: --labels labels.txt, one class per line), or export it with `edgetl export`"
         )
     else:
-        meta = _bare_metadata(backend.input, fit_labels(read_labels(labels), n_outputs, where), fmt, where)
+        spec = _bare_spec(backend.input, fit_labels(read_labels(labels), n_outputs, where), where)
         # uint8 inputs take raw pixels (the quantization maps 0..255 onto the trained range);
         # int8 and float inputs get mean/std first, then the tensor's own quantization.
         input_quant = None if np.dtype(backend.input.dtype) == np.uint8 else backend.input.quantization
-    if n_outputs and len(meta.labels) != n_outputs:
-        raise MetadataError(f"{path}: metadata has {len(meta.labels)} labels but the model has {n_outputs} outputs")
-    changes: dict[str, Any] = {}
-    channels = meta.channels
-    if mean is not None:
-        changes["mean"] = tuple(float(v) for v in np.broadcast_to(mean, (channels,)))
-        input_quant = backend.input.quantization
-    if std is not None:
-        changes["std"] = tuple(float(v) for v in np.broadcast_to(std, (channels,)))
+    if n_outputs and len(spec.labels) != n_outputs:
+        raise MetadataError(f"{path}: {len(spec.labels)} labels but the model has {n_outputs} outputs")
+    channels = spec.channels
+    if mean is not None or std is not None:
+        inp = spec.input
+        new_mean = tuple(float(v) for v in np.broadcast_to(mean if mean is not None else inp.pixel_mean, (channels,)))
+        new_std = tuple(float(v) for v in np.broadcast_to(std if std is not None else inp.pixel_std, (channels,)))
+        spec = spec.replace(input=InputSpec(inp.height, inp.width, inp.color_mode, inp.resize, "runtime", new_mean, new_std))
         input_quant = backend.input.quantization
     if threshold is not None:
-        changes["threshold"] = float(threshold)
+        spec = spec.with_threshold(threshold, "set when loading")
     if good_labels is not None:
-        changes["good_labels"] = tuple(good_labels)
-    meta = meta.replace(**changes) if changes else meta
+        spec = spec.replace(good_labels=tuple(good_labels))
     info = ModelInfo(
         path=str(path),
         format=fmt,
         engine=backend.engine,
         device=backend.device,
         threads=getattr(backend, "threads", threads),
-        metadata=meta,
-        embedded_metadata=raw is not None,
+        spec=spec,
+        embedded_spec=embedded.spec,
+        export=embedded.export,
         input=backend.input,
         output=backend.output,
     )

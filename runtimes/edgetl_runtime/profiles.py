@@ -1,14 +1,15 @@
 """Device profiles: ``devices/*.toml`` read into frozen dataclasses, and detection of this host.
 
-A profile says what a target wants (export format and quantization), how to run there (backend,
-device string, threads, delegate/provider options), and what "fast enough" means (latency and
-memory budgets for a reference model). Adding a device is adding a TOML file; the shipped ones
+A profile says what a target wants (export format and quantization), how to run there (device
+string, CPU threads, engine options), and what "fast enough" means (latency and memory budgets
+for a reference model). Every ``[runtime]`` field reaches the engine: :func:`edgetl_runtime.load`
+with ``profile=`` applies the device, the threads and the options (LiteRT delegate options or ONNX
+Runtime provider options, see :mod:`edgetl_runtime.backends`). Adding a device is adding a TOML file; the shipped ones
 live in the repository's top-level ``devices/`` folder and are installed with ``edgetl-runtime``
 as package data. ``EDGETL_DEVICES_DIR`` (one or more folders, ``os.pathsep``-separated) adds
 user profiles; a user profile with a shipped name replaces the shipped one.
 
-Device strings: ``cpu``, ``cuda``, ``tensorrt``, ``edgetpu`` (any), ``edgetpu:usb``,
-``edgetpu:pci``, optionally with an index (``edgetpu:usb:0``), as in pycoral.
+Device strings follow :func:`edgetl_runtime.backends.parse_device` (the one definition).
 
 >>> profile = load_profile("cpu-x86_64")
 >>> (profile.export.format, profile.export.quantization, profile.runtime.device)
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
+from .backends import DEVICE_GRAMMAR, DeviceError, EngineOptionError, check_engine_options, parse_device
+from .contract import FORMATS, QUANTIZATIONS
 from .errors import EdgetlRuntimeError
 
 if sys.version_info >= (3, 11):
@@ -36,16 +38,19 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ENV_DEVICES_DIR = "EDGETL_DEVICES_DIR"
-FORMATS = ("tflite", "edgetpu", "onnx")
-QUANTIZATIONS = ("int8", "fp16", "fp32", "dynamic")
-BACKENDS = ("litert", "edgetpu", "onnxruntime")
 EDGETPU_LINKS = ("usb", "pci")
+# Fields of earlier profile files that did nothing, and what replaced them.
+REMOVED_FIELDS = {
+    "runtime.backend": "the engine follows from the model file and the device string; delete the line",
+    "runtime.providers": "the ONNX Runtime providers follow from the device string (tensorrt, cuda, cpu); "
+                         "delete the line",
+    "runtime.delegate_options": "renamed [runtime.options]",
+}
 # USB ids of the Coral USB Accelerator: before its firmware is loaded it enumerates as Global
 # Unichip (1a6e:089a), afterwards as Google (18d1:9302). Either means "an Edge TPU is plugged in".
 EDGETPU_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))
-_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|tensorrt(:\d+)?|edgetpu(:(usb|pci)(:\d+)?)?)$")
-# Which backend may run which export format (the exporter and runtime agree on these pairs).
-_BACKEND_OF_FORMAT = {"tflite": ("litert",), "edgetpu": ("edgetpu",), "onnx": ("onnxruntime",)}
+# Which device kinds can run which export format (the exporter and runtime agree on these pairs).
+_DEVICES_OF_FORMAT = {"tflite": ("cpu",), "edgetpu": ("edgetpu",), "onnx": ("cpu", "cuda", "tensorrt")}
 
 
 class ProfileError(EdgetlRuntimeError, ValueError):
@@ -108,13 +113,11 @@ class ExportTarget:
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    """How the runtime runs there: backend, device string, CPU threads, delegate/provider options."""
+    """How the runtime runs there: device string, CPU threads, engine options (all reach the engine)."""
 
-    backend: str
     device: str
     threads: int
-    delegate_options: dict[str, Any] = field(default_factory=dict, hash=False)
-    providers: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,9 @@ class _Reader:
             raise ProfileError(path, prefix.rstrip("."), f"must be a table, got {type(table).__name__}")
         self.table = table
         unknown = sorted(set(table) - set(allowed))
+        removed = [key for key in unknown if prefix + key in REMOVED_FIELDS]
+        if removed:
+            raise ProfileError(path, prefix + removed[0], f"no longer a profile field: {REMOVED_FIELDS[prefix + removed[0]]}")
         if unknown:
             raise ProfileError(path, prefix + unknown[0], f"unknown key; allowed here: {', '.join(sorted(allowed))}")
 
@@ -232,22 +238,24 @@ def _parse(path: Path, data: dict[str, Any]) -> DeviceProfile:
         tegra=d.get("tegra", bool, None), priority=d.get("priority", int, 0))
     e = top.sub("export", ("format", "quantization", "input_size"))
     export = ExportTarget(e.choice("format", FORMATS), e.choice("quantization", QUANTIZATIONS), e.size("input_size"))
-    r = top.sub("runtime", ("backend", "device", "threads", "delegate_options", "providers"))
+    r = top.sub("runtime", ("device", "threads", "options"))
     device = r.get("device", str)
-    if not _DEVICE_RE.match(device):
-        raise r.fail("device", f"{device!r} is not a device string "
-                     "(cpu, cuda[:N], tensorrt[:N], edgetpu, edgetpu:usb[:N], edgetpu:pci[:N])")
-    options = r.get("delegate_options", dict, {})
+    try:
+        kind = parse_device(device).kind
+    except DeviceError:
+        raise r.fail("device", f"{device!r} is not a device string ({DEVICE_GRAMMAR})") from None
+    if kind not in _DEVICES_OF_FORMAT[export.format]:
+        raise r.fail("device", f"{device!r} cannot run export format {export.format!r}; use "
+                     f"{' or '.join(_DEVICES_OF_FORMAT[export.format])}")
+    options = r.get("options", dict, {})
     for key, value in options.items():
         if not isinstance(value, (str, int, float, bool)):
-            raise r.fail(f"delegate_options.{key}", f"must be a string, number or boolean, got {type(value).__name__}")
-    runtime = RuntimeSettings(r.choice("backend", BACKENDS), device, r.positive("threads", int), dict(options),
-                              r.strings("providers", []))
-    if runtime.backend not in _BACKEND_OF_FORMAT[export.format]:
-        raise r.fail("backend", f"{runtime.backend!r} cannot run export format {export.format!r}; "
-                     f"use {' or '.join(_BACKEND_OF_FORMAT[export.format])}")
-    if (runtime.backend == "edgetpu") != device.startswith("edgetpu"):
-        raise r.fail("device", f"{device!r} does not fit backend {runtime.backend!r}")
+            raise r.fail(f"options.{key}", f"must be a string, number or boolean, got {type(value).__name__}")
+    try:
+        check_engine_options(export.format, device, options)
+    except EngineOptionError as exc:
+        raise r.fail("options", str(exc)) from None
+    runtime = RuntimeSettings(device, r.positive("threads", int), dict(options))
     b = top.sub("budget", ("p50_ms", "p99_ms", "memory_mb"))
     budget = Budget(float(b.positive("p50_ms")), float(b.positive("p99_ms")), float(b.positive("memory_mb")))
     if budget.p99_ms < budget.p50_ms:
@@ -378,7 +386,7 @@ def detect(host: HostInfo | None = None, profiles: Iterable[DeviceProfile] | Non
     matches.sort(key=lambda m: (-m[0].detect.priority, -len(m[1]), m[0].name))
     if not matches:
         summary = f"arch={host.arch!r}, model={host.model or '-'!r}, edgetpu={','.join(host.edgetpu) or 'none'}, tegra={host.tegra}"
-        return DetectionResult(None, (f"no profile matches this host ({summary}); pass --device NAME or add a "
+        return DetectionResult(None, (f"no profile matches this host ({summary}); pass --profile NAME or add a "
                                       f"profile to ${ENV_DEVICES_DIR}",), (), host)
     best, reasons = matches[0]
     others = tuple(f"also matches {p.name} (lower priority)" for p, _ in matches[1:])

@@ -16,7 +16,7 @@ LABELS = ("defect", "good")
 def profile_marks(profile: DeviceProfile) -> list[pytest.MarkDecorator]:
     """Return the pytest marks of ``profile``: ``slow`` plus its hardware family (edgetpu, jetson, rpi)."""
     marks = [pytest.mark.slow]
-    if profile.runtime.backend == "edgetpu" or profile.export.format == "edgetpu":
+    if profile.export.format == "edgetpu":
         marks.append(pytest.mark.edgetpu)
     if profile.detect.tegra or profile.name.startswith("jetson"):
         marks.append(pytest.mark.jetson)
@@ -28,11 +28,11 @@ def profile_marks(profile: DeviceProfile) -> list[pytest.MarkDecorator]:
 def why_not_this_host(profile: DeviceProfile, forced: str | None) -> str | None:
     """Return why this host cannot stand for ``profile`` (a skip reason), or None when it can.
 
-    ``forced`` is the ``--device`` option: the named profile runs whatever detection says.
+    ``forced`` is the ``--profile`` option: the named profile runs whatever detection says.
     """
     if forced:
         name = load_profile(forced).name
-        return None if name == profile.name else f"--device {forced} given, not {profile.name}"
+        return None if name == profile.name else f"--profile {forced} given, not {profile.name}"
     found = detect()
     if found.profile is not None and found.profile.name == profile.name:
         return None
@@ -40,7 +40,7 @@ def why_not_this_host(profile: DeviceProfile, forced: str | None) -> str | None:
     matched, reasons = profile.detect.check(found.host)
     why = "; ".join(reasons)
     if matched:  # its rule holds, but a more specific profile won
-        why = f"{why}; {host} has priority (pass --device {profile.name} to force it)"
+        why = f"{why}; {host} has priority (pass --profile {profile.name} to force it)"
     return f"host is {host}, not {profile.name}: {why}"
 
 
@@ -71,7 +71,7 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path
         from edgetl._tf import keras
         from edgetl.backbones import load_backbone
         from edgetl.exporters import ExportOptions, export
-        from edgetl_runtime.metadata import ModelMetadata
+        from edgetl_runtime.contract import InputSpec, ModelSpec, Provenance
 
         k = keras()
         k.utils.set_random_seed(0)
@@ -81,15 +81,13 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path
         model = k.Model(backbone.input, scores, name=f"reference_{ref.backbone}")
         options = ExportOptions(format=fmt, quantization=ref.quantization, calib_data=tiny_dataset, calib_samples=8,
                                 validate=False)
-        meta = ModelMetadata(labels=LABELS, input_size=ref.input_size, good_labels=("good",), backbone=ref.backbone)
+        spec = ModelSpec(labels=LABELS, good_labels=("good",), input=InputSpec(*ref.input_size),
+                         provenance=Provenance(backbone=ref.backbone))
         out = root / f"{ref.backbone}-{ref.input_size[0]}x{ref.input_size[1]}-{fmt}-{ref.quantization}{options.suffix}"
-        result = export(model, options, out, metadata=meta)
-        path = result.path
-        if fmt == "edgetpu":
-            compiled = result.extra.get("edgetpu", {}).get("compiled_path")
-            if not compiled:
-                pytest.skip(f"edgetpu_compiler did not compile the reference model: {result.extra['edgetpu']['compiler_log']}")
-            path = Path(compiled)
+        result = export(model, options, out, spec=spec)
+        path = result.path  # the artifact that ships: for the Edge TPU, the compiled file
+        if fmt == "edgetpu" and result.note:
+            pytest.skip(f"edgetpu_compiler did not compile the reference model: {result.note}")
         cache[key] = path
         return path
 

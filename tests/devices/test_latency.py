@@ -1,13 +1,13 @@
 """Per-device-profile latency tests: the profile's reference model must meet its budget on its device.
 
 One test per profile (``list_profiles()``, user profiles included). It runs only where this host
-is that device (``edgetl_runtime.profiles.detect()``) or when forced with ``pytest --device NAME``,
+is that device (``edgetl_runtime.profiles.detect()``) or when forced with ``pytest --profile NAME``,
 and skips elsewhere with the reason. The timing runs in a separate ``edgetl-runtime bench``
 process, as on the device: no TensorFlow in it, so peak memory is the runtime's own. These are
 the only tests of the project that assert wall-clock times, always against the profile's budget.
 
     pytest tests/devices                            # the profile of this host
-    pytest tests/devices --device raspberry-pi-4    # on a Pi 4 that detection does not recognise
+    pytest tests/devices --profile raspberry-pi-4    # on a Pi 4 that detection does not recognise
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def _params() -> list:
 
 
 def _bench(model: Path, profile: DeviceProfile, out: Path) -> BenchReport:
-    """Return the report of ``edgetl-runtime bench MODEL --device PROFILE`` run in a fresh process."""
+    """Return the report of ``edgetl-runtime bench MODEL --profile PROFILE`` run in a fresh process."""
     cmd = [sys.executable, "-c", "from edgetl_runtime.cli import main; main()", "bench", str(model),
-           "--device", str(profile.path), "--runs", str(RUNS), "--warmup", str(WARMUP), "--json", str(out)]
+           "--profile", str(profile.path), "--runs", str(RUNS), "--warmup", str(WARMUP), "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     # exit 2 means "measured, budget not met": the assertion below reports it with the numbers
     assert proc.returncode in (0, 2) and out.is_file(), f"edgetl-runtime bench failed:\n{proc.stdout}\n{proc.stderr}"

@@ -43,7 +43,7 @@ def _wide_run(tiny_run: Path, root: Path) -> Path:
 @pytest.mark.slow
 def test_cpu_profile_table_has_every_tflite_and_onnx_row(tiny_run, tmp_path):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
-    result = _run(tiny_run, "--device", "cpu-x86_64", "--runs", 3, "--warmup", 1, "--json", out_json,
+    result = _run(tiny_run, "--profile", "cpu-x86_64", "--runs", 3, "--warmup", 1, "--json", out_json,
                   "--markdown", out_md, "-o", tmp_path / "exports")  # fmt: skip
     assert result.exit_code == 0, result.output
     table = json.loads(out_json.read_text())
@@ -69,7 +69,7 @@ def test_cpu_profile_table_has_every_tflite_and_onnx_row(tiny_run, tmp_path):
 def test_int8_files_are_smaller_than_fp32(tiny_run, tmp_path):
     run = _wide_run(tiny_run, tmp_path)
     out_json = tmp_path / "bench.json"
-    result = _run(run, "--device", "cpu-x86_64", "--formats", "tflite:fp32,tflite:int8", "--formats", "onnx:fp32,onnx:int8",
+    result = _run(run, "--profile", "cpu-x86_64", "--formats", "tflite:fp32,tflite:int8", "--formats", "onnx:fp32,onnx:int8",
                   "--runs", 2, "--warmup", 0, "--json", out_json)  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = {(r["format"], r["quantization"]): r for r in json.loads(out_json.read_text())["rows"]}
@@ -84,7 +84,7 @@ def test_a_failing_row_does_not_abort_the_table(tiny_run, tmp_path):
     if detect().profile is not None and detect().profile.name == "coral-usb" and shutil.which("edgetpu_compiler"):
         pytest.skip("this host has a Coral USB and the compiler: the Edge TPU row would succeed")
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
-    result = _run(tiny_run, "--device", "coral-usb", "--runs", 2, "--warmup", 0, "--json", out_json,
+    result = _run(tiny_run, "--profile", "coral-usb", "--runs", 2, "--warmup", 0, "--json", out_json,
                   "--markdown", out_md, "-o", tmp_path / "exports")  # fmt: skip
     assert result.exit_code == 0, result.output
     tpu, cpu = json.loads(out_json.read_text())["rows"]
@@ -99,9 +99,9 @@ def test_a_failing_row_does_not_abort_the_table(tiny_run, tmp_path):
 def test_bad_input_exits_2_with_a_reason(tiny_run, tmp_path):
     result = _run(tmp_path / "missing")
     assert result.exit_code == 2 and "no such run folder" in result.output
-    result = _run(tiny_run, "--device", "cpu-x86_64", "--formats", "edgetpu")
+    result = _run(tiny_run, "--profile", "cpu-x86_64", "--formats", "edgetpu")
     assert result.exit_code == 2 and "not offered for this device" in result.output and "tflite:int8" in result.output
-    result = _run(tiny_run, "--device", "no-such-board")
+    result = _run(tiny_run, "--profile", "no-such-board")
     assert result.exit_code == 2 and "unknown device profile" in result.output
     result = _run(tiny_run, "--data", tmp_path / "nowhere", "--formats", "tflite:fp32")
     assert result.exit_code == 2 and "nowhere" in result.output

@@ -31,7 +31,7 @@ def test_list_table_and_json(runner: CliRunner) -> None:
 def test_show_one_profile(runner: CliRunner) -> None:
     result = runner.invoke(main, ["devices", "show", "jetson-nano"])
     assert result.exit_code == 0, result.output
-    assert "TensorrtExecutionProvider" in result.output and "p99 <= 40 ms" in result.output
+    assert "trt_engine_cache_path=~/.cache/edgetl/trt" in result.output and "p99 <= 40 ms" in result.output
     data = json.loads(runner.invoke(main, ["devices", "show", "raspberry-pi-4", "--json"]).output)
     assert data["budget"] == {"p50_ms": 30.0, "p99_ms": 60.0, "memory_mb": 300.0}
     assert data["published"][0]["source"].startswith("https://")

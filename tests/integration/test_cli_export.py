@@ -22,7 +22,7 @@ def test_cli_int8_export_prints_json_and_writes_the_report(tiny_run, tmp_path):
     result = _run(tiny_run, "--format", "tflite", "--quant", "int8", "--calib-samples", "12", "--json", "-o", out)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output[result.output.index("{"):])
-    assert payload["format"] == "tflite" and payload["quantization"] == "int8"
+    assert payload["export"]["format"] == "tflite" and payload["export"]["quantization"] == "int8"
     assert payload["validation"]["passed"] and payload["calibration_images"] == 12
     assert (tmp_path / "model.tflite.report.json").is_file() and out.stat().st_size == payload["size_bytes"]
 
@@ -34,10 +34,10 @@ def test_cli_prints_a_validation_table(tiny_run, tmp_path):
 
 
 def test_cli_device_profile_picks_format_and_quantization(tiny_run, tmp_path):
-    result = _run(tiny_run, "--device", "coral-usb", "--json", "-o", tmp_path / "coral.tflite")
+    result = _run(tiny_run, "--profile", "coral-usb", "--json", "-o", tmp_path / "coral.tflite")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output[result.output.index("{"):])
-    assert payload["format"] == "edgetpu" and payload["edgetpu"]["fully_mapped"]
+    assert payload["export"]["format"] == "edgetpu" and payload["edgetpu"]["fully_mapped"]
 
 
 def test_cli_failing_validation_exits_nonzero_and_keeps_the_report(tiny_run, tmp_path):
@@ -48,14 +48,14 @@ def test_cli_failing_validation_exits_nonzero_and_keeps_the_report(tiny_run, tmp
     assert "failed validation" in result.output and "exceeds 1e-06" in result.output
     assert "FAIL" in result.output and "Traceback" not in result.output
     report = json.loads((tmp_path / "model.tflite.report.json").read_text())
-    assert not report["passed"] and report["tolerance"]["max_abs_diff"] == 1e-6
+    assert not report["validation"]["passed"] and report["validation"]["tolerance"]["max_abs_diff"] == 1e-6
 
 
 @pytest.mark.parametrize(
     "case, message",
     [
         ("no_model", "no trained model"),
-        ("empty_calib", "no usable images"),
+        ("empty_calib", "unreadable"),
         ("missing_dir", "does not exist"),
         ("onnx_dynamic", "Dynamic quantization is not offered for ONNX"),
         ("bad_suffix", "written as .onnx"),

@@ -12,7 +12,8 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from edgetl_runtime.metadata import ModelMetadata, embed_onnx_metadata, embed_tflite_metadata
+from edgetl_runtime.contract import ExportInfo, InputSpec, ModelSpec, Provenance
+from edgetl_runtime.metadata import embed_onnx_metadata, embed_tflite_metadata
 from edgetl_runtime.preprocess import load_image
 
 LABELS = ("defect", "good")
@@ -74,20 +75,20 @@ def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Export
     val = split["val"][:8]
     pixels = np.stack([load_image(p, size) for p, _ in val])
     reference = model.predict(pixels.astype(np.float32), verbose=0)
-    meta = ModelMetadata(labels=LABELS, input_size=size, threshold=0.5, good_labels=("good",), backbone="tiny")
+    spec = ModelSpec(labels=LABELS, good_labels=("good",), input=InputSpec(*size), provenance=Provenance(backbone="tiny"))
 
     fp32 = out / "tiny_fp32.tflite"
-    fp32.write_bytes(embed_tflite_metadata(to_tflite(model), meta.replace(format="tflite")))
+    fp32.write_bytes(embed_tflite_metadata(to_tflite(model), spec, ExportInfo("tflite", "fp32")))
     int8 = out / "tiny_int8.tflite"
     int8_bytes = to_tflite(model, train, tf.uint8)
-    int8.write_bytes(embed_tflite_metadata(int8_bytes, meta.replace(format="tflite", quantization="int8")))
+    int8.write_bytes(embed_tflite_metadata(int8_bytes, spec, ExportInfo("tflite", "int8", io_type="uint8")))
 
     import tf2onnx
 
-    spec = [tf.TensorSpec((None, *size, 3), tf.float32, name="image")]
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=13)
+    signature = [tf.TensorSpec((None, *size, 3), tf.float32, name="image")]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=13)
     onnx_path = out / "tiny.onnx"
-    onnx_path.write_bytes(embed_onnx_metadata(proto, meta.replace(format="onnx")).SerializeToString())
+    onnx_path.write_bytes(embed_onnx_metadata(proto, spec, ExportInfo("onnx", "fp32", opset=13)).SerializeToString())
     return ExportedModels(
         fp32, int8, onnx_path, tuple(p for p, _ in val), tuple(label for _, label in val), reference
     )

@@ -38,7 +38,7 @@ def test_mean_std_override(bare):
     other = edgetl_runtime.load(bare.float32, labels=bare.labels, mean=0.0, std=255.0)
     pixels = np.random.default_rng(0).integers(0, 256, (2, 24, 24, 3), dtype=np.uint8)
     np.testing.assert_allclose(default.scores(pixels), same.scores(pixels), atol=1e-6)
-    assert other.info.metadata.std == (255.0, 255.0, 255.0)
+    assert other.info.spec.input.std == (255.0, 255.0, 255.0)
     assert not np.allclose(default.scores(pixels), other.scores(pixels), atol=1e-4)
 
 

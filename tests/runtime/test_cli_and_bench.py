@@ -50,7 +50,7 @@ def test_info(exported, edgetpu_model):
     result = _invoke("info", exported.tflite_int8, "--json")
     assert result.exit_code == 0, result.output
     details = json.loads(result.stdout)
-    assert details["metadata"]["labels"] == ["defect", "good"] and details["input"]["dtype"] == "uint8"
+    assert details["spec"]["labels"] == ["defect", "good"] and details["input"]["dtype"] == "uint8"
     text = _invoke("info", exported.onnx)
     assert "onnxruntime" in text.stdout and "labels" in text.stdout
     tpu = _invoke("info", edgetpu_model)
@@ -74,7 +74,7 @@ def test_run_benchmark_and_verdict(exported):
 
 def test_bench_command_with_profile_json_and_plot(exported, tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "hist.png"
-    result = _invoke("bench", exported.tflite_int8, "--device", "cpu-x86_64", "--runs", 10, "--warmup", 1,
+    result = _invoke("bench", exported.tflite_int8, "--profile", "cpu-x86_64", "--runs", 10, "--warmup", 1,
                      "--threads", 1, "--json", out, "--plot", png)
     assert result.exit_code in (0, 2), result.output
     data = json.loads(out.read_text())
@@ -93,5 +93,5 @@ def test_bench_plot_without_matplotlib(exported, tmp_path, monkeypatch):
 
 
 def test_unknown_profile(exported):
-    result = _invoke("bench", exported.tflite_fp32, "--device", "no-such-board", "--runs", 1)
+    result = _invoke("bench", exported.tflite_fp32, "--profile", "no-such-board", "--runs", 1)
     assert result.exit_code == 1 and "no-such-board" in result.output

@@ -28,7 +28,7 @@ def case(request, exported):
 def test_backend_follows_protocol(case):
     model, _, _ = case
     assert isinstance(model._backend, Backend)
-    assert model.info.metadata.labels == ("defect", "good")
+    assert model.info.spec.labels == ("defect", "good")
     assert model.info.embedded_metadata
     assert model.info.device == "cpu"
     assert model.info.to_dict()["input"]["shape"][1:] == [32, 32, 3]

@@ -16,12 +16,14 @@ from edgetl.data import (
     DatasetError,
     ImageDataset,
     Sample,
-    calibration_samples,
     inspect_dataset,
     load_images,
-    materialize_elpv,
     scan_dataset,
+    scan_images,
+    stratified_sample,
 )
+from edgetl.data.elpv import materialize_elpv
+from edgetl_runtime.contract import InputSpec
 
 
 def _write(path: Path, value: int, size: int = 8, mode: str = "L") -> Path:
@@ -177,16 +179,16 @@ def test_split_keeps_every_class_or_explains() -> None:
         _synthetic({"good": 10, "defect": 10}).split(1.0)
 
 
-def test_subset_and_calibration_samples() -> None:
+def test_subset_and_stratified_sample() -> None:
     ds = _synthetic({"good": 90, "defect": 10})
     assert ds.subset([3, 1]).samples == (ds.samples[3], ds.samples[1])
     with pytest.raises(IndexError):
         ds.subset([100])
-    calib = calibration_samples(ds, 20, seed=1)
+    calib = stratified_sample(ds, 20, seed=1)
     assert len(calib) == 20 and calib.counts() == {"defect": 2, "good": 18}
-    assert calibration_samples(ds, 20, seed=1) == calib != calibration_samples(ds, 20, seed=2)
-    assert calibration_samples(_synthetic({"good": 99, "defect": 1}), 5).counts()["defect"] == 1
-    assert calibration_samples(ds, 500) == ds
+    assert stratified_sample(ds, 20, seed=1) == calib != stratified_sample(ds, 20, seed=2)
+    assert stratified_sample(_synthetic({"good": 99, "defect": 1}), 5).counts()["defect"] == 1
+    assert stratified_sample(ds, 500) == ds
 
 
 def test_content_hash_follows_contents_and_labels_not_order(tmp_path: Path) -> None:
@@ -218,7 +220,7 @@ def test_load_images_pixels_labels_and_skipped(tmp_path: Path, capsys: pytest.Ca
     _corrupt_files(root / "good")
     ds = scan_dataset(root)
     assert len(ds) == 13
-    loaded = load_images(ds, (5, 7), progress=False)
+    loaded = load_images(ds, InputSpec(5, 7), progress=False)
     assert loaded.x.shape == (10, 5, 7, 3) and loaded.x.dtype == np.uint8
     assert len(loaded.samples) == 10 and loaded.classes == ("defect", "good")
     index = {"defect": 0, "good": 1}
@@ -231,7 +233,7 @@ def test_load_images_pixels_labels_and_skipped(tmp_path: Path, capsys: pytest.Ca
     assert "truncated" in reasons["truncated.png"] and reasons["zero.png"] == "empty file (0 bytes)"
     err = capsys.readouterr().err
     assert "skipped 3 of 13 files" in err and "text.jpg" in err
-    gray = load_images(ds, (4, 4), color_mode="grayscale", progress=True)
+    gray = load_images(ds, InputSpec(4, 4, color_mode="grayscale"), progress=True)
     assert gray.x.shape == (10, 4, 4, 1)
 
 
@@ -239,7 +241,7 @@ def test_class_left_empty_by_unreadable_files_is_an_error(tmp_path: Path) -> Non
     _folder(tmp_path, {"good": 3})
     _corrupt_files(tmp_path / "defect")
     with pytest.raises(DatasetError, match="every image of class\\(es\\) 'defect' is unreadable"):
-        load_images(scan_dataset(tmp_path), (4, 4), progress=False)
+        load_images(scan_dataset(tmp_path), InputSpec(4, 4), progress=False)
 
 
 def test_inspect_reports_modes_sizes_duplicates_unreadable(tmp_path: Path) -> None:
@@ -257,7 +259,7 @@ def test_inspect_reports_modes_sizes_duplicates_unreadable(tmp_path: Path) -> No
 
 
 def test_data_modules_do_not_import_tensorflow() -> None:
-    code = "import sys, edgetl.data, edgetl.elpv, edgetl.commands.data; print('tensorflow' in sys.modules)"
+    code = "import sys, edgetl.data, edgetl.data.elpv, edgetl.commands.data; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -331,3 +333,23 @@ def test_materialize_elpv_full(tmp_path: Path) -> None:
     share = train.counts()["defect"] / len(train)
     assert 0.30 < share < 0.32
     assert not {s.path.name for s in train.samples} & {s.path.name for s in test.samples}
+
+
+def test_scan_images_takes_unlabelled_folders_and_class_folders(tmp_path: Path) -> None:
+    # Calibration folders may be plain folders of images: loose files are unlabelled.
+    Image.new("RGB", (6, 6)).save(tmp_path / "loose.png")
+    (tmp_path / "good").mkdir()
+    Image.new("RGB", (6, 6)).save(tmp_path / "good" / "a.png")
+    ds = scan_images(tmp_path)
+    assert sorted((s.path.name, s.label) for s in ds.samples) == [("a.png", "good"), ("loose.png", None)]
+    assert ds.classes == ("good",) and ds.labels_array().tolist().count(-1) == 1
+    picked = stratified_sample(ds, 1)
+    assert len(picked) == 1
+    with pytest.raises(DatasetError, match="no image files"):
+        scan_images(_empty(tmp_path))
+
+
+def _empty(tmp_path: Path) -> Path:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return folder

@@ -9,25 +9,25 @@ import pytest
 
 from edgetl.exporters import ExportError, ExportOptions, export
 from edgetl.exporters.edgetpu import EDGETPU_OPS, check_compatibility
-from edgetl_runtime.metadata import read_metadata
+from edgetl_runtime.metadata import read_embedded
 
 
 def test_edgetpu_export_maps_every_op_and_explains_the_compiler(tiny_run, tmp_path):
     out = tmp_path / "coral.tflite"
     result = export(tiny_run, ExportOptions.for_edgetpu(), out)
 
-    tpu = result.extra["edgetpu"]
+    tpu = result.edgetpu.to_dict()
     assert tpu["fully_mapped"] and tpu["cpu_ops"] == 0 and tpu["first_cpu_op"] is None
     assert "CONV_2D" in tpu["ops"] and "DEPTHWISE_CONV_2D" in tpu["ops"]
-    assert read_metadata(out).format == "edgetpu" and result.report.passed
+    assert read_embedded(out).export.format == "edgetpu" and result.report.passed
     from ai_edge_litert.interpreter import Interpreter
 
     details = Interpreter(model_path=str(out)).get_input_details()[0]
     assert details["dtype"] == np.uint8 and list(details["shape_signature"]) == [1, 32, 32, 3]
     if shutil.which("edgetpu_compiler"):
-        assert (tmp_path / "coral_edgetpu.tflite").is_file()
+        assert result.path == tmp_path / "coral_edgetpu.tflite" and read_embedded(result.path).export.compiled_for == "edgetpu"
     else:
-        assert tpu["compiled_path"] is None
+        assert tpu["compiled_path"] is None and result.path == out and "not compiled" in result.note
         assert f"edgetpu_compiler -s -o {tmp_path} {out}" in tpu["compiler_log"]
         assert "apt-get install edgetpu-compiler" in tpu["compiler_log"]
 

@@ -9,7 +9,7 @@ import pytest
 
 import edgetl_runtime
 from edgetl.exporters import ExportError, ExportOptions, export, report_path_for
-from edgetl_runtime.metadata import read_metadata
+from edgetl_runtime.metadata import read_embedded
 
 
 @pytest.mark.parametrize("quant", ["fp32", "fp16", "int8"])
@@ -19,9 +19,9 @@ def test_every_onnx_quantization_exports_validates_and_carries_metadata(tiny_run
     out = tmp_path / f"model-{quant}.onnx"
     result = export(tiny_run, ExportOptions(format="onnx", quantization=quant), out)
 
-    assert result.report.passed and result.extra["opset"] == 13
-    meta = read_metadata(out)
-    assert (meta.format, meta.quantization, meta.labels, meta.extra["opset"]) == ("onnx", quant, ("defect", "good"), 13)
+    assert result.report.passed and result.info.opset == 13
+    spec, _, info = read_embedded(out)
+    assert (info.format, info.quantization, spec.labels, info.opset) == ("onnx", quant, ("defect", "good"), 13)
     proto = onnx.load(out)
     assert {o.domain or "ai.onnx": o.version for o in proto.opset_import}["ai.onnx"] >= 13
     (inp,) = proto.graph.input
@@ -36,7 +36,7 @@ def test_every_onnx_quantization_exports_validates_and_carries_metadata(tiny_run
     if quant == "fp32":
         assert result.report.max_abs_diff <= 1e-3 and result.report.agreement == 1.0
     report = json.loads(report_path_for(out).read_text())
-    assert report["export"]["opset"] == 13 and report["n_images"] == 16
+    assert report["export"]["opset"] == 13 and report["validation"]["n_images"] == 16
     # A whole batch runs in one call thanks to the dynamic batch dimension.
     model = edgetl_runtime.load(out)
     scores = model.scores(np.zeros((3, 32, 32, 3), np.uint8))

@@ -7,7 +7,6 @@ import pytest
 
 from edgetl.exporters import ExportOptions
 from edgetl.exporters.qat import QatError, annotate, quantize_aware
-from edgetl.exporters.samples import Samples
 from edgetl.run import load_run
 
 
@@ -21,9 +20,8 @@ def test_annotation_leaves_the_rescaling_layer_float_and_keeps_weights(tiny_run)
 
 def test_qat_needs_labelled_images(tiny_run):
     model = load_run(tiny_run).load_model()
-    unlabelled = Samples(np.zeros((2, 32, 32, 3), np.uint8), (None, None), ("a", "b"))
     with pytest.raises(QatError, match="labelled training images"):
-        quantize_aware(model, unlabelled)
+        quantize_aware(model, np.zeros((2, 32, 32, 3), np.uint8), np.array([-1, -1]))
 
 
 def test_qat_refuses_a_nested_model_naming_the_layer(tiny_run):
@@ -41,10 +39,10 @@ def test_qat_refuses_a_nested_model_naming_the_layer(tiny_run):
 def test_qat_on_mobilenet_v3_small_converts_to_full_int8_and_runs(tmp_path):
     import edgetl_runtime
     from edgetl.backbones import load_backbone
-    from edgetl.exporters import tflite
-    from edgetl.exporters.edgetpu import check_compatibility
     from edgetl._tf import keras
-    from edgetl_runtime.metadata import ModelMetadata
+    from edgetl.exporters import TARGETS
+    from edgetl.exporters.edgetpu import check_compatibility
+    from edgetl_runtime.contract import ExportInfo, InputSpec, ModelSpec
 
     k = keras()
     # At 32 px the converter left a float DEQUANTIZE (op #105 of 164, found by check_compatibility); 64 px maps fully.
@@ -52,15 +50,17 @@ def test_qat_on_mobilenet_v3_small_converts_to_full_int8_and_runs(tmp_path):
     h = k.layers.GlobalAveragePooling2D()(backbone.output)
     model = k.Model(backbone.input, k.layers.Dense(2, activation="softmax")(h))
     rng = np.random.default_rng(0)
-    train = Samples(rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8), (0, 1) * 4, ("x",) * 8)
+    pixels = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
 
-    result = quantize_aware(model, train, epochs=1, batch_size=8)
+    result = quantize_aware(model, pixels, np.array([0, 1] * 4), epochs=1, batch_size=8)
     assert any("multiply" in name or "tf." in name for name in result.float_layers)  # hard-swish pieces
 
-    out = tflite.export(result.model, ExportOptions.for_qat(), tmp_path / "v3.tflite",
-                        metadata=ModelMetadata(labels=("defect", "good"), input_size=(64, 64), quantization="qat"),
-                        calibration=train.pixels)
+    target = TARGETS["tflite"]
+    spec = ModelSpec(labels=("defect", "good"), good_labels=("good",), input=InputSpec(64, 64))
+    out = tmp_path / "v3.tflite"
+    data = target.convert(result.model, ExportOptions.for_qat(), pixels)
+    out.write_bytes(target.embed(data, spec, ExportInfo("tflite", "qat", io_type="uint8")))
     report = check_compatibility(out)
     assert report.fully_mapped, report.summary()
-    scores = edgetl_runtime.load(out).scores(train.pixels[:2])
+    scores = edgetl_runtime.load(out).scores(pixels[:2])
     assert scores.shape == (2, 2) and np.all(np.isfinite(scores))

@@ -20,7 +20,7 @@ from edgetl.exporters import (
 )
 from edgetl.exporters.validate import validate
 from edgetl.run import load_run
-from edgetl_runtime.metadata import read_metadata
+from edgetl_runtime.metadata import read_embedded
 from edgetl_runtime.preprocess import load_image
 
 
@@ -39,16 +39,18 @@ def test_every_tflite_quantization_exports_validates_and_carries_metadata(tiny_r
     assert result.path == out and out.is_file() and result.size_bytes == out.stat().st_size
     assert result.report.passed and result.report.n_images == 16
     assert result.report.decisive_agreement >= result.report.tolerance.min_agreement
-    meta = read_metadata(out)
-    assert meta.labels == ("defect", "good") and meta.input_size == (32, 32)
-    assert (meta.quantization, meta.format, meta.backbone, meta.data_hash) == (quant, "tflite", "tiny_test_net", "test")
-    assert meta.mean == (0.0, 0.0, 0.0) and meta.std == (1.0, 1.0, 1.0) and meta.created.endswith("+00:00")
+    spec, _, info = read_embedded(out)
+    assert spec == load_run(tiny_run).spec  # the run's contract, unchanged
+    assert spec.labels == ("defect", "good") and spec.input_size == (32, 32)
+    assert (info.quantization, info.format, spec.provenance.backbone, spec.provenance.data_hash) == (
+        quant, "tflite", "tiny_test_net", "test")
+    assert spec.input.normalization == "model" and info.created.endswith("+00:00")
     report = json.loads(report_path_for(out).read_text())
-    assert report["passed"] and report["export"]["quantization"] == quant
+    assert report["validation"]["passed"] and report["export"]["quantization"] == quant
     # The runtime predicts from the file alone.
     run = load_run(tiny_run)
     path, label = run.split("val")[0]
-    assert edgetl_runtime.load(out).predict(path).label in run.labels
+    assert edgetl_runtime.load(out).predict(path).label in run.spec.labels
     if quant in ("int8", "qat"):
         details = _input_details(out)
         assert details["dtype"] == np.uint8 and details["quantization"] == (1.0, 0)  # raw pixels in
@@ -66,7 +68,7 @@ def test_int8_with_int8_io_takes_shifted_pixels(tiny_run, tmp_path):
 
 def test_int8_calibrates_on_a_given_folder(tiny_run, tiny_dataset, tmp_path):
     result = export(tiny_run, ExportOptions.for_int8(calib_data=tiny_dataset, calib_samples=8), tmp_path / "m.tflite")
-    assert result.extra["calibration_images"] == 8 and result.report.passed
+    assert result.calibration_images == 8 and result.report.passed
 
 
 def test_validation_against_a_different_float_model_raises_atol_error(tiny_run, tmp_path):
@@ -76,11 +78,12 @@ def test_validation_against_a_different_float_model_raises_atol_error(tiny_run, 
     perturbed = run.load_model()
     weights = perturbed.get_layer("scores").get_weights()
     perturbed.get_layer("scores").set_weights([weights[0] * 1.5, weights[1]])
-    from edgetl.exporters.samples import samples_from
+    from edgetl.data.loading import sample_images
 
-    val = samples_from(None, run.split("val"), "val", run.input_size, run.color_mode, run.labels, 16)
-    report = validate(out, perturbed, val, "fp32")
+    val = sample_images(None, run.split("val"), run.spec.input, 16, "validation")
+    report = validate(out, perturbed, val.x, val.label_indices(run.spec.labels), "fp32")
     assert not report.passed and report.max_abs_diff > 1e-3
+    assert [(f.kind, f.limit) for f in report.failures][-1] == ("atol", 1e-3)
     from edgetl.exporters.validate import raise_for
 
     with pytest.raises(ValidationError, match="exceeds 0.001 for fp32") as info:
@@ -100,21 +103,19 @@ def test_killed_export_leaves_no_file_under_the_final_name(tiny_run, tmp_path):
     assert out.read_bytes() == b"the previous, working model"
     assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
 
-    # A failing export (here: int8 without calibration images) writes nothing either.
-    from edgetl.exporters import tflite
-
+    # A failing export (here: int8 of a bare model without calibration images) writes nothing either.
     fresh = tmp_path / "fresh.tflite"
-    with pytest.raises(ExportError, match="calibration images"):
-        tflite.export(load_run(tiny_run).load_model(), ExportOptions(quantization="int8"), fresh,
-                      metadata=load_run(tiny_run).metadata())
+    run = load_run(tiny_run)
+    with pytest.raises(ExportError, match="calibration"):
+        export(run.load_model(), ExportOptions(quantization="int8"), fresh, spec=run.spec)
     assert not fresh.exists()
 
 
 def test_preprocessing_of_calibration_is_the_runtime_pipeline(tiny_run):
-    from edgetl.exporters.samples import samples_from
+    from edgetl.data.loading import sample_images
 
     run = load_run(tiny_run)
-    train = samples_from(None, run.split("train"), "train", run.input_size, run.color_mode, run.labels, 200)
-    path, _ = run.split("train")[0]
-    np.testing.assert_array_equal(train.pixels[0], load_image(path, (32, 32), "rgb"))
-    assert train.pixels.dtype == np.uint8 and set(train.labels) == {0, 1}
+    train = sample_images(None, run.split("train"), run.spec.input, 200, "calibration")
+    path = str(train.samples[0].path)
+    np.testing.assert_array_equal(train.x[0], load_image(path, (32, 32), "rgb"))
+    assert train.x.dtype == np.uint8 and set(train.label_indices(run.spec.labels).tolist()) == {0, 1}

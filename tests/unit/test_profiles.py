@@ -49,20 +49,20 @@ def test_every_shipped_profile_loads_and_is_the_repo_file() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "fmt", "quant", "backend", "device"),
+    ("name", "fmt", "quant", "device"),
     [
-        ("cpu-x86_64", "tflite", "int8", "litert", "cpu"),
-        ("raspberry-pi-4", "tflite", "int8", "litert", "cpu"),
-        ("raspberry-pi-5", "tflite", "int8", "litert", "cpu"),
-        ("coral-usb", "edgetpu", "int8", "edgetpu", "edgetpu:usb"),
-        ("coral-dev-board", "edgetpu", "int8", "edgetpu", "edgetpu:pci"),
-        ("jetson-nano", "onnx", "fp16", "onnxruntime", "tensorrt"),
-        ("jetson-orin-nano", "onnx", "fp16", "onnxruntime", "tensorrt"),
+        ("cpu-x86_64", "tflite", "int8", "cpu"),
+        ("raspberry-pi-4", "tflite", "int8", "cpu"),
+        ("raspberry-pi-5", "tflite", "int8", "cpu"),
+        ("coral-usb", "edgetpu", "int8", "edgetpu:usb"),
+        ("coral-dev-board", "edgetpu", "int8", "edgetpu:pci"),
+        ("jetson-nano", "onnx", "fp16", "tensorrt"),
+        ("jetson-orin-nano", "onnx", "fp16", "tensorrt"),
     ],
 )
-def test_targets_match_the_device(name: str, fmt: str, quant: str, backend: str, device: str) -> None:
+def test_targets_match_the_device(name: str, fmt: str, quant: str, device: str) -> None:
     p = load_profile(name)
-    assert (p.export.format, p.export.quantization, p.runtime.backend, p.runtime.device) == (fmt, quant, backend, device)
+    assert (p.export.format, p.export.quantization, p.runtime.device) == (fmt, quant, device)
 
 
 def test_cpu_budget_is_a_generous_ci_guard() -> None:
@@ -112,8 +112,10 @@ def _write_variant(tmp_path: Path, edit: str, name: str = "bad-device") -> Path:
         ('description = "=>colour = "red"\ndescription = "', "colour", "unknown key"),
         ("threads = 2=>threads = 2.5", "runtime.threads", "must be int"),
         ('device = "cpu"=>device = "gpu0"', "runtime.device", "not a device string"),
-        ('device = "cpu"=>device = "edgetpu:usb"', "runtime.device", "does not fit backend"),
-        ('backend = "litert"=>backend = "onnxruntime"', "runtime.backend", "cannot run export format"),
+        ('device = "cpu"=>device = "edgetpu:usb"', "runtime.device", "cannot run export format"),
+        ('threads = 2=>threads = 2\nbackend = "litert"', "runtime.backend", "no longer a profile field"),
+        ('threads = 2=>threads = 2\nproviders = []', "runtime.providers", "no longer a profile field"),
+        ("xnnpack = true=>xnnpack = true\nnum_threads = 3", "runtime.options", "no option 'num_threads'"),
         ("input_size = [224, 224]=>input_size = [224]", "export.input_size", "[height, width]"),
         ("latency_ms =*=>latency_ms = true", "published[0].latency_ms", "must be int or float"),
         ("[detect]=>[detect]\nedgetpu = \"wifi\"", "detect.edgetpu", "not one of"),
@@ -191,7 +193,7 @@ def test_detect_explains_a_pi_with_a_coral() -> None:
 def test_detect_nothing_says_what_to_do() -> None:
     result = detect(HostInfo(arch="riscv64", model="StarFive VisionFive 2"))
     assert result.profile is None and result.candidates == ()
-    assert re.search(r"riscv64.*--device NAME", result.reasons[0])
+    assert re.search(r"riscv64.*--profile NAME", result.reasons[0])
 
 
 def _fake_root(tmp_path: Path, model: str | None = None, apex: bool = False, usb: tuple[str, str] | None = None,

@@ -14,7 +14,17 @@ Device strings (the ``device=`` argument of :func:`edgetl_runtime.load`):
 ``cuda``, ``cuda:N``
     ONNX Runtime's CUDA provider on GPU N (default 0), falling back to CPU.
 ``tensorrt``, ``tensorrt:N``
-    ONNX Runtime's TensorRT provider (fp16, engine cache next to the model), then CUDA, then CPU.
+    ONNX Runtime's TensorRT provider (fp16, engine cache), then CUDA, then CPU.
+
+This docstring and :func:`parse_device` are the one definition of the grammar; device profiles
+and both CLIs use them.
+
+Engine options (``engine_options=`` of :func:`edgetl_runtime.load`, ``[runtime.options]`` of a
+device profile) go to the engine that runs the model: LiteRT on the CPU takes ``xnnpack``
+(false: the plain builtin kernels); the Edge TPU takes ``library`` (the delegate to load) and
+passes the rest to the delegate (e.g. ``usb_max_bulk_in_queue_length``); ONNX Runtime passes
+``trt_*`` options to the TensorRT provider and ``cuda_*``-free names to the CUDA provider as
+its provider options. An option the engine does not know is an error, never ignored.
 
 >>> parse_device("edgetpu:usb:0")
 Device(kind='edgetpu', option='usb:0')
@@ -75,13 +85,19 @@ class DeviceError(EdgetlRuntimeError, ValueError):
     """The device string is malformed or does not fit the model's format."""
 
 
+DEVICE_GRAMMAR = "cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N], cuda[:N], tensorrt[:N]"
+
+
+class EngineOptionError(EdgetlRuntimeError, ValueError):
+    """An engine option is unknown to the engine that runs the model, or has the wrong type."""
+
+
 def parse_device(device: str) -> Device:
     """Return the :class:`Device` for a device string such as ``"edgetpu:usb:0"`` or ``"cuda"``."""
     kind, _, option = str(device).strip().lower().partition(":")
     if kind not in DEVICE_KINDS:
         raise DeviceError(
-            f"unknown device {device!r}; use one of cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N], "
-            "cuda[:N], tensorrt[:N]"
+            f"unknown device {device!r}; use one of {DEVICE_GRAMMAR}"
         )
     if kind == "cpu" and option:
         raise DeviceError(f"device {device!r}: 'cpu' takes no option")
@@ -101,15 +117,21 @@ def is_edgetpu_model(data: bytes) -> bool:
     return EDGETPU_CUSTOM_OP in data
 
 
-def open_backend(path: Path, data: bytes, fmt: str, device: str, threads: int | None) -> Backend:
-    """Return a ready :class:`Backend` for model bytes ``data`` of format ``fmt`` on ``device``."""
+def open_backend(
+    path: Path, data: bytes, fmt: str, device: str, threads: int | None, options: dict | None = None
+) -> Backend:
+    """Return a ready :class:`Backend` for model bytes ``data`` of format ``fmt`` on ``device``.
+
+    ``options``: engine options (see the module docstring).
+    """
     dev = parse_device(device)
+    options = dict(options or {})
     if fmt == "onnx":
         if dev.kind == "edgetpu":
             raise DeviceError(f"{path}: an ONNX model cannot run on the Edge TPU; export with --format edgetpu")
         from .onnxrt import OnnxBackend
 
-        return OnnxBackend(path, data, dev, threads)
+        return OnnxBackend(path, data, dev, threads, options)
     if dev.kind in ("cuda", "tensorrt"):
         raise DeviceError(
             f"{path}: device {device!r} runs ONNX models; export with --format onnx, or use device='cpu'"
@@ -117,7 +139,27 @@ def open_backend(path: Path, data: bytes, fmt: str, device: str, threads: int | 
     if dev.kind == "edgetpu" or is_edgetpu_model(data):
         from .edgetpu import EdgeTpuBackend
 
-        return EdgeTpuBackend(path, data, dev, threads)
+        return EdgeTpuBackend(path, data, dev, threads, options)
     from .litert import LiteRtBackend
 
-    return LiteRtBackend(path, data, threads)
+    return LiteRtBackend(path, data, threads, options=options)
+
+
+def check_engine_options(fmt: str, device: str, options: dict) -> None:
+    """Raise :class:`EngineOptionError` unless the engine for ``fmt`` on ``device`` takes ``options``.
+
+    The same checks the backends make when they open a model, without opening one (device
+    profiles are checked when they are read).
+    """
+    kind = parse_device(device).kind
+    if fmt == "onnx":
+        from .onnxrt import providers_for
+
+        providers_for(parse_device(device), Path("model.onnx"), options)
+    elif kind == "edgetpu":
+        if "device" in options:
+            raise EngineOptionError("Edge TPU option 'device': choose the accelerator with the device string")
+    else:
+        from .litert import check_cpu_options
+
+        check_cpu_options(options)

@@ -9,6 +9,10 @@ The device string picks the accelerator, as in pycoral's ``make_interpreter``:
 One Edge TPU runs one model invocation at a time, so this backend keeps a single interpreter
 behind a lock (concurrent ``predict`` calls queue up; results are those of serial calls).
 
+Engine options: ``library`` names the delegate library to load (default ``libedgetpu.so.1``);
+every other option goes to the delegate as it is (e.g. ``usb_max_bulk_in_queue_length``). The
+accelerator is chosen by the device string only: a ``device`` option is an error.
+
 >>> delegate_library("Linux")
 'libedgetpu.so.1'
 """
@@ -19,8 +23,10 @@ import ctypes
 import platform
 from pathlib import Path
 
+from typing import Any
+
 from ..errors import EdgeTpuUnavailable
-from . import Device, is_edgetpu_model
+from . import Device, check_engine_options, is_edgetpu_model
 from .litert import LiteRtBackend, import_interpreter_module
 
 _LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
@@ -42,10 +48,16 @@ def _how_to_fix(path: Path) -> str:
 class EdgeTpuBackend(LiteRtBackend):
     """A TFLite model on a Coral Edge TPU (see the module docstring for device strings)."""
 
-    def __init__(self, path: Path, data: bytes, device: Device, threads: int | None = None):
+    def __init__(self, path: Path, data: bytes, device: Device, threads: int | None = None,
+                 options: dict[str, Any] | None = None):
         module = import_interpreter_module()
-        library = delegate_library()
-        options = {"device": device.option} if device.option else {}
+        options = dict(options or {})
+        check_engine_options("edgetpu", "edgetpu", options)
+        library = str(options.pop("library", None) or delegate_library())
+        options = {k: str(v) for k, v in options.items()}  # libedgetpu reads string values
+        if device.option:
+            options["device"] = device.option
+        self.library, self.delegate_options = library, dict(options)
         compiled = is_edgetpu_model(data)
         try:
             # Probe with ctypes first: LiteRT's Delegate warns from __del__ when dlopen fails.

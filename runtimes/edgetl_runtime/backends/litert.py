@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import EngineNotInstalled, ModelFormatError
-from . import TensorSpec
+from . import EngineOptionError, TensorSpec
 
 LITERT_EXTRA = "pip install 'edgetl-runtime[litert]'"
 
@@ -94,6 +94,32 @@ class InterpreterPool:
         self._idle.put(interpreter)
 
 
+CPU_OPTIONS = ("xnnpack",)
+
+
+def check_cpu_options(options: dict[str, Any]) -> None:
+    """Raise :class:`EngineOptionError` for an option LiteRT on the CPU does not take."""
+    unknown = sorted(set(options) - set(CPU_OPTIONS))
+    if unknown:
+        raise EngineOptionError(f"LiteRT on the CPU has no option {unknown[0]!r}; it takes {', '.join(CPU_OPTIONS)}")
+
+
+def interpreter_kwargs(module: Any, threads: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Return the ``Interpreter`` keyword arguments (besides the model) for CPU ``options``.
+
+    ``xnnpack`` (default true): false selects the builtin kernels without LiteRT's default
+    XNNPACK delegate (slower; for bit-exact comparisons or kernels XNNPACK gets wrong).
+    """
+    check_cpu_options(options)
+    kwargs: dict[str, Any] = {"num_threads": threads}
+    xnnpack = options.get("xnnpack", True)
+    if not isinstance(xnnpack, bool):
+        raise EngineOptionError(f"LiteRT option xnnpack must be true or false, got {xnnpack!r}")
+    if not xnnpack:
+        kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return kwargs
+
+
 class LiteRtBackend:
     """A TFLite model on the CPU. ``threads`` is the CPU threads of each interpreter."""
 
@@ -107,14 +133,17 @@ class LiteRtBackend:
         threads: int | None = None,
         delegates: Callable[[], list] | None = None,
         max_interpreters: int | None = None,
+        options: dict[str, Any] | None = None,
     ):
         module = import_interpreter_module()
         self.engine = engine_name(module)
         self.threads = threads or default_threads()
         self._data = data  # interpreters read the buffer in place: keep it alive
+        # What each interpreter is built with (besides the model): the profile's settings land here.
+        self.interpreter_options = interpreter_kwargs(module, self.threads, options or {})
 
         def factory() -> Any:
-            kwargs: dict[str, Any] = {"model_content": data, "num_threads": self.threads}
+            kwargs: dict[str, Any] = {"model_content": data, **self.interpreter_options}
             if delegates is not None:
                 kwargs["experimental_delegates"] = delegates()
             return module.Interpreter(**kwargs)

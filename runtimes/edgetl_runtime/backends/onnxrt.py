@@ -1,9 +1,13 @@
 """ONNX models through ONNX Runtime: CPU, CUDA, or TensorRT (with CUDA and CPU as fallbacks).
 
-``InferenceSession.run`` is thread-safe, so one session serves every thread.
+``InferenceSession.run`` is thread-safe, so one session serves every thread. Engine options (a
+device profile's ``[runtime.options]``) become provider options: ``trt_*`` ones go to the
+TensorRT provider, the others to the CUDA provider (see :func:`providers_for`).
 
 >>> providers_for(Device("tensorrt", None), Path("m.onnx"))[0][0]
 'TensorrtExecutionProvider'
+>>> providers_for(Device("tensorrt", None), Path("m.onnx"), {"trt_max_workspace_size": 2**30})[0][1]["trt_max_workspace_size"]
+1073741824
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineNotInstalled, ModelFormatError
-from . import Device, TensorSpec
+from . import Device, EngineOptionError, TensorSpec
 from .litert import default_threads
 
 ONNX_EXTRA = "pip install 'edgetl-runtime[onnx]'"
@@ -27,23 +31,36 @@ _DTYPES = {
 }
 
 
-def providers_for(device: Device, path: Path) -> list[tuple[str, dict]]:
-    """Return ONNX Runtime ``(provider, options)`` pairs for ``device``, best first."""
+def providers_for(device: Device, path: Path, options: dict[str, Any] | None = None) -> list[tuple[str, dict]]:
+    """Return the ONNX Runtime ``(provider, provider options)`` pairs for ``device``, best first.
+
+    ``options`` (engine options) are merged over the defaults: ``trt_*`` into the TensorRT
+    provider's, the rest into the CUDA provider's. A ``trt_engine_cache_path`` may start with
+    ``~``. Options on the CPU, or ``trt_*`` options without TensorRT, are an error.
+    """
+    options = dict(options or {})
+    trt_opts = {k: v for k, v in options.items() if k.startswith("trt_")}
+    cuda_opts = {k: v for k, v in options.items() if not k.startswith("trt_")}
+    if device.kind == "cpu" and options:
+        raise EngineOptionError(f"ONNX Runtime on the CPU takes no engine options, got {', '.join(sorted(options))}")
+    if device.kind == "cuda" and trt_opts:
+        raise EngineOptionError(f"{', '.join(sorted(trt_opts))}: TensorRT options need device 'tensorrt', not 'cuda'")
     gpu = {"device_id": int(device.option or 0)}
     cpu = [("CPUExecutionProvider", {})]
     if device.kind == "cuda":
-        return [("CUDAExecutionProvider", gpu), *cpu]
+        return [("CUDAExecutionProvider", {**gpu, **cuda_opts}), *cpu]
     if device.kind == "tensorrt":
-        # Building a TensorRT engine takes minutes on a Jetson: cache it beside the model.
-        cache = path.parent / ".trt_cache"
+        # Building a TensorRT engine takes minutes on a Jetson: cache it (default: beside the model).
         trt = {
             **gpu,
             "trt_fp16_enable": True,
             "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(cache),
+            "trt_engine_cache_path": str(path.parent / ".trt_cache"),
             "trt_timing_cache_enable": True,
+            **trt_opts,
         }
-        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", gpu), *cpu]
+        trt["trt_engine_cache_path"] = str(Path(str(trt["trt_engine_cache_path"])).expanduser())
+        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", {**gpu, **cuda_opts}), *cpu]
     return cpu
 
 
@@ -57,7 +74,8 @@ class OnnxBackend:
 
     engine = "onnxruntime"
 
-    def __init__(self, path: Path, data: bytes, device: Device, threads: int | None = None):
+    def __init__(self, path: Path, data: bytes, device: Device, threads: int | None = None,
+                 options: dict[str, Any] | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -66,10 +84,11 @@ class OnnxBackend:
                 "(on a Jetson, NVIDIA's onnxruntime-gpu wheel instead)"
             ) from None
         available = set(ort.get_available_providers())
-        wanted = providers_for(device, path)
+        wanted = providers_for(device, path, options)
         providers = [(name, opts) for name, opts in wanted if name in available]
-        if device.kind == "tensorrt" and providers[0][0] == "TensorrtExecutionProvider":
-            (path.parent / ".trt_cache").mkdir(exist_ok=True)
+        self.providers = tuple(providers)  # what ONNX Runtime is handed, options included
+        if providers[0][0] == "TensorrtExecutionProvider" and providers[0][1].get("trt_engine_cache_enable"):
+            Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1

@@ -1,10 +1,4 @@
-"""Two-phase transfer learning: a new head on a frozen backbone, then fine-tuning of the top blocks.
-
-Phase 1 (feature extraction) trains global pooling → dropout → dense on the frozen ImageNet
-backbone. Without augmentation the backbone is a fixed function, so its pooled features are
-computed once and cached: the head trains in seconds. Phase 2 unfreezes the top blocks (BatchNorm
-stays in inference mode) with a 5x lower learning rate and augmentation, checkpointing every
-epoch, stopping early on validation loss and restoring the best epoch.
+"""Training options and results, and the rules that pick unfreeze depth and class weights.
 
 >>> TrainOptions().backbone
 'efficientnet_lite0'
@@ -13,18 +7,13 @@ epoch, stopping early on validation loss and restoring the best epoch.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
-from ._tf import keras, tensorflow
 from .augment import Augmentation
-
-console = Console(stderr=True)
 
 
 @dataclass(frozen=True)
@@ -83,10 +72,11 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Where the trained model is and how good it is on the validation split."""
+    """Where the trained model is, its contract, and how good it is on the validation split."""
 
     run_dir: Path
     model_path: Path
+    spec: Any  # edgetl_runtime.contract.ModelSpec, as written to RUN_DIR/model_spec.json
     metrics: dict[str, Any]
     config: dict[str, Any]
     seconds: float
@@ -115,70 +105,3 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray | None
         raise ValueError(f"class_weight must be 'balanced' or 'none', got {mode!r}")
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     return (len(y) / (n_classes * np.maximum(counts, 1))).astype(np.float32)
-
-
-def make_strategy(name: str):
-    """Return the tf.distribute strategy for ``name`` (auto: mirrored over >1 GPU, else default)."""
-    tf = tensorflow()
-    if name == "multi-worker":
-        # Collective ops must be configured before TensorFlow starts: no device query before this.
-        return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from the TF_CONFIG variable
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "auto":
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        if gpus:
-            return tf.distribute.MirroredStrategy()
-        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=cpus)
-    raise ValueError(f"strategy must be auto, default, mirrored or multi-worker, got {name!r}")
-
-
-def configure_precision(mode: str) -> str:
-    """Set the Keras mixed-precision policy for ``mode`` and return the policy name used."""
-    tf = tensorflow()
-    policy = "float32"
-    if mode == "on":
-        policy = "mixed_float16"
-    elif mode == "auto":
-        for gpu in tf.config.list_physical_devices("GPU"):
-            capability = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
-            if capability and capability[0] >= 7:
-                policy = "mixed_float16"
-    elif mode != "off":
-        raise ValueError(f"mixed_precision must be auto, on or off, got {mode!r}")
-    keras().mixed_precision.set_global_policy(policy)
-    return policy
-
-
-def is_chief(strategy) -> bool:
-    """Return True unless ``strategy`` is multi-worker and this process is not its chief."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
-
-
-def train(
-    data: str | Path,
-    backbone: str | None = None,
-    options: TrainOptions | None = None,
-    output: str | Path = "runs/latest",
-    resume: bool = False,
-) -> TrainResult:
-    """Train a defect classifier on the data set at ``data`` and write the run to ``output``.
-
-    ``backbone`` overrides ``options.backbone``. With ``resume=True`` an interrupted run in
-    ``output`` continues from its last finished epoch with the options it was started with.
-    """
-    from .trainer import Trainer
-
-    options = options or TrainOptions()
-    if backbone is not None:
-        options = dataclasses.replace(options, backbone=backbone)
-    start = time.perf_counter()
-    trainer = Trainer(Path(data), options, Path(output), resume=resume)
-    return trainer.run(start)

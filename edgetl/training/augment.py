@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._tf import tensorflow
+from .._tf import tensorflow
 
 
 @dataclass(frozen=True)

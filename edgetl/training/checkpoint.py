@@ -20,7 +20,7 @@ from typing import Any
 
 from edgetl_runtime.atomic import write_json
 
-from ._tf import keras, tensorflow
+from .._tf import keras, tensorflow
 
 
 class TrainingInterrupted(Exception):

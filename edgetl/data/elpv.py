@@ -4,7 +4,7 @@ ELPV holds 2624 electroluminescence images (300x300, 8-bit grayscale) of mono- a
 polycrystalline solar cells, each with the probability (0, 1/3, 2/3, 1) that experts judged it
 defective. A cell is ``defect`` when that probability is above 0.5.
 
->>> from edgetl.elpv import defect_label
+>>> from edgetl.data.elpv import defect_label
 >>> defect_label(2 / 3), defect_label(1 / 3)
 ('defect', 'good')
 """
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from edgetl_runtime.atomic import write_json
 
-from .data import DatasetError, _allocate
+from .dataset import DatasetError, _allocate
 
 # Marks OUT as written by edgetl; "complete" is set only after every part is in place.
 MARKER = ".edgetl-elpv.json"

@@ -1,4 +1,4 @@
-"""The training run behind :func:`edgetl.training`: data, phases, checkpoints, run-folder output."""
+"""The training run behind :func:`edgetl.train`: data, phases, checkpoints, run-folder output."""
 
 from __future__ import annotations
 
@@ -8,25 +8,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from datetime import datetime, timezone
+
 import numpy as np
 from edgetl_runtime.atomic import atomic_path, write_json
-from edgetl_runtime.metadata import default_good_labels
+from edgetl_runtime.contract import InputSpec, ModelSpec, Provenance, default_good_labels
+from rich.console import Console
 
-from . import __version__
-from ._tf import keras, tensorflow
+from .. import __version__
+from .._tf import keras, tensorflow
+from ..run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError, write_spec
 from .augment import Augmentation, epoch_dataset, eval_dataset
 from .checkpoint import CheckpointStore, StopFlag, TrainingInterrupted, epoch_callback
-from .run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError
-from .training import (
-    TrainOptions,
-    TrainResult,
-    auto_unfreeze,
-    class_weights,
-    configure_precision,
-    console,
-    is_chief,
-    make_strategy,
-)
+from .options import TrainOptions, TrainResult, auto_unfreeze, class_weights
+from .setup import configure_precision, is_chief, make_strategy
+
+console = Console(stderr=True)
 
 FEATURE_BATCH = 32
 
@@ -63,13 +60,14 @@ class Trainer:
         return options
 
     def _load_data(self) -> None:
-        from .backbones import get_spec
-        from .data import ImageDataset, Sample, load_images, scan_dataset
+        from ..backbones import get_spec
+        from ..data import ImageDataset, Sample, load_images, scan_dataset
 
         opts = self.options
-        spec = get_spec(opts.backbone)
-        size = opts.input_size or spec.default_input_size
-        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        size = opts.input_size or get_spec(opts.backbone).default_input_size
+        # The model's input, decided once: every image below and on the device is prepared this way.
+        self.input = InputSpec(height=size, width=size, color_mode="rgb", resize="bilinear", normalization="model")
+        self.size = (size, size)
         dataset = scan_dataset(self.data)
         if self.resume and (self.run_dir / SPLIT_FILE).is_file():
             split = json.loads((self.run_dir / SPLIT_FILE).read_text())
@@ -94,8 +92,8 @@ class Trainer:
         self.data_hash = dataset.content_hash()
         console.print(f"[bold]data[/] {self.data}: {len(train_set)} train, {len(val_set)} validation images, "
                       f"classes {list(self.labels)}")
-        train_imgs = load_images(train_set, self.size, progress=opts.verbose > 0)
-        val_imgs = load_images(val_set, self.size, progress=opts.verbose > 0)
+        train_imgs = load_images(train_set, self.input, progress=opts.verbose > 0)
+        val_imgs = load_images(val_set, self.input, progress=opts.verbose > 0)
         self.x_train, self.y_train = train_imgs.x, train_imgs.y.astype(np.int32)
         self.x_val, self.y_val = val_imgs.x, val_imgs.y.astype(np.int32)
         self.split = {
@@ -107,7 +105,7 @@ class Trainer:
         self.sample_weight = None if weights is None else weights[self.y_train]
 
     def _build(self) -> None:
-        from .backbones import backbone_blocks
+        from ..backbones import backbone_blocks
 
         keras().utils.set_random_seed(self.options.seed)
         self.backbone, self.model, self.features, self.head = self._assemble(self.options.weights)
@@ -117,7 +115,7 @@ class Trainer:
 
     def _assemble(self, weights: str | None):
         """Return (backbone, classifier, pooled-feature model, head on pooled features)."""
-        from .backbones import load_backbone
+        from ..backbones import load_backbone
 
         k, opts = keras(), self.options
         backbone = load_backbone(opts.backbone, weights=weights, input_size=self.size, alpha=opts.alpha)
@@ -292,24 +290,21 @@ class Trainer:
             keras().mixed_precision.set_global_policy("float32")  # leave the process as we found it
 
     def _finish(self, start: float, precision: str, strategy) -> TrainResult:
-        from .evaluation import defect_scores, evaluate_probs, plot_confusion, plot_history, plot_roc
+        from ..evaluation import defect_scores, evaluate_probs, plot_confusion, plot_history, plot_roc
 
         opts = self.options
+        spec = ModelSpec(
+            task="classification", labels=tuple(self.labels), good_labels=tuple(self.good_labels), input=self.input,
+            provenance=Provenance(backbone=opts.backbone, weights=str(opts.weights), data_hash=self.data_hash,
+                                  sdk_version=__version__,
+                                  created=datetime.now(timezone.utc).replace(microsecond=0).isoformat()),
+        )  # fmt: skip
         probs = self.model.predict(self.x_val.astype(np.float32), batch_size=opts.batch_size, verbose=0)
-        result = evaluate_probs(probs, self.y_val, self.labels, self.good_labels, 0.5)
+        result = evaluate_probs(probs, self.y_val, spec)
         seconds = time.perf_counter() - start
         config = {
-            "sdk_version": __version__,
             "options": opts.to_dict(),
-            "backbone": opts.backbone,
-            "weights": str(opts.weights),
-            "input_size": list(self.size),
-            "color_mode": "rgb",
-            "labels": list(self.labels),
-            "good_labels": list(self.good_labels),
-            "threshold": 0.5,
             "data": str(self.data.resolve()),
-            "data_hash": self.data_hash,
             "n_train": len(self.x_train),
             "n_val": len(self.x_val),
             "skipped_files": self.skipped,
@@ -319,17 +314,20 @@ class Trainer:
             "replicas": strategy.num_replicas_in_sync,
             "train_seconds": round(seconds, 1),
         }
+        # The model last: a run counts as finished once model.keras exists, so its contract and
+        # config must already be there.
+        write_spec(self.run_dir, spec)
+        write_json(self.run_dir / CONFIG_FILE, config)
         with atomic_path(self.run_dir / MODEL_FILE) as tmp:
             self._float32_model(precision).save(tmp)
-        write_json(self.run_dir / CONFIG_FILE, config)
         metrics = {"validation": result.metrics, "history": {p: self.state.get(p, {}).get("history", [])
                                                             for p in ("phase1", "phase2")}}
         write_json(self.run_dir / METRICS_FILE, metrics)
         plot_history(metrics["history"], self.run_dir / "training_curves.png")
         plot_confusion(result.metrics["confusion_matrix"], self.labels, self.run_dir / "confusion_matrix.png")
         truth = np.array([self.labels[i] not in self.good_labels for i in self.y_val])
-        plot_roc(truth, defect_scores(probs, self.labels, self.good_labels), self.run_dir / "roc_curve.png")
+        plot_roc(truth, defect_scores(probs, spec), self.run_dir / "roc_curve.png")
         self.store.clear()  # the run is complete: model.keras replaces the checkpoints
         console.print(f"[bold green]done[/] in {seconds:.0f} s: validation accuracy "
                       f"{result.metrics['accuracy']:.4f}, ROC AUC {result.metrics['roc_auc']}")
-        return TrainResult(self.run_dir, self.run_dir / MODEL_FILE, result.metrics, config, seconds)
+        return TrainResult(self.run_dir, self.run_dir / MODEL_FILE, spec, result.metrics, config, seconds)

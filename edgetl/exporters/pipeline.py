@@ -1,0 +1,242 @@
+"""``export()``: a run (or a Keras model and its contract) through one target's steps, validated.
+
+The steps, in order: resolve the source (model + contract), plan the output path, load
+calibration images (int8/QAT), apply QAT, ``target.convert``, ``target.embed`` the contract and
+export facts and write the file atomically, ``target.finalize`` (e.g. Edge TPU compile), validate
+the artifact that ships (``target.validation_plan``), write the JSON report beside it.
+
+>>> default_output("runs/elpv", ExportOptions.for_int8())
+PosixPath('runs/elpv/export/model-tflite-int8.tflite')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from edgetl_runtime.atomic import check_writable, write_bytes, write_json
+from edgetl_runtime.contract import ExportInfo, ModelSpec
+
+from .edgetpu import CompatibilityReport
+from .errors import CalibrationError, ExportError
+from .options import ExportOptions
+from .registry import get_target
+from .validate import TOLERANCES, Tolerance, ValidationReport, raise_for, validate
+
+
+@dataclass(frozen=True)
+class QatSummary:
+    """What the quantization-aware fine-tune did."""
+
+    epochs: int
+    learning_rate: float
+    final_loss: float | None
+    float_layers: tuple[str, ...]  # layers outside tfmot's int8 scheme (calibrated post-training)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export produced: the artifact that ships, every file written, and how close it is.
+
+    ``path`` is the artifact that ships (the compiled ``*_edgetpu.tflite`` for the Edge TPU when
+    the compiler ran); ``report`` is its validation against the float model (None when skipped).
+    """
+
+    path: Path
+    written: tuple[Path, ...]
+    size_bytes: int
+    spec: ModelSpec
+    info: ExportInfo
+    report: ValidationReport | None
+    report_path: Path | None = None
+    calibration_images: int | None = None
+    qat: QatSummary | None = None
+    edgetpu: CompatibilityReport | None = None
+    note: str = ""
+
+    @property
+    def format(self) -> str:
+        return self.info.format
+
+    @property
+    def quantization(self) -> str:
+        return self.info.quantization
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "written": [str(p) for p in self.written],
+            "size_bytes": self.size_bytes,
+            "export": json.loads(self.info.to_json()),
+            "spec": self.spec.to_dict(),
+            "report_path": str(self.report_path) if self.report_path else None,
+            "validation": self.report.to_dict() if self.report else None,
+            "calibration_images": self.calibration_images,
+            "qat": dataclasses.asdict(self.qat) if self.qat else None,
+            "edgetpu": self.edgetpu.to_dict() if self.edgetpu else None,
+            "note": self.note,
+        }
+
+
+class Source(NamedTuple):
+    """What is exported: the float Keras model, its contract, and the run it came from (or None)."""
+
+    model: Any
+    spec: ModelSpec
+    run: Any
+
+
+def report_path_for(output: str | Path) -> Path:
+    """Return where the validation report of ``output`` goes: ``model.tflite`` -> ``model.tflite.report.json``."""
+    output = Path(output)
+    return output.with_name(output.name + ".report.json")
+
+
+def default_output(run_dir: str | Path, options: ExportOptions) -> Path:
+    """Return the default file name for an export of the run in ``run_dir``: ``<run>/export/model-<format>-<quant><suffix>``."""
+    return Path(run_dir) / "export" / f"model-{options.format}-{options.quantization}{options.suffix}"
+
+
+def options_for_profile(profile_name: str, **overrides: Any) -> tuple[ExportOptions, Any]:
+    """Return ``(ExportOptions, DeviceProfile)`` with format and quantization taken from the device profile."""
+    from edgetl_runtime.profiles import load_profile
+
+    profile = load_profile(profile_name)
+    target = profile.export
+    return ExportOptions(**{"format": target.format, "quantization": target.quantization, **overrides}), profile
+
+
+def _resolve(run_or_model: Any, spec: ModelSpec | None) -> Source:
+    from edgetl.run import Run, RunError, load_run
+
+    if isinstance(run_or_model, (str, Path, Run)):
+        try:
+            run = run_or_model if isinstance(run_or_model, Run) else load_run(run_or_model)
+        except RunError as exc:
+            raise ExportError(str(exc)) from None
+        try:
+            model = run.load_model()
+        except Exception as exc:  # a truncated or foreign model.keras
+            raise ExportError(f"{run.model_path}: cannot load the trained model ({exc.__class__.__name__}: {exc}); retrain or restore it") from None
+        return Source(model, spec or run.spec, run)
+    if spec is None:
+        raise ExportError("exporting a bare Keras model needs spec=ModelSpec(labels=..., input=InputSpec(...))")
+    return Source(run_or_model, spec, None)
+
+
+def _plan_output(source: Source, options: ExportOptions, output: str | Path | None) -> Path:
+    if output is None:
+        if source.run is None:
+            raise ExportError("pass output= (a file path) when exporting a bare Keras model")
+        output = default_output(source.run.run_dir, options)
+        output.parent.mkdir(parents=True, exist_ok=True)
+    output = Path(output)
+    if output.suffix.lower() != options.suffix:
+        raise ExportError(f"{output}: a {options.format} model is written as {options.suffix}; name the output *{options.suffix}")
+    if output.is_dir():
+        raise ExportError(f"{output}: is a directory; give a file name such as {output / ('model' + options.suffix)}")
+    parent = output.parent
+    if not parent.is_dir():
+        raise ExportError(f"{output}: output directory {parent} does not exist; create it first (mkdir -p {parent})")
+    try:
+        check_writable(parent)
+    except OSError as exc:
+        raise ExportError(
+            f"{output}: output directory {parent} is not writable ({exc.strerror}); choose another -o path or fix its permissions"
+        ) from None
+    return output
+
+
+def _images(source: Source, folder: Path | None, split: str, limit: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(uint8 pixels, label index into the contract's labels or -1)`` for calibration/validation."""
+    from edgetl.data import DatasetError
+    from edgetl.data.loading import sample_images
+
+    recorded = source.run.split(split) if source.run is not None else []
+    try:
+        loaded = sample_images(folder, recorded, source.spec.input, limit, what)
+    except DatasetError as exc:
+        flag = "--calib" if split == "train" else "--data"
+        raise CalibrationError(f"{exc}. Point {flag} at a folder of .png/.jpg images (optionally in <label>/ subfolders).") from None
+    return loaded.x, loaded.label_indices(source.spec.labels)
+
+
+def _quantize_aware(model: Any, pixels: np.ndarray, labels: np.ndarray, options: ExportOptions) -> tuple[Any, QatSummary]:
+    from .qat import quantize_aware
+
+    qat = quantize_aware(model, pixels, labels, options.qat_epochs, options.qat_learning_rate, options.qat_batch_size)
+    return qat.model, QatSummary(options.qat_epochs, options.qat_learning_rate, qat.loss, tuple(qat.float_layers))
+
+
+def _tolerance(options: ExportOptions) -> Tolerance | None:
+    if options.atol is None and options.min_agreement is None:
+        return None
+    default = TOLERANCES[options.quantization]
+    return Tolerance(
+        options.atol if options.atol is not None else default.max_abs_diff,
+        options.min_agreement if options.min_agreement is not None else default.min_agreement,
+    )
+
+
+def export(
+    run_or_model: Any,
+    options: ExportOptions | None = None,
+    output: str | Path | None = None,
+    *,
+    spec: ModelSpec | None = None,
+) -> ExportResult:
+    """Export a run (folder, ``.keras`` path or :class:`~edgetl.run.Run`) or a Keras model; return the result.
+
+    The run's contract (``spec``, required for a bare Keras model) is embedded unchanged.
+    ``output`` defaults to :func:`default_output`. The validation report is written beside it
+    (:func:`report_path_for`), also when validation fails; a failing validation then raises a
+    :class:`~edgetl.exporters.errors.ValidationError` subclass unless
+    ``options.fail_on_validation`` is False. A bare Keras model needs ``options.calib_data`` /
+    ``options.val_data``.
+    """
+    options = options or ExportOptions()
+    target = get_target(options.format)
+    source = _resolve(run_or_model, spec)
+    output = _plan_output(source, options, output)
+    model_shape = tuple(source.model.inputs[0].shape[1:])
+    if model_shape != (*source.spec.input_size, source.spec.channels):
+        raise ExportError(f"{output}: the model takes {model_shape} but its contract says "
+                          f"{(*source.spec.input_size, source.spec.channels)}; they must agree")  # fmt: skip
+
+    calibration, calib_labels, qat = None, None, None
+    if options.is_integer:
+        calibration, calib_labels = _images(source, options.calib_data, "train", options.calib_samples, "calibration")
+    model = source.model
+    if options.quantization == "qat":
+        model, qat = _quantize_aware(model, calibration, calib_labels, options)
+
+    from edgetl import __version__
+
+    info = ExportInfo(format=options.format, quantization=options.quantization, io_type=options.effective_io_type,
+                      opset=options.opset if options.format == "onnx" else None, sdk_version=__version__,
+                      created=datetime.now(timezone.utc).replace(microsecond=0).isoformat())  # fmt: skip
+    written = write_bytes(output, target.embed(target.convert(model, options, calibration), source.spec, info))
+    final = target.finalize(written, options, source.spec, info)
+
+    report = report_file = None
+    if options.validate:
+        plan = target.validation_plan(final)
+        pixels, labels = _images(source, options.val_data, "val", options.val_samples, "validation")
+        report = validate(plan.path, source.model, pixels, labels, options.quantization, _tolerance(options), plan.device)
+        report = dataclasses.replace(report, note=plan.note) if plan.note else report
+    result = ExportResult(
+        path=final.artifact, written=final.written, size_bytes=final.artifact.stat().st_size, spec=source.spec,
+        info=info, report=report, calibration_images=None if calibration is None else len(calibration), qat=qat,
+        edgetpu=final.details if isinstance(final.details, CompatibilityReport) else None, note=final.note,
+    )  # fmt: skip
+    if report is not None:
+        report_file = write_json(report_path_for(output), result.to_dict())
+        result = dataclasses.replace(result, report_path=report_file)
+        if options.fail_on_validation:
+            raise_for(report)
+    return result
