@@ -48,10 +48,14 @@ def test_train_writes_a_complete_run_folder(tiny_dataset: Path, tmp_path: Path) 
     assert list((run / "logs").rglob("events.out.tfevents.*")), "TensorBoard logs missing"
     assert not (run / "checkpoints").exists(), "checkpoints should be cleared after a finished run"
     config = json.loads((run / "config.json").read_text())
-    assert config["labels"] == ["defect", "good"] and config["good_labels"] == ["good"]
+    spec = json.loads((run / "model_spec.json").read_text())
+    assert spec["labels"] == ["defect", "good"] and spec["good_labels"] == ["good"] and spec["task"] == "classification"
+    assert spec["input"] == {"height": 32, "width": 32, "color_mode": "rgb", "resize": "bilinear",
+                             "normalization": "model", "mean": [], "std": []}
     assert config["unfreeze"]["blocks"] == 2 and "user" in config["unfreeze"]["reason"]
-    assert config["options"]["fine_tune_epochs"] == 3 and config["weights"] == "none"
-    assert len(config["data_hash"]) >= 8
+    assert config["options"]["fine_tune_epochs"] == 3 and spec["provenance"]["weights"] == "none"
+    assert len(spec["provenance"]["data_hash"]) >= 8
+    assert not {"labels", "input_size", "threshold", "good_labels"} & set(config)  # stated once, in the spec
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["history"]["phase1"]) == 3 and len(metrics["history"]["phase2"]) == 3
     assert 0.0 <= metrics["validation"]["accuracy"] <= 1.0
@@ -61,8 +65,8 @@ def test_train_writes_a_complete_run_folder(tiny_dataset: Path, tmp_path: Path) 
     assert out.exit_code == 0, out.output
     report = json.loads(out.output[out.output.index("{"):])
     assert report["recall"] == 1.0 and report["n"] == 32
-    stored = json.loads((run / "config.json").read_text())
-    assert stored["threshold"] == pytest.approx(report["threshold"])
+    stored = json.loads((run / "model_spec.json").read_text())["decision"]
+    assert stored["threshold"] == pytest.approx(report["threshold"]) and "target recall" in stored["threshold_source"]
 
     # The stored threshold travels inside the exported file and decides is_defect on the device.
     import edgetl
@@ -70,7 +74,7 @@ def test_train_writes_a_complete_run_folder(tiny_dataset: Path, tmp_path: Path) 
 
     exported = edgetl.export(run, edgetl.ExportOptions(), tmp_path / "model.tflite")
     device_model = edgetl_runtime.load(exported.path)
-    assert device_model.info.metadata.threshold == stored["threshold"]
+    assert device_model.info.spec.threshold == stored["threshold"]
     for path, _ in json.loads((run / "split.json").read_text())["val"]:
         pred = device_model.predict(path)
         assert pred.is_defect == (pred.defect_score >= stored["threshold"])

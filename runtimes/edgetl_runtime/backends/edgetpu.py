@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EdgeTpuUnavailable
-from . import Device, check_engine_options, is_edgetpu_model
+from .base import Device, is_edgetpu_model
+from .options import check_engine_options
 from .litert import LiteRtBackend, import_interpreter_module
 
 _LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}

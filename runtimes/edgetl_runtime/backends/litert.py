@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import EngineNotInstalled, ModelFormatError
-from . import EngineOptionError, TensorSpec
+from .base import EngineOptionError, TensorSpec
 
 LITERT_EXTRA = "pip install 'edgetl-runtime[litert]'"
 

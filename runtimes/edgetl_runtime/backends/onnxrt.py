@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineNotInstalled, ModelFormatError
-from . import Device, EngineOptionError, TensorSpec
+from .base import Device, EngineOptionError, TensorSpec
 from .litert import default_threads
 
 ONNX_EXTRA = "pip install 'edgetl-runtime[onnx]'"
@@ -86,7 +86,8 @@ class OnnxBackend:
         available = set(ort.get_available_providers())
         wanted = providers_for(device, path, options)
         providers = [(name, opts) for name, opts in wanted if name in available]
-        self.providers = tuple(providers)  # what ONNX Runtime is handed, options included
+        self.requested_providers = tuple(wanted)  # what the device string and engine options ask for
+        self.providers = tuple(providers)  # what ONNX Runtime is handed (the available ones), options included
         if providers[0][0] == "TensorrtExecutionProvider" and providers[0][1].get("trt_engine_cache_enable"):
             Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         options = ort.SessionOptions()
