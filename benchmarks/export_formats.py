@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/export_formats.py RUN_DIR --data TEST_FOLDER [--runs 100] [--device cpu-x86_64]
+    python benchmarks/export_formats.py RUN_DIR --data TEST_FOLDER [--runs 100] [--profile cpu-x86_64]
 
 Runs :func:`edgetl.benchmark.benchmark` (export, validation through the runtime, latency on this
 host, all in one process so the rows are comparable) and prints its Markdown table, then the
@@ -23,13 +23,13 @@ def main() -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--data", required=True, help="labelled test folder")
     parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--device", default="cpu-x86_64")
+    parser.add_argument("--profile", default="cpu-x86_64")
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
 
     from edgetl.benchmark import benchmark
 
-    table = benchmark(args.run_dir, device=args.device, data=args.data, runs=args.runs,
+    table = benchmark(args.run_dir, profile=args.profile, data=args.data, runs=args.runs,
                       progress=lambda line: print(line, flush=True))
     print(f"\n{date.today()}, {table.host}\n")
     print(table.to_markdown())

@@ -32,7 +32,8 @@ def build_mobilenet_v3_small_int8(out: Path = DEFAULT_MODEL, size: int = 224) ->
     import tf_keras as k
 
     from edgetl_runtime.atomic import write_bytes
-    from edgetl_runtime.metadata import ModelMetadata, embed_tflite_metadata
+    from edgetl_runtime.contract import ExportInfo, InputSpec, ModelSpec, Provenance
+    from edgetl_runtime.metadata import embed_tflite_metadata
 
     base = k.applications.MobileNetV3Small(
         input_shape=(size, size, 3), weights=None, include_top=False, pooling="avg", include_preprocessing=True
@@ -48,11 +49,10 @@ def build_mobilenet_v3_small_int8(out: Path = DEFAULT_MODEL, size: int = 224) ->
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
-    meta = ModelMetadata(
-        labels=("defect", "good"), input_size=(size, size), backbone="mobilenet_v3_small", quantization="int8", format="tflite"
-    )
+    spec = ModelSpec(labels=("defect", "good"), good_labels=("good",), input=InputSpec(size, size),
+                     provenance=Provenance(backbone="mobilenet_v3_small"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    return write_bytes(out, embed_tflite_metadata(converter.convert(), meta))
+    return write_bytes(out, embed_tflite_metadata(converter.convert(), spec, ExportInfo("tflite", "int8", "uint8")))
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from .backends.base import DEVICE_GRAMMAR
 from .errors import EdgetlRuntimeError
 
 
@@ -43,7 +44,7 @@ def main() -> None:
 
 
 device_option = click.option(
-    "--device", default=None, help="device string: cpu, edgetpu[:usb|:pci[:N]], cuda[:N] or tensorrt[:N] [cpu, or the profile's]"
+    "--device", default=None, help=f"device string: {DEVICE_GRAMMAR} [cpu, or the profile's]"
 )
 profile_option = click.option(
     "--profile", "profile_name", default=None,
