@@ -2,14 +2,13 @@
 
 Stage 1 of edgetl (data -> training -> evaluation -> export -> runtime -> devices). No TensorFlow.
 
+>>> from pathlib import Path
 >>> ds = ImageDataset((Sample(Path("a.png"), "good"), Sample(Path("b.png"), "defect")), ("defect", "good"), None)
 >>> ds.counts(), ds.labels_array().tolist()
 ({'defect': 1, 'good': 1}, [1, 0])
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from .dataset import EXPECTED_LAYOUT, DatasetError, ImageDataset, Sample, stratified_sample
 from .inspection import inspect_dataset

@@ -24,7 +24,7 @@ from edgetl_runtime.atomic import write_bytes
 from edgetl_runtime.contract import ExportInfo, ModelSpec
 from edgetl_runtime.metadata import embed_tflite_metadata
 
-from .target import Finalized, Target, ValidationPlan
+from .target import Finalized, ValidationPlan
 from .tflite import TfliteTarget
 
 # TFLite builtin op -> Edge TPU op name (coral.ai "Supported operations", compiler 16).

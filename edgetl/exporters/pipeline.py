@@ -157,11 +157,14 @@ def _images(source: Source, folder: Path | None, split: str, limit: int, what: s
     from edgetl.data import DatasetError
     from edgetl.data.loading import sample_images
 
+    flag = "--calib" if split == "train" else "--data"
+    if source.run is None and folder is None:
+        raise CalibrationError(f"a bare Keras model has no recorded {what} images; pass a folder of them "
+                               f"(ExportOptions.{'calib_data' if split == 'train' else 'val_data'}, CLI {flag})")
     recorded = source.run.split(split) if source.run is not None else []
     try:
         loaded = sample_images(folder, recorded, source.spec.input, limit, what)
     except DatasetError as exc:
-        flag = "--calib" if split == "train" else "--data"
         raise CalibrationError(f"{exc}. Point {flag} at a folder of .png/.jpg images (optionally in <label>/ subfolders).") from None
     return loaded.x, loaded.label_indices(source.spec.labels)
 

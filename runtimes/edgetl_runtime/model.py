@@ -321,9 +321,12 @@ def load(
         from .profiles import DeviceProfile, load_profile
 
         settings = (profile if isinstance(profile, DeviceProfile) else load_profile(profile)).runtime
+        # The profile's engine options belong to its device: a different device given here
+        # (e.g. the CPU on a Coral host) runs without them.
+        if device is None or device == settings.device:
+            engine_options = {**settings.options, **(engine_options or {})}
         device = device or settings.device
         threads = threads or settings.threads
-        engine_options = {**settings.options, **(engine_options or {})}
     fmt = md.model_format(path)
     data = path.read_bytes()
     try:

@@ -63,6 +63,8 @@ def test_device_field_selects_the_engine(exported):
     with pytest.raises(EdgeTpuUnavailable):
         edgetl_runtime.load(exported.tflite_int8, profile="coral-usb")
     assert edgetl_runtime.load(exported.tflite_int8, profile="cpu-x86_64").info.device == "cpu"
+    # An explicit other device runs without the profile's engine options (no Edge TPU library on the CPU).
+    assert edgetl_runtime.load(exported.tflite_int8, profile="coral-usb", device="cpu").info.device == "cpu"
 
 
 @pytest.mark.parametrize(
