@@ -2,7 +2,10 @@
 
 Latency is measured per image, end to end (decode + resize + normalize, inference, scores), and per
 stage. A device profile's budget (``p50_ms``, ``p99_ms``, ``memory_mb``) turns a report into a
-PASS/FAIL :class:`Verdict`.
+PASS/FAIL :class:`Verdict` - on the profile's own device only: on a host the profile does not
+detect, the verdict is "not this device" unless the caller forces it (and then it says so).
+Every report records the machine state (CPU model, cores, load average, date) beside its figures,
+and, with labelled images, the decision metrics of :mod:`edgetl_runtime.decision`.
 
 >>> stats = StageStats.of([1.0, 2.0, 3.0, 4.0])
 >>> (stats.p50, stats.min, stats.max)
@@ -12,8 +15,6 @@ PASS/FAIL :class:`Verdict`.
 from __future__ import annotations
 
 import io
-import os
-import platform
 import resource
 import sys
 import time
@@ -67,21 +68,45 @@ class BenchReport:
     concurrent_throughput_ips: float  # images per second with `concurrency` threads
     peak_rss_mb: float  # peak resident memory of the whole process
     rss_mb: float  # resident memory after the runs
-    host: dict[str, str] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)  # machine state at the start (see host.py)
     latencies_ms: tuple[float, ...] = ()  # end-to-end latency of every timed run
+    provider: str = ""  # the kernels that ran (xnnpack, an ONNX Runtime provider, the Edge TPU delegate)
+    metrics: dict[str, Any] | None = None  # decision metrics on labelled images (--data), else None
+    host_end: dict[str, Any] = field(default_factory=dict)  # machine state at the end
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["stages"] = {name: asdict(s) for name, s in self.stages.items()}
         out["latencies_ms"] = list(self.latencies_ms)
+        out["notes"] = list(self.notes)
         return out
 
 
 class Verdict(NamedTuple):
-    """PASS/FAIL of a report against a device profile's budget; ``reasons`` has one line per check."""
+    """A report against a device profile: ``status`` PASS, FAIL or NOT THIS DEVICE; one reason per check.
+
+    ``forced``: the host does not match the profile and the budget was checked anyway.
+    """
 
     passed: bool
     reasons: tuple[str, ...]
+    status: str = "PASS"
+    forced: bool = False
+
+    def to_dict(self, profile: str) -> dict[str, Any]:
+        return {"profile": profile, "status": self.status, "passed": self.passed, "forced": self.forced,
+                "reasons": list(self.reasons)}  # fmt: skip
+
+
+NOT_THIS_DEVICE = "NOT THIS DEVICE"
+
+
+def host_matches(profile: Any, host: Any = None) -> tuple[bool, tuple[str, ...]]:
+    """Return ``(this host is the profile's device, the detection reasons)``."""
+    from .profiles import HostInfo
+
+    return profile.detect.check(host if host is not None else HostInfo.probe())
 
 
 def synthetic_image(size: tuple[int, int] = BENCH_IMAGE_SIZE, seed: int = 0) -> bytes:
@@ -123,23 +148,30 @@ def run_benchmark(
     labels: str | Path | Sequence[str] | None = None,
     profile: Any = None,
     engine_options: dict[str, Any] | None = None,
+    data: str | Path | None = None,
+    allow_cpu_fallback: bool = False,
 ) -> BenchReport:
     """Return a :class:`BenchReport` for ``model_path`` on ``device`` (a device string, default ``cpu``).
 
     ``profile``: a device profile whose runtime settings (device, threads, engine options) apply
     unless ``device``/``threads`` are given; ``engine_options`` as for :func:`edgetl_runtime.load`. ``image`` defaults to a synthetic 640x480 JPEG;
     ``runs`` timed predictions follow ``warmup`` untimed ones; with ``concurrency`` > 1 another
-    ``runs`` predictions are spread over that many threads to measure throughput.
+    ``runs`` predictions are spread over that many threads to measure throughput. ``data``: a
+    folder of ``<label>/`` subfolders of images; their decision metrics go into the report.
+    A bare model needs no ``labels`` (classes are then numbered).
     """
+    from .host import machine_state
     from .model import load
 
     if runs < 1 or warmup < 0 or concurrency < 1:
         raise ValueError("runs and concurrency must be >= 1 and warmup >= 0")
+    state = machine_state()
     source: Any = synthetic_image() if image is None else (image if isinstance(image, bytes) else Path(image))
     t0 = time.perf_counter()
     model = load(model_path, device=device, threads=threads, labels=labels, profile=profile,
-                 engine_options=engine_options)
+                 engine_options=engine_options, allow_cpu_fallback=allow_cpu_fallback)
     load_ms = (time.perf_counter() - t0) * 1e3
+    metrics = labelled_metrics(model, data) if data is not None else None
     t0 = time.perf_counter()
     model.predict(source)
     first_ms = (time.perf_counter() - t0) * 1e3
@@ -183,21 +215,56 @@ def run_benchmark(
         concurrent_throughput_ips=concurrent_ips,
         peak_rss_mb=peak,
         rss_mb=current,
-        host={
-            "machine": platform.machine(),
-            "system": platform.system(),
-            "python": platform.python_version(),
-            "cpus": str(os.cpu_count()),
-        },
+        host=state.to_dict(),
         latencies_ms=tuple(samples["total"]),
+        provider=info.provider,
+        metrics=metrics,
+        host_end=machine_state().to_dict(),
+        notes=info.notes,
     )
 
 
-def verdict(report: BenchReport, profile: Any) -> Verdict:
-    """Return PASS/FAIL of ``report`` against ``profile.budget`` (p50_ms, p99_ms, memory_mb).
+def labelled_metrics(model: Any, folder: str | Path, batch_size: int = 32) -> dict[str, Any]:
+    """Return the decision metrics of ``model`` on ``folder`` (``<label>/`` subfolders of images)."""
+    from .decision import decision_metrics
+    from .errors import ImageError
+    from .preprocess import is_image_file
 
-    A budget field that is missing or None is not checked.
+    folder = Path(folder)
+    labels = model.labels
+    classes = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not classes:
+        raise ImageError(str(folder), "expected a folder of <label>/ subfolders of images for --data")
+    unknown = [c.name for c in classes if c.name not in labels]
+    if unknown:
+        raise ImageError(str(folder), f"classes {unknown} are not among the model's labels {list(labels)[:20]}")
+    files = [(f, labels.index(c.name)) for c in classes for f in sorted(c.rglob("*")) if f.is_file() and is_image_file(f)]
+    if not files:
+        raise ImageError(str(folder), "no images found in its <label>/ subfolders")
+    probs = []
+    for i in range(0, len(files), batch_size):
+        chunk = files[i : i + batch_size]
+        probs.append(model.scores(np.stack([model.pixels(f) for f, _ in chunk])))
+    spec = model.info.spec
+    y = np.array([label for _, label in files])
+    out = decision_metrics(np.concatenate(probs), y, spec.labels, spec.good_labels, spec.threshold)
+    out["data"] = str(folder)
+    return out
+
+
+def verdict(report: BenchReport, profile: Any, force: bool = False, host: Any = None) -> Verdict:
+    """Return the :class:`Verdict` of ``report`` against ``profile.budget`` (p50_ms, p99_ms, memory_mb).
+
+    On a host that the profile does not detect (``host``: a :class:`~edgetl_runtime.profiles.HostInfo`,
+    default this one) the status is NOT THIS DEVICE (not passed) unless ``force``; a forced
+    verdict says so in its reasons. A budget field that is missing or None is not checked.
     """
+    matches, why = host_matches(profile, host)
+    if not matches and not force:
+        return Verdict(False, (f"this host is not a {profile.name}: " + "; ".join(why),
+                               "latencies measured here say nothing about that device's budget; run on the "
+                               "device, or pass --force to compare anyway"), NOT_THIS_DEVICE)  # fmt: skip
+    prefix = (f"forced: this host is not a {profile.name} ({'; '.join(why)}); the budget is compared anyway",) if not matches else ()
     budget = profile.budget
     total = report.stages["total"]
     checks = [
@@ -214,7 +281,14 @@ def verdict(report: BenchReport, profile: Any) -> Verdict:
         reasons.append(
             f"{'PASS' if ok else 'FAIL'} {what} {value:.1f} {unit} {'<=' if ok else '>'} budget {float(limit):g} {unit}"
         )
-    return Verdict(bool(passed), tuple(reasons))
+    return Verdict(bool(passed), (*prefix, *tuple(reasons)), "PASS" if passed else "FAIL", not matches)
+
+
+def _machine_line(state: dict[str, Any], when: str) -> str:
+    load = state.get("load") or ()
+    shown = " ".join(f"{v:.2f}" for v in load) if load else "n/a"
+    return (f"machine {when}: {state.get('cpu_model', '?')}, {state.get('cores', '?')} cores, load {shown}"
+            f"{' (BUSY)' if state.get('busy') else ''}, {state.get('date', '?')}")  # fmt: skip
 
 
 def format_report(report: BenchReport, result: Verdict | None = None, profile_name: str | None = None) -> Any:
@@ -224,23 +298,33 @@ def format_report(report: BenchReport, result: Verdict | None = None, profile_na
         for name, s in report.stages.items()
     ]
     header = ("stage (ms)", "p50", "p90", "p99", "mean", "std", "min", "max")
-    title = f"{Path(report.model).name} on {report.device} ({report.engine}, {report.threads} threads)"
+    title = f"{Path(report.model).name} on {report.device} ({report.engine}, {report.provider}, {report.threads} threads)"
     lines = [
         f"load {report.load_ms:.1f} ms, first inference {report.first_inference_ms:.1f} ms, "
         f"{report.runs} runs after {report.warmup} warm-up",
         f"throughput {report.throughput_ips:.1f} img/s (1 stream), "
         f"{report.concurrent_throughput_ips:.1f} img/s ({report.concurrency} threads)",
         f"memory: peak {report.peak_rss_mb:.0f} MB, now {report.rss_mb:.0f} MB",
+        _machine_line(report.host, "at start"),
+        _machine_line(report.host_end, "at end"),
     ]
+    if report.metrics is not None:
+        m = report.metrics
+        shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("decision_accuracy", "defect_recall", "defect_precision",
+                                                       "roc_auc", "class_accuracy") if m.get(k) is not None)
+        lines.append(f"on {m['n']} labelled images (threshold {m['threshold']:g}): {shown}")
+    lines += [f"note: {n}" for n in report.notes]
     if result is not None:
-        lines += [f"{profile_name or 'profile'}: {'PASS' if result.passed else 'FAIL'}", *result.reasons]
+        lines += [f"{profile_name or 'profile'}: {result.status}{' (forced)' if result.forced else ''}", *result.reasons]
     try:
         from rich.table import Table
     except ImportError:
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         table = [title] + ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
         return "\n".join(table + lines)
-    table = Table(title=title, caption="\n".join(lines))
+    from rich.markup import escape
+
+    table = Table(title=escape(title), caption=escape("\n".join(lines)), caption_justify="left")
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in rows:

@@ -1,5 +1,10 @@
 """The ``edgetl-runtime`` command: predict, info and bench on the device, without TensorFlow.
 
+Conventions (shared with ``edgetl``): ``--json`` prints machine-readable output on stdout and
+nothing else there; ``--json-file PATH`` writes it to a file; ``-q/--quiet`` keeps notes off
+stderr, ``-v/--verbose`` adds detail. Exit codes: 0 success, 1 a check failed (an image could
+not be classified, a budget was missed, the host is not the profile's device), 2 bad input.
+
 >>> from click.testing import CliRunner
 >>> CliRunner().invoke(main, ["--help"]).exit_code
 0
@@ -10,21 +15,55 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
 from .backends.base import DEVICE_GRAMMAR
 from .errors import EdgetlRuntimeError
 
+EXIT_CHECK_FAILED = 1
+_VERBOSITY = {"level": 0}
 
-def _load(model: str, device: str | None, threads: int | None, labels: str | None, profile: Any = None) -> Any:
+
+class InputError(click.ClickException):
+    """Bad input a user can fix (file, option, device): exit status 2, no traceback."""
+
+    exit_code = 2
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        _VERBOSITY["level"] = -1 if param.name == "quiet" else 1
+
+
+def verbosity_options(f: Callable) -> Callable:
+    """Add ``-q/--quiet`` and ``-v/--verbose`` to a command."""
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbosity,
+                     help="More detail on stderr.")(f)  # fmt: skip
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
+                        help="Only results and errors.")(f)  # fmt: skip
+
+
+def note(message: str) -> None:
+    """Print a note on stderr unless --quiet."""
+    if _VERBOSITY["level"] >= 0:
+        click.echo(f"note: {message}", err=True)
+
+
+def _load(model: str, device: str | None, threads: int | None, labels: str | None, profile: Any = None,
+          **kwargs: Any) -> Any:  # fmt: skip
     from .model import load
 
     try:
-        return load(model, device=device, threads=threads, labels=labels, profile=profile)
+        m = load(model, device=device, threads=threads, labels=labels, profile=profile, **kwargs)
     except EdgetlRuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise InputError(str(exc)) from None
+    except OSError as exc:
+        raise InputError(f"{model}: {exc.strerror or exc}") from None
+    for text in m.info.notes:
+        note(text)
+    return m
 
 
 def _expand(paths: tuple[str, ...]) -> list[Path]:
@@ -37,10 +76,26 @@ def _expand(paths: tuple[str, ...]) -> list[Path]:
     return out
 
 
+def _profile(name: str | None) -> Any:
+    if not name:
+        return None
+    from .profiles import load_profile
+
+    try:
+        return load_profile(name)
+    except (EdgetlRuntimeError, OSError) as exc:
+        raise InputError(str(exc)) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgetl-runtime")
 def main() -> None:
-    """Run edgetl models (.tflite, Edge TPU .tflite, .onnx) on this device."""
+    """Run edgetl models (.tflite, Edge TPU .tflite, .onnx) on this device.
+
+    \b
+    Exit codes: 0 success; 1 a check failed (an image could not be classified, a latency
+    budget was missed, this host is not the profile's device); 2 bad input.
+    """
 
 
 device_option = click.option(
@@ -50,40 +105,56 @@ profile_option = click.option(
     "--profile", "profile_name", default=None,
     help="device profile (name such as raspberry-pi-4, or a TOML path): its device, threads and engine options apply",
 )
-
-
-def _profile(name: str | None) -> Any:
-    if not name:
-        return None
-    from .profiles import load_profile
-
-    try:
-        return load_profile(name)
-    except (EdgetlRuntimeError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+fallback_option = click.option(
+    "--allow-cpu-fallback", is_flag=True,
+    help="run on the CPU when the requested GPU provider cannot start (default: an error)",
+)
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [all, at most 4]")
 labels_option = click.option(
-    "--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="labels file, for a model without edgetl metadata"
+    "--labels", type=click.Path(exists=True, dir_okay=False), default=None,
+    help="labels file (one per output), for a model without edgetl metadata [classes numbered]",
 )
+softmax_option = click.option("--softmax", is_flag=True, help="the bare model outputs logits: apply a softmax")
+
+PREDICTION_COLUMNS = ("image", "verdict", "defect_score", "top_class", "top_probability")
+
+
+def _row(path: Path, pred: Any) -> str:
+    score = "-" if pred.defect_score is None else f"{pred.defect_score:.4f}"
+    return "\t".join((str(path), pred.verdict or "-", score, pred.top_class, f"{pred.top_probability:.4f}"))
 
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per image (JSON Lines)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per image on stdout (JSON Lines)")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="defect-score threshold for the verdict [the model's]")
 @device_option
 @profile_option
 @threads_option
 @labels_option
-def predict(model: str, paths: tuple[str, ...], as_json: bool, device: str | None, profile_name: str | None,
-            threads: int | None, labels: str | None) -> None:
+@softmax_option
+@fallback_option
+@verbosity_options
+def predict(model: str, paths: tuple[str, ...], as_json: bool, threshold: float | None, device: str | None,
+            profile_name: str | None, threads: int | None, labels: str | None, softmax: bool,
+            allow_cpu_fallback: bool) -> None:  # fmt: skip
     """Classify images (files or folders); an unreadable image is reported and the rest go on.
 
+    \b
+    Columns (tab-separated, JSON uses the same names):
+      verdict          defect or good: defect_score >= the threshold (- without good classes)
+      defect_score     1 - the summed probability of the good classes
+      top_class        the most probable class, with top_probability
     Exits with status 1 when any image could not be classified.
     """
     from .errors import ImageError
 
-    m = _load(model, device, threads, labels, _profile(profile_name))
+    m = _load(model, device, threads, labels, _profile(profile_name), threshold=threshold, softmax=softmax,
+              allow_cpu_fallback=allow_cpu_fallback)  # fmt: skip
+    if not as_json:
+        click.echo("\t".join(PREDICTION_COLUMNS))
     failed = 0
     for path in _expand(paths):
         try:
@@ -92,41 +163,69 @@ def predict(model: str, paths: tuple[str, ...], as_json: bool, device: str | Non
             failed += 1
             reason = exc.reason if isinstance(exc, ImageError) else str(exc)
             if as_json:
-                click.echo(json.dumps({"path": str(path), "error": reason}))
+                click.echo(json.dumps({"image": str(path), "error": reason}))
             click.echo(f"error: {path}: {reason}", err=True)
             continue
         if as_json:
-            click.echo(json.dumps({"path": str(path), **pred.to_dict()}))
+            click.echo(json.dumps({"image": str(path), **pred.to_dict()}))
         else:
-            verdict = "" if pred.is_defect is None else ("DEFECT" if pred.is_defect else "ok")
-            click.echo(f"{path}\t{pred.label}\t{pred.score:.3f}\t{verdict}".rstrip())
+            click.echo(_row(path, pred))
     if failed:
         click.echo(f"{failed} image(s) could not be classified", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def summarize_labels(labels: list[str], limit: int = 8) -> str:
+    """Return ``labels`` shown in full when short, else the count with the first and last few.
+
+    >>> summarize_labels([str(i) for i in range(1001)])
+    '1001 labels: 0, 1, 2, 3, 4, 5, ..., 999, 1000'
+    """
+    if len(labels) <= limit:
+        return ", ".join(labels)
+    return f"{len(labels)} labels: {', '.join(labels[: limit - 2])}, ..., {', '.join(labels[-2:])}"
 
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="print the details as JSON")
+@click.option("--json", "as_json", is_flag=True, help="print the details as JSON on stdout (every label)")
 @device_option
 @profile_option
 @labels_option
-def info(model: str, as_json: bool, device: str | None, profile_name: str | None, labels: str | None) -> None:
+@fallback_option
+@verbosity_options
+def info(model: str, as_json: bool, device: str | None, profile_name: str | None, labels: str | None,
+         allow_cpu_fallback: bool) -> None:  # fmt: skip
     """Show a model's contract (task, labels, input, decision), export, tensors, engine and device."""
-    details = _load(model, device, None, labels, _profile(profile_name)).info.to_dict()
+    details = _load(model, device, None, labels, _profile(profile_name),
+                    allow_cpu_fallback=allow_cpu_fallback).info.to_dict()  # fmt: skip
     if as_json:
         click.echo(json.dumps(details, indent=2))
         return
     spec, export = details.pop("spec"), details.pop("export")
-    for key in ("path", "format", "engine", "device", "threads", "embedded_metadata"):
+    for key in ("path", "format", "engine", "provider", "device", "threads", "embedded_metadata"):
         click.echo(f"{key:18} {details[key]}")
     for key in ("input", "output"):
         t = details[key]
         quant = f" quantization(scale, zero_point)={tuple(t['quantization'])}" if t["quantization"] else ""
         click.echo(f"{key + ' tensor':18} {t['name']} {t['shape']} {t['dtype']}{quant}")
     for key, value in [*spec.items(), *((f"export.{k}", v) for k, v in (export or {}).items())]:
+        if key in ("labels", "good_labels") and isinstance(value, list):
+            value = summarize_labels([str(v) for v in value]) or "(none)"
         if value not in (None, {}, []):
             click.echo(f"{key:18} {value}")
+
+
+def _writable_file(out: str | None) -> None:
+    if out and not Path(out).resolve().parent.is_dir():
+        raise InputError(f"{out}: folder {Path(out).parent} does not exist; create it first")
+    if out:
+        from .atomic import check_writable
+
+        try:
+            check_writable(Path(out).resolve().parent)
+        except OSError as exc:
+            raise InputError(f"{out}: cannot write there ({exc.strerror or exc}); choose another path") from None
 
 
 @main.command()
@@ -137,10 +236,16 @@ def info(model: str, as_json: bool, device: str | None, profile_name: str | None
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
 @threads_option
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True, help="threads for the throughput run")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write the report as JSON here")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="folder of <label>/ subfolders: also report the decision metrics on these images")
+@click.option("--force", is_flag=True, help="compare with the --profile's budget even on a host that is not that device")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON on stdout (and nothing else there)")
+@click.option("--json-file", type=click.Path(dir_okay=False), default=None, help="write the report as JSON to this file")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="write a latency histogram PNG here (needs matplotlib)")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), default=None, help="image to time [synthetic 640x480 JPEG]")
 @labels_option
+@fallback_option
+@verbosity_options
 def bench(
     model: str,
     profile_name: str | None,
@@ -149,48 +254,61 @@ def bench(
     warmup: int,
     threads: int | None,
     concurrency: int,
-    json_out: str | None,
+    data: str | None,
+    force: bool,
+    as_json: bool,
+    json_file: str | None,
     plot: str | None,
     image: str | None,
     labels: str | None,
+    allow_cpu_fallback: bool,
 ) -> None:
     """Time a model: load, first inference, per-stage latency percentiles, throughput, memory.
 
     With --profile, the profile's device, threads and engine options apply (--device/--threads
-    override them) and the report gets a PASS/FAIL verdict against the profile's budget.
-    Exits with status 2 when a profile was given and its budget is not met.
+    override them) and the report gets a verdict against the profile's budget: PASS, FAIL, or
+    NOT THIS DEVICE when this host is not the profile's device (unless --force). The report
+    records the machine (CPU model, cores, load average, date) and warns when it is busy.
+    Exits with status 1 unless the verdict is PASS.
     """
-    from pathlib import Path
-
     from . import bench as b
+    from .host import busy_warning, machine_state
 
-    for out in (json_out, plot):  # fail before minutes of timing, not after
-        if out and not Path(out).resolve().parent.is_dir():
-            raise click.ClickException(f"{out}: folder {Path(out).parent} does not exist; create it first")
+    for out in (json_file, plot):  # fail before minutes of timing, not after
+        _writable_file(out)
     profile = _profile(profile_name)
+    warning = busy_warning(machine_state())
+    if warning:
+        click.echo(warning, err=True)
     try:
-        report = b.run_benchmark(model, runs, warmup, threads, concurrency, device, image, labels, profile)
+        report = b.run_benchmark(model, runs, warmup, threads, concurrency, device, image, labels, profile,
+                                 data=data, allow_cpu_fallback=allow_cpu_fallback)  # fmt: skip
     except EdgetlRuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
-    result = b.verdict(report, profile) if profile is not None else None
-    table = b.format_report(report, result, profile.name if profile is not None else None)
-    try:
-        from rich.console import Console
-
-        Console().print(table)
-    except ImportError:
-        click.echo(table)
-    if json_out:
-        from .atomic import write_json
-
-        data = report.to_dict()
-        if result is not None:
-            data["verdict"] = {"profile": profile.name, "passed": result.passed, "reasons": list(result.reasons)}
-        write_json(json_out, data)
-    if plot:
+        raise InputError(str(exc)) from None
+    result = b.verdict(report, profile, force=force) if profile is not None else None
+    payload = report.to_dict()
+    if result is not None:
+        payload["verdict"] = result.to_dict(profile.name)
+    if as_json:
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        table = b.format_report(report, result, profile.name if profile is not None else None)
         try:
+            from rich.console import Console
+
+            Console().print(table)
+        except ImportError:
+            click.echo(table)
+    try:
+        if json_file:
+            from .atomic import write_json
+
+            write_json(json_file, payload)
+        if plot:
             b.plot_latency(report, plot)
-        except EdgetlRuntimeError as exc:
-            raise click.ClickException(str(exc)) from None
+    except EdgetlRuntimeError as exc:
+        raise InputError(str(exc)) from None
+    except OSError as exc:
+        raise InputError(f"cannot write the report: {exc}") from None
     if result is not None and not result.passed:
-        sys.exit(2)
+        sys.exit(EXIT_CHECK_FAILED)

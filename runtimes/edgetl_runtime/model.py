@@ -8,7 +8,7 @@ the model's input tensor.
 
 >>> model = load("model.tflite")                                    # doctest: +SKIP
 >>> model.predict("cell_0001.png")                                  # doctest: +SKIP
-Prediction(label='defect', score=0.97, is_defect=True, scores={'defect': 0.97, 'good': 0.03}, ...)
+Prediction(verdict='defect', defect_score=0.97, threshold=0.5, top_class='defect', top_probability=0.97, ...)
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from . import metadata as md
 from .backends import Backend, TensorSpec, open_backend
-from .contract import ExportInfo, InputSpec, ModelSpec, default_good_labels
+from .contract import ExportInfo, InputSpec, ModelSpec, OutputSpec, default_good_labels
+from .decision import defect_scores
 from .errors import MetadataError, ModelFormatError
 from .preprocess import ImageSource, load_image, to_model_input
 
@@ -32,35 +33,66 @@ from .preprocess import ImageSource, load_image, to_model_input
 MOBILENET_MEAN, MOBILENET_STD = (127.5,), (127.5,)
 
 
-def defect_scores(probs: np.ndarray, good: Sequence[int]) -> np.ndarray:
-    """Return ``1 - sum(p(good classes))`` for each row of ``probs`` (N, classes), as float64.
+class ClassProbabilities(Mapping[str, float]):
+    """Every class's probability, as a read-only mapping built on first use (``predict`` stays cheap).
 
-    The one definition of the defect score: the runtime's ``is_defect`` and the workstation's
-    metrics and threshold choice (``edgetl eval --target-recall``) all call this, so a threshold
-    set at an image's exact score classifies that image the same way everywhere. float64: many
-    small good-class scores must not lose precision.
+    ``array`` is the row of float32 probabilities in label order.
     """
-    probs = np.asarray(probs)
-    return np.clip(1.0 - probs[:, list(good)].astype(np.float64).sum(axis=1), 0.0, 1.0)
+
+    __slots__ = ("labels", "array", "_index")
+
+    def __init__(self, labels: tuple[str, ...], array: np.ndarray):
+        self.labels, self.array = labels, array
+        self._index: dict[str, int] | None = None
+
+    def __getitem__(self, name: str) -> float:
+        if self._index is None:
+            self._index = {label: i for i, label in enumerate(self.labels)}
+        return float(self.array[self._index[name]])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k!r}: {float(v):.3g}" for k, v in zip(self.labels[:4], self.array[:4]))
+        return "{" + shown + (", ...}" if len(self.labels) > 4 else "}")
+
+    def to_dict(self) -> dict[str, float]:
+        return {name: float(p) for name, p in zip(self.labels, self.array.tolist())}
 
 
 class Prediction(NamedTuple):
-    """One image's result. ``label``/``score`` are the top class; ``is_defect`` applies the threshold.
+    """One image's result: the decision first, then the most probable class.
 
-    ``is_defect`` is ``defect_score >= threshold`` where ``defect_score = 1 - sum(good scores)``;
-    it is None for a model that names no good label (a generic third-party classifier).
-    ``timings`` holds ``preprocess``, ``inference`` and ``postprocess`` in milliseconds.
+    ``verdict``: ``"defect"`` when ``defect_score >= threshold``, else ``"good"``; None for a model
+    that names no good class (a generic third-party classifier). ``defect_score``: ``1 - sum of the
+    good classes' probabilities`` (None likewise). ``top_class``/``top_probability``: the most
+    probable class and its probability; they can disagree with the verdict, which is the decision.
+    ``probabilities``: every class's probability (a mapping built on first use). ``timings``:
+    ``preprocess``, ``inference`` and ``postprocess`` in milliseconds.
     """
 
-    label: str
-    score: float
-    is_defect: bool | None
-    scores: dict[str, float]
+    verdict: str | None
+    defect_score: float | None
+    threshold: float | None
+    top_class: str
+    top_probability: float
+    probabilities: ClassProbabilities
     timings: dict[str, float]
-    defect_score: float | None = None
+
+    @property
+    def is_defect(self) -> bool | None:
+        """True for a defect verdict, False for good, None without good classes."""
+        return None if self.verdict is None else self.verdict == "defect"
 
     def to_dict(self) -> dict[str, Any]:
-        return self._asdict()
+        """Return the JSON form: the same field names as the CLI's columns."""
+        out = self._asdict()
+        out["probabilities"] = self.probabilities.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -75,12 +107,14 @@ class ModelInfo:
     format: str  # tflite | onnx
     engine: str  # litert | tflite_runtime | tensorflow | edgetpu | onnxruntime
     device: str  # what runs it: cpu, edgetpu:usb, cuda:0, tensorrt:0
+    provider: str  # the kernels that ran: xnnpack, builtin kernels, edgetpu delegate, an ONNX Runtime provider
     threads: int | None
     spec: ModelSpec
     embedded_spec: ModelSpec | None
     export: ExportInfo | None  # format/quantization of the export, when the file says
     input: TensorSpec
     output: TensorSpec
+    notes: tuple[str, ...] = ()  # things the user should know (labels fitted, CPU fallback taken)
 
     @property
     def embedded_metadata(self) -> bool:
@@ -93,12 +127,14 @@ class ModelInfo:
             "format": self.format,
             "engine": self.engine,
             "device": self.device,
+            "provider": self.provider,
             "threads": self.threads,
             "embedded_metadata": self.embedded_metadata,
             "spec": self.spec.to_dict(),
             "export": None if self.export is None else json.loads(self.export.to_json()),
             "input": self.input.to_dict(),
             "output": self.output.to_dict(),
+            "notes": list(self.notes),
         }
 
 
@@ -120,42 +156,38 @@ def read_labels(source: str | Path | Sequence[str]) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def fit_labels(labels: tuple[str, ...], n_outputs: int, where: str) -> tuple[str, ...]:
-    """Return ``labels`` matched to ``n_outputs``, handling the classic "background" offset.
+def fit_labels(labels: tuple[str, ...], n_outputs: int, where: str) -> tuple[tuple[str, ...], str | None]:
+    """Return ``(labels, note)``: ``labels`` when they match ``n_outputs``, else an error.
 
-    ImageNet-era classifiers often have 1001 outputs (class 0 = background) with a 1000-line
-    labels file, or a 1001-line file whose first line is "background" for a 1000-output model.
+    The one exception is the ImageNet "background" convention: a labels file whose first line is
+    exactly ``background`` for a model without that output (1001 lines, 1000 outputs). That line
+    is dropped and ``note`` says so. Any other mismatch would shift every label by one.
     """
     if len(labels) == n_outputs:
-        return labels
-    if len(labels) == n_outputs - 1:
-        return ("background", *labels)
-    if len(labels) == n_outputs + 1:
-        return labels[1:]
+        return labels, None
+    if len(labels) == n_outputs + 1 and labels[0] == "background":
+        return labels[1:], (f"{where}: the labels file has {len(labels)} lines for {n_outputs} outputs; its first "
+                            "line 'background' (the ImageNet convention) was dropped")  # fmt: skip
     raise MetadataError(
-        f"{where}: the model has {n_outputs} outputs but {len(labels)} labels were given; "
-        "pass a labels file with one line per output class"
+        f"{where}: the model has {n_outputs} outputs but the labels file has {len(labels)} labels; "
+        "pass a labels file with exactly one line per output class, in output order"
     )
 
 
-def _probabilities(raw: np.ndarray, quant: tuple[float, int] | None, kind: str | None) -> np.ndarray:
-    """Return class probabilities (N, C) float32 from a raw output tensor (dequantized, softmaxed).
+def _probabilities(raw: np.ndarray, quant: tuple[float, int] | None, kind: str) -> np.ndarray:
+    """Return class scores (N, C) float32 from a raw output tensor: dequantized, softmaxed for logits.
 
-    ``kind`` is the contract's output kind: ``probabilities`` are returned as they are,
-    ``logits`` get a softmax. ``None`` (a bare model, no contract) guesses from the values.
+    ``kind`` is the contract's output kind: ``probabilities`` are returned as the model gives
+    them (dequantized, nothing else); ``logits`` get a softmax. No guessing from the values.
     """
     x = raw.reshape(raw.shape[0], -1)
     if quant:  # real = scale * (q - zero_point); int32 first to avoid uint8 wrap-around
         scale, zero_point = quant
         x = (x.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale)
     x = x.astype(np.float32, copy=False)
-    if kind == "probabilities":
+    if kind != "logits":
         return x
-    if kind is None:
-        sums = x.sum(axis=1)
-        if x.size and x.min() >= -1e-3 and x.max() <= 1 + 1e-3 and np.all(np.abs(sums - 1) < 0.05):
-            return np.clip(x, 0.0, 1.0)  # already probabilities (softmax inside the model)
-    e = np.exp(x - x.max(axis=1, keepdims=True))  # logits: numerically stable softmax
+    e = np.exp(x - x.max(axis=1, keepdims=True))  # numerically stable softmax
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -171,8 +203,8 @@ class Model:
         self._shape = (*self._size, spec.channels)
         self._input_quant = input_quant
         self._good = np.array(spec.good_indices, dtype=np.intp)
-        # A bare model has no contract saying what its output holds (None: guessed per batch).
-        self._output_kind = spec.output.kind if info.embedded_spec is not None else None
+        self._output_kind = spec.output.kind
+        self._threshold = spec.threshold
 
     def __repr__(self) -> str:
         return f"Model({self.info.path!r}, engine={self.info.engine!r}, device={self.info.device!r})"
@@ -209,9 +241,10 @@ class Model:
         t1 = time.perf_counter()
         probs = self.scores(pixels[None])
         t2 = time.perf_counter()
-        pred = self._prediction(probs[0])
-        t3 = time.perf_counter()
-        return pred._replace(timings=_timings(t0, t1, t2, t3))
+        timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
+        pred = self._prediction(probs[0], timings)
+        timings["postprocess"] = (time.perf_counter() - t2) * 1e3
+        return pred
 
     def predict_batch(self, images: Iterable[ImageSource]) -> list[Prediction]:
         """Return one :class:`Prediction` per image, run as one batch.
@@ -229,7 +262,7 @@ class Model:
         t1 = time.perf_counter()
         probs = self.scores(np.stack(pixels))
         t2 = time.perf_counter()
-        preds = [self._prediction(p) for p in probs]
+        preds = [self._prediction(p, {}) for p in probs]
         t3 = time.perf_counter()
         n = len(preds)
         inf, post = (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
@@ -238,24 +271,15 @@ class Model:
             for p, pre in zip(preds, prep)
         ]
 
-    def _prediction(self, probs: np.ndarray) -> Prediction:
-        top = int(np.argmax(probs))
-        defect_score = is_defect = None
+    def _prediction(self, probs: np.ndarray, timings: dict[str, float]) -> Prediction:
+        top = int(probs.argmax())
+        defect_score = verdict = threshold = None
         if self._good.size:
-            defect_score = float(defect_scores(probs[None], self._good)[0])
-            is_defect = defect_score >= self.info.spec.threshold
-        return Prediction(
-            label=self.labels[top],
-            score=float(probs[top]),
-            is_defect=is_defect,
-            scores={name: float(s) for name, s in zip(self.labels, probs)},
-            timings={},
-            defect_score=defect_score,
-        )
-
-
-def _timings(t0: float, t1: float, t2: float, t3: float) -> dict[str, float]:
-    return {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
+            defect_score = float(defect_scores(probs[None], self._good)[0])  # the one definition
+            threshold = self._threshold
+            verdict = "defect" if defect_score >= threshold else "good"
+        return Prediction(verdict, defect_score, threshold, self.labels[top], float(probs[top]),
+                          ClassProbabilities(self.labels, probs), timings)  # fmt: skip
 
 
 def _bare_spec(tensor: TensorSpec, labels: tuple[str, ...], where: str) -> ModelSpec:
@@ -299,18 +323,25 @@ def load(
     std: float | Sequence[float] | None = None,
     threshold: float | None = None,
     good_labels: Sequence[str] | None = None,
+    softmax: bool = False,
+    allow_cpu_fallback: bool = False,
 ) -> Model:
     """Return a :class:`Model` for a ``.tflite`` or ``.onnx`` file, ready to predict.
 
     ``device``: see :mod:`edgetl_runtime.backends` (``cpu``, ``edgetpu[:usb|pci[:N]]``,
-    ``cuda[:N]``, ``tensorrt[:N]``; default ``cpu``). ``threads``: CPU threads (default: all
-    cores, at most 4). ``profile``: a device profile (name, TOML path or
-    :class:`~edgetl_runtime.profiles.DeviceProfile`) whose ``[runtime]`` device, threads and
-    engine options apply unless given here. ``engine_options``: LiteRT delegate or ONNX Runtime
-    provider options (see docs/devices.md).
-    ``labels``: a labels file or list, required for a bare model without an edgetl contract.
-    ``mean``/``std`` (pixel units) override the input normalization of a bare model (default:
-    raw pixels for uint8 inputs, ``(p - 127.5) / 127.5`` otherwise). ``threshold`` and
+    ``cuda[:N]``, ``tensorrt[:N]``; default ``cpu``). A requested accelerator that cannot be used
+    is an error, unless ``allow_cpu_fallback`` (then ``info.device`` and ``info.notes`` say what
+    ran). ``threads``: CPU threads (default: all cores, at most 4). ``profile``: a device profile
+    (name, TOML path or :class:`~edgetl_runtime.profiles.DeviceProfile`) whose ``[runtime]``
+    device, threads and engine options apply unless given here. ``engine_options``: LiteRT
+    delegate or ONNX Runtime provider options (see docs/devices.md).
+
+    ``labels``: a labels file or list, one per output (a bare model without them gets classes
+    named by index). A length mismatch is an error, except a first line ``background`` for a
+    model without that output (dropped, with a note). ``mean``/``std`` (pixel units) override
+    the input normalization of a bare model (default: raw pixels for uint8 inputs,
+    ``(p - 127.5) / 127.5`` otherwise). A bare model's output is read as it is (dequantized);
+    ``softmax=True`` applies a softmax for a model that outputs logits. ``threshold`` and
     ``good_labels`` override the contract's decision rule.
 
     Raises :class:`~edgetl_runtime.errors.ContractError` when the embedded contract does not fit
@@ -335,23 +366,33 @@ def load(
         raise ModelFormatError(f"{path}: not a model: {exc}; the file may be truncated, copy it again") from None
     except MetadataError as exc:
         raise MetadataError(f"{path}: {exc}") from None
-    backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {})
+    backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {}, allow_cpu_fallback)
     n_outputs = _output_size(backend.output)
     where = str(path)
+    notes: list[str] = []
+    if getattr(backend, "fallback", False):
+        notes.append(f"device {device!r} could not be used; running on {backend.device} ({backend.provider}) "
+                     "because the CPU fallback was allowed")  # fmt: skip
+    names = None
+    if labels is not None:
+        names, note = fit_labels(read_labels(labels), n_outputs, where)
+        notes += [note] if note else []
     if embedded.spec is not None:
         spec = embedded.spec
         embedded.spec.check_model(backend.input.shape, n_outputs, where)
-        if labels is not None:
-            names = fit_labels(read_labels(labels), n_outputs, where)
+        if softmax and spec.output.kind != "logits":
+            raise MetadataError(f"{path}: its contract says the output is {spec.output.kind}; --softmax is for "
+                                "bare models that output logits")  # fmt: skip
+        if names is not None:
             spec = spec.replace(labels=names, good_labels=tuple(g for g in spec.good_labels if g in names))
         input_quant = backend.input.quantization
-    elif labels is None:
-        raise MetadataError(
-            f"{path} has no edgetl model contract, so its class names are unknown; pass labels= "
-            "(CLI: --labels labels.txt, one class per line), or export it with `edgetl export`"
-        )
     else:
-        spec = _bare_spec(backend.input, fit_labels(read_labels(labels), n_outputs, where), where)
+        if names is None:
+            names = tuple(str(i) for i in range(n_outputs))
+            notes.append(f"{path} has no edgetl model contract and no labels were given: classes are named by "
+                         "their output index (pass labels=, CLI --labels labels.txt)")  # fmt: skip
+        spec = _bare_spec(backend.input, names, where)
+        spec = spec.replace(output=OutputSpec(kind="logits" if softmax else "probabilities"))
         # uint8 inputs take raw pixels (the quantization maps 0..255 onto the trained range);
         # int8 and float inputs get mean/std first, then the tensor's own quantization.
         input_quant = None if np.dtype(backend.input.dtype) == np.uint8 else backend.input.quantization
@@ -367,17 +408,22 @@ def load(
     if threshold is not None:
         spec = spec.with_threshold(threshold, "set when loading")
     if good_labels is not None:
+        unknown = sorted(set(good_labels) - set(spec.labels))
+        if unknown:
+            raise MetadataError(f"{path}: good label(s) {unknown} are not among the model's labels")
         spec = spec.replace(good_labels=tuple(good_labels))
     info = ModelInfo(
         path=str(path),
         format=fmt,
         engine=backend.engine,
         device=backend.device,
+        provider=getattr(backend, "provider", backend.engine),
         threads=getattr(backend, "threads", threads),
         spec=spec,
         embedded_spec=embedded.spec,
         export=embedded.export,
         input=backend.input,
         output=backend.output,
+        notes=tuple(notes),
     )
     return Model(backend, info, input_quant)

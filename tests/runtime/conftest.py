@@ -98,7 +98,7 @@ class BareModels(NamedTuple):
     float32: Path
     uint8: Path
     int8: Path
-    labels: Path  # 2 lines for a 3-output model: the "background" offset
+    labels: Path  # 3 lines for the 3 outputs, the first "background" (the ImageNet convention)
     keras: object  # the float Keras model, input in [-1, 1], logits out
 
 
@@ -119,7 +119,7 @@ def bare(tmp_path_factory: pytest.TempPathFactory) -> BareModels:
     paths.float32.write_bytes(to_tflite(model))
     paths.uint8.write_bytes(to_tflite(model, calib, tf.uint8))
     paths.int8.write_bytes(to_tflite(model, calib, tf.int8))
-    paths.labels.write_text("scratch\ngood\n")
+    paths.labels.write_text("background\nscratch\ngood\n")
     return paths
 
 

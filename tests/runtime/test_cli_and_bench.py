@@ -22,9 +22,12 @@ def test_predict_reports_bad_images_and_goes_on(exported, tmp_path):
     result = _invoke("predict", exported.tflite_int8, *images, "--json", "--threads", 1)
     assert result.exit_code == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["path"] for line in lines] == [str(p) for p in images]
+    assert [line["image"] for line in lines] == [str(p) for p in images]
     assert "error" in lines[1] and "empty" in lines[1]["error"]
-    assert lines[0]["label"] in ("defect", "good") and set(lines[0]["timings"]) == {"preprocess", "inference", "postprocess"}
+    first = lines[0]
+    assert first["verdict"] in ("defect", "good") and first["top_class"] in ("defect", "good")
+    assert first["verdict"] == ("defect" if first["defect_score"] >= first["threshold"] else "good")
+    assert set(first["probabilities"]) == {"defect", "good"} and set(first["timings"]) == {"preprocess", "inference", "postprocess"}
     assert "broken.png" in result.stderr
 
 
@@ -32,7 +35,9 @@ def test_predict_text_and_folder(exported):
     folder = str(exported.images[0]).rsplit("/", 1)[0]
     result = _invoke("predict", exported.onnx, folder)
     assert result.exit_code == 0, result.output
-    assert len(result.stdout.splitlines()) == 16 and all(line.split("\t")[1] in ("defect", "good") for line in result.stdout.splitlines())
+    header, *rows = result.stdout.splitlines()
+    assert header.split("\t") == ["image", "verdict", "defect_score", "top_class", "top_probability"]
+    assert len(rows) == 16 and all(line.split("\t")[1] in ("defect", "good") for line in rows)
 
 
 def test_predict_with_labels_for_bare_model(bare, tmp_path):
@@ -42,8 +47,11 @@ def test_predict_with_labels_for_bare_model(bare, tmp_path):
     Image.new("RGB", (50, 40), (90, 120, 30)).save(img)
     result = _invoke("predict", bare.uint8, img, "--labels", bare.labels)
     assert result.exit_code == 0, result.output
-    assert result.stdout.split("\t")[1] in ("background", "scratch", "good")
-    assert "--labels" in _invoke("predict", bare.uint8, img).output  # no labels: says how
+    row = result.stdout.splitlines()[1].split("\t")
+    assert row[3] in ("background", "scratch", "good") and row[1] in ("defect", "good")
+    unlabelled = _invoke("predict", bare.uint8, img)  # no labels: classes numbered, with a note saying how
+    assert unlabelled.exit_code == 0 and unlabelled.stdout.splitlines()[1].split("\t")[3] in ("0", "1", "2")
+    assert "--labels" in unlabelled.stderr
 
 
 def test_info(exported, edgetpu_model):
@@ -54,7 +62,7 @@ def test_info(exported, edgetpu_model):
     text = _invoke("info", exported.onnx)
     assert "onnxruntime" in text.stdout and "labels" in text.stdout
     tpu = _invoke("info", edgetpu_model)
-    assert tpu.exit_code == 1 and "libedgetpu1-std" in tpu.output
+    assert tpu.exit_code == 2 and "libedgetpu1-std" in tpu.output
 
 
 def test_run_benchmark_and_verdict(exported):
@@ -67,16 +75,22 @@ def test_run_benchmark_and_verdict(exported):
     assert len(report.latencies_ms) == 20 and json.dumps(data)
     loose = SimpleNamespace(budget=SimpleNamespace(p50_ms=1e6, p99_ms=1e6, memory_mb=1e6))
     tight = SimpleNamespace(budget=SimpleNamespace(p50_ms=1e-6, p99_ms=None, memory_mb=1e6))
-    assert bench.verdict(report, loose).passed
+    here = SimpleNamespace(check=lambda host: (True, ("matches",)))
+    loose = SimpleNamespace(name="loose", detect=here, budget=loose.budget)
+    tight = SimpleNamespace(name="tight", detect=here, budget=tight.budget)
+    assert bench.verdict(report, loose).passed and bench.verdict(report, loose).status == "PASS"
     result = bench.verdict(report, tight)
-    assert not result.passed and result.reasons[0].startswith("FAIL p50") and len(result.reasons) == 2
+    assert not result.passed and result.status == "FAIL"
+    assert result.reasons[0].startswith("FAIL p50") and len(result.reasons) == 2
+    assert report.host["cores"] >= 1 and report.host["date"] and len(report.host["load"]) == 3
+    assert report.provider == "xnnpack" and report.metrics is None
 
 
 def test_bench_command_with_profile_json_and_plot(exported, tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "hist.png"
     result = _invoke("bench", exported.tflite_int8, "--profile", "cpu-x86_64", "--runs", 10, "--warmup", 1,
-                     "--threads", 1, "--json", out, "--plot", png)
-    assert result.exit_code in (0, 2), result.output
+                     "--threads", 1, "--json-file", out, "--plot", png)
+    assert result.exit_code in (0, 1), result.output
     data = json.loads(out.read_text())
     assert data["verdict"]["profile"] == "cpu-x86_64" and data["runs"] == 10
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -88,10 +102,10 @@ def test_bench_plot_without_matplotlib(exported, tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     result = _invoke("bench", exported.tflite_fp32, "--runs", 3, "--warmup", 0, "--plot", tmp_path / "x.png")
-    assert result.exit_code == 1 and "pip install" in result.output and "matplotlib" in result.output
+    assert result.exit_code == 2 and "pip install" in result.output and "matplotlib" in result.output
     assert not (tmp_path / "x.png").exists()
 
 
 def test_unknown_profile(exported):
     result = _invoke("bench", exported.tflite_fp32, "--profile", "no-such-board", "--runs", 1)
-    assert result.exit_code == 1 and "no-such-board" in result.output
+    assert result.exit_code == 2 and "no-such-board" in result.output

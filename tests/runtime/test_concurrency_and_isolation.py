@@ -17,9 +17,9 @@ def test_threads_get_serial_results(exported, attr):
     model = edgetl_runtime.load(getattr(exported, attr), threads=1)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(24)]
-    serial = [model.predict(x).scores for x in images]
+    serial = [model.predict(x).probabilities.to_dict() for x in images]
     with ThreadPoolExecutor(6) as pool:
-        parallel = list(pool.map(lambda x: model.predict(x).scores, images * 4))
+        parallel = list(pool.map(lambda x: model.predict(x).probabilities.to_dict(), images * 4))
     for got, want in zip(parallel, serial * 4):
         assert got == want  # bit-identical: each call has an interpreter to itself
 
@@ -36,7 +36,7 @@ cheap = not any(m.split(".")[0] in ("numpy", "PIL", "ai_edge_litert", "onnxrunti
 model = edgetl_runtime.load(sys.argv[1])
 pred = model.predict(sys.argv[2])
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "tf_keras", "keras"})
-print(cheap, pred.label, round(pred.score, 4), model.info.engine, heavy)
+print(cheap, pred.top_class, round(pred.top_probability, 4), model.info.engine, heavy)
 """
 
 
@@ -49,4 +49,4 @@ def test_predicts_without_tensorflow(exported, attr):
     assert cheap == "True"  # import edgetl_runtime loads no engine, not even numpy
     assert heavy.strip() == "[]"
     expected = edgetl_runtime.load(path).predict(exported.images[0])
-    assert label == expected.label and float(score) == pytest.approx(expected.score, abs=1e-4)
+    assert label == expected.top_class and float(score) == pytest.approx(expected.top_probability, abs=1e-4)

@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 import edgetl_runtime
-from edgetl_runtime.backends import parse_device
-from edgetl_runtime.errors import EdgeTpuUnavailable, MetadataError, ModelFormatError
+from edgetl_runtime.backends import DeviceError, parse_device
+from edgetl_runtime.errors import EdgeTpuUnavailable, ModelFormatError
 
 
 def test_edgetpu_model_without_delegate_says_how_to_fix(edgetpu_model):
@@ -60,15 +60,25 @@ def test_wrong_device_for_format(exported):
         edgetl_runtime.load(exported.onnx, device="edgetpu")
 
 
-def test_cuda_falls_back_to_cpu_when_no_gpu_provider(exported):
-    model = edgetl_runtime.load(exported.onnx, device="cuda")
-    assert model.info.device in ("cpu", "cuda:0")
-    assert model.predict(exported.images[0]).label in ("defect", "good")
+@pytest.mark.parametrize("device, provider", [("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")])
+def test_missing_gpu_provider_is_an_error_unless_the_fallback_is_allowed(exported, device, provider):
+    # Before: device="cuda" without a GPU silently ran on the CPU (a `fallback` flag nobody read).
+    import onnxruntime as ort
+
+    if provider in ort.get_available_providers():  # a GPU build: the accelerator really runs
+        assert edgetl_runtime.load(exported.onnx, device=device).info.device.startswith(device)
+        return
+    with pytest.raises(DeviceError, match=f"{provider}.*--allow-cpu-fallback"):
+        edgetl_runtime.load(exported.onnx, device=device)
+    model = edgetl_runtime.load(exported.onnx, device=device, allow_cpu_fallback=True)
+    assert model.info.device == "cpu" and model.info.provider == "CPUExecutionProvider"
+    assert any("fallback was allowed" in n for n in model.info.notes)
+    assert model.predict(exported.images[0]).top_class in ("defect", "good")
 
 
-def test_bare_model_without_labels(bare):
-    with pytest.raises(MetadataError, match="--labels"):
-        edgetl_runtime.load(bare.uint8)
+def test_bare_model_without_labels_gets_numbered_classes(bare):
+    model = edgetl_runtime.load(bare.uint8)
+    assert model.labels == ("0", "1", "2") and any("--labels" in n for n in model.info.notes)
 
 
 _BLOCK = """

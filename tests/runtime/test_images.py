@@ -35,7 +35,7 @@ def _save(path, img, **kw):
 )
 def test_unusual_modes_are_classified(model, tmp_path, name, make):
     pred = model.predict(_save(tmp_path / name, make()))
-    assert pred.label in ("defect", "good") and 0.0 <= pred.score <= 1.0
+    assert pred.top_class in ("defect", "good") and 0.0 <= pred.top_probability <= 1.0
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_huge_jpeg_is_decoded_at_reduced_size(exported, tmp_path):
     code = (
         "import edgetl_runtime\nfrom edgetl_runtime.bench import memory_mb\n"
         f"p = edgetl_runtime.load({str(exported.tflite_int8)!r}).predict({str(path)!r})\n"
-        "print(p.label, int(memory_mb()[0]))\n"
+        "print(p.top_class, int(memory_mb()[0]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -47,9 +47,9 @@ def test_predict_gives_label_threshold_and_timings(case):
     model, exported, atol = case
     for path, ref in zip(exported.images, exported.reference):
         pred = model.predict(path)
-        assert pred.label in ("defect", "good")
-        assert pred.scores["defect"] == pytest.approx(float(ref[0]), abs=atol)
-        assert pred.defect_score == pytest.approx(1 - pred.scores["good"], abs=1e-6)
+        assert pred.top_class in ("defect", "good") and pred.verdict in ("defect", "good")
+        assert pred.probabilities["defect"] == pytest.approx(float(ref[0]), abs=atol)
+        assert pred.defect_score == pytest.approx(1 - pred.probabilities["good"], abs=1e-6)
         assert pred.is_defect == (pred.defect_score >= 0.5)
         assert set(pred.timings) == {"preprocess", "inference", "postprocess"}
         assert all(v >= 0 for v in pred.timings.values())
@@ -61,7 +61,7 @@ def test_every_input_kind_gives_the_same_answer(case):
     data = open(path, "rb").read()
     pil = Image.open(io.BytesIO(data))
     array = np.asarray(Image.open(path).convert("RGB"))
-    results = [model.predict(x).scores for x in (path, data, pil, array, model.pixels(path))]
+    results = [model.predict(x).probabilities.to_dict() for x in (path, data, pil, array, model.pixels(path))]
     for scores in results[1:]:
         assert scores == pytest.approx(results[0], abs=1e-6)
 
@@ -70,15 +70,15 @@ def test_predict_batch_equals_predict(case):
     model, exported, _ = case
     batch = model.predict_batch(exported.images)
     single = [model.predict(p) for p in exported.images]
-    assert [b.label for b in batch] == [s.label for s in single]
+    assert [b.top_class for b in batch] == [s.top_class for s in single]
     for b, s in zip(batch, single):
-        assert b.scores == pytest.approx(s.scores, abs=1e-5)
+        assert b.probabilities.to_dict() == pytest.approx(s.probabilities.to_dict(), abs=1e-5)
     assert model.predict_batch([]) == []
 
 
 def test_labels_agree_with_keras(case):
     model, exported, _ = case
-    labels = [p.label for p in model.predict_batch(exported.images)]
+    labels = [p.top_class for p in model.predict_batch(exported.images)]
     expected = [("defect", "good")[i] for i in exported.reference.argmax(axis=1)]
     margin = np.abs(exported.reference[:, 0] - 0.5) > 0.05  # near-ties may flip under int8
     assert [a for a, m in zip(labels, margin) if m] == [b for b, m in zip(expected, margin) if m]

@@ -44,7 +44,7 @@ def test_xnnpack_option_reaches_the_interpreter(exported, tmp_path):
 
 
 def test_tensorrt_cache_path_and_workspace_reach_onnx_runtime(exported):
-    model = edgetl_runtime.load(exported.onnx, profile="jetson-orin-nano")
+    model = edgetl_runtime.load(exported.onnx, profile="jetson-orin-nano", allow_cpu_fallback=True)  # no GPU here
     provider, options = model._backend.requested_providers[0]
     assert provider == "TensorrtExecutionProvider"
     assert options["trt_engine_cache_path"] == os.path.expanduser("~/.cache/edgetl/trt")

@@ -12,9 +12,12 @@ Device strings (the ``device=`` argument of :func:`edgetl_runtime.load`):
     A Coral Edge TPU through ``libedgetpu.so.1``: the first one found, the first (or N-th) USB
     one, the first (or N-th) PCIe one. TFLite models only.
 ``cuda``, ``cuda:N``
-    ONNX Runtime's CUDA provider on GPU N (default 0), falling back to CPU.
+    ONNX Runtime's CUDA provider on GPU N (default 0).
 ``tensorrt``, ``tensorrt:N``
-    ONNX Runtime's TensorRT provider (fp16, engine cache), then CUDA, then CPU.
+    ONNX Runtime's TensorRT provider (fp16, engine cache).
+
+A requested accelerator that cannot be used is an error naming what is missing; only an
+explicit ``allow_cpu_fallback=True`` lets ONNX Runtime fall back (TensorRT, then CUDA, then CPU).
 
 This docstring and :func:`parse_device` are the one definition of the grammar; device profiles
 and both CLIs use them.
@@ -51,11 +54,13 @@ __all__ = ["DEVICE_GRAMMAR", "DEVICE_KINDS", "Backend", "Device", "DeviceError",
            "check_engine_options", "is_edgetpu_model", "open_backend", "parse_device"]
 
 def open_backend(
-    path: Path, data: bytes, fmt: str, device: str, threads: int | None, options: dict | None = None
+    path: Path, data: bytes, fmt: str, device: str, threads: int | None, options: dict | None = None,
+    allow_cpu_fallback: bool = False,
 ) -> Backend:
     """Return a ready :class:`Backend` for model bytes ``data`` of format ``fmt`` on ``device``.
 
-    ``options``: engine options (see the module docstring).
+    ``options``: engine options (see the module docstring). ``allow_cpu_fallback``: let ONNX
+    Runtime run on the CPU when the requested GPU provider cannot start (otherwise an error).
     """
     dev = parse_device(device)
     options = dict(options or {})
@@ -64,7 +69,7 @@ def open_backend(
             raise DeviceError(f"{path}: an ONNX model cannot run on the Edge TPU; export with --format edgetpu")
         from .onnxrt import OnnxBackend
 
-        return OnnxBackend(path, data, dev, threads, options)
+        return OnnxBackend(path, data, dev, threads, options, allow_cpu_fallback)
     if dev.kind in ("cuda", "tensorrt"):
         raise DeviceError(
             f"{path}: device {device!r} runs ONNX models; export with --format onnx, or use device='cpu'"

@@ -46,6 +46,7 @@ class Backend(Protocol):
 
     engine: str  # "litert", "tflite_runtime", "tensorflow", "edgetpu", "onnxruntime"
     device: str  # what actually runs the model, e.g. "cpu", "edgetpu:usb", "cuda:0"
+    provider: str  # the kernel provider that ran: "xnnpack", "CUDAExecutionProvider", ...
     input: TensorSpec
     output: TensorSpec
 

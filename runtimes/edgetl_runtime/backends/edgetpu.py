@@ -88,4 +88,5 @@ class EdgeTpuBackend(LiteRtBackend):
             max_interpreters=1,
         )
         self.engine = "edgetpu"
+        self.provider = f"edgetpu delegate ({library})"
         self.device = "edgetpu" + (f":{device.option}" if device.option else "")

@@ -141,6 +141,8 @@ class LiteRtBackend:
         self._data = data  # interpreters read the buffer in place: keep it alive
         # What each interpreter is built with (besides the model): the profile's settings land here.
         self.interpreter_options = interpreter_kwargs(module, self.threads, options or {})
+        # What executes the kernels: XNNPACK unless the profile turned it off.
+        self.provider = "builtin kernels" if "experimental_op_resolver_type" in self.interpreter_options else "xnnpack"
 
         def factory() -> Any:
             kwargs: dict[str, Any] = {"model_content": data, **self.interpreter_options}

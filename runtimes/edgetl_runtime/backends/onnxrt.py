@@ -1,4 +1,9 @@
-"""ONNX models through ONNX Runtime: CPU, CUDA, or TensorRT (with CUDA and CPU as fallbacks).
+"""ONNX models through ONNX Runtime: CPU, CUDA, or TensorRT.
+
+A requested accelerator that cannot be used (its provider missing from this ONNX Runtime build,
+or dropped by ONNX Runtime because its libraries or GPU are absent) is a :class:`DeviceError`
+naming what is missing, never a silent run on the CPU. Only ``allow_cpu_fallback=True`` lets
+the session fall back (TensorRT -> CUDA -> CPU), and then ``fallback`` says what happened.
 
 ``InferenceSession.run`` is thread-safe, so one session serves every thread. Engine options (a
 device profile's ``[runtime.options]``) become provider options: ``trt_*`` ones go to the
@@ -18,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineNotInstalled, ModelFormatError
-from .base import Device, EngineOptionError, TensorSpec
+from .base import Device, DeviceError, EngineOptionError, TensorSpec
 from .litert import default_threads
 
 ONNX_EXTRA = "pip install 'edgetl-runtime[onnx]'"
@@ -64,6 +69,14 @@ def providers_for(device: Device, path: Path, options: dict[str, Any] | None = N
     return cpu
 
 
+_GPU_FIX = ("On a Jetson install NVIDIA's onnxruntime-gpu wheel for your JetPack; on a PC, pip install "
+            "onnxruntime-gpu with the CUDA/cuDNN (and TensorRT) versions it documents, and check nvidia-smi.")
+
+
+def _device_name(device: Device) -> str:
+    return device.kind + (f":{device.option}" if device.option else "")
+
+
 def _spec(arg: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
     return TensorSpec(arg.name, shape, np.dtype(_DTYPES.get(arg.type, np.float32)), None)
@@ -75,7 +88,7 @@ class OnnxBackend:
     engine = "onnxruntime"
 
     def __init__(self, path: Path, data: bytes, device: Device, threads: int | None = None,
-                 options: dict[str, Any] | None = None):
+                 options: dict[str, Any] | None = None, allow_cpu_fallback: bool = False):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -86,6 +99,14 @@ class OnnxBackend:
         available = set(ort.get_available_providers())
         wanted = providers_for(device, path, options)
         providers = [(name, opts) for name, opts in wanted if name in available]
+        wanted_first = wanted[0][0]
+        if wanted_first not in available and not allow_cpu_fallback:
+            raise DeviceError(
+                f"{path}: device {_device_name(device)!r} needs ONNX Runtime's {wanted_first}, which this "
+                f"onnxruntime {ort.__version__} does not have (it has {', '.join(sorted(available))}). "
+                f"{_GPU_FIX} Or run on the CPU: device 'cpu' (CLI --device cpu), or allow the fallback "
+                "explicitly (allow_cpu_fallback=True, CLI --allow-cpu-fallback)."
+            )
         self.requested_providers = tuple(wanted)  # what the device string and engine options ask for
         self.providers = tuple(providers)  # what ONNX Runtime is handed (the available ones), options included
         if providers[0][0] == "TensorrtExecutionProvider" and providers[0][1].get("trt_engine_cache_enable"):
@@ -107,12 +128,21 @@ class OnnxBackend:
         self.input, self.output = _spec(inputs[0]), _spec(outputs[0])
         self._in_name, self._out_name = inputs[0].name, outputs[0].name
         active = self._session.get_providers()[0]
+        self.provider = active
         self.device = {
             "TensorrtExecutionProvider": f"tensorrt:{int(device.option or 0)}",
             "CUDAExecutionProvider": f"cuda:{int(device.option or 0)}",
         }.get(active, "cpu")
         self.threads = options.intra_op_num_threads
-        self.fallback = device.kind != "cpu" and self.device == "cpu"
+        # The session dropped the requested provider (e.g. CUDA libraries or GPU absent).
+        self.fallback = active != wanted_first
+        if self.fallback and not allow_cpu_fallback:
+            raise DeviceError(
+                f"{path}: device {_device_name(device)!r} was requested, but ONNX Runtime could not start "
+                f"{wanted_first} (no usable GPU, or its CUDA/TensorRT libraries are missing) and would run on "
+                f"{active}. {_GPU_FIX} Or pass device 'cpu', or allow the fallback explicitly "
+                "(allow_cpu_fallback=True, CLI --allow-cpu-fallback)."
+            )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Return the raw output (N, n_classes) for ``batch`` (N, H, W, C)."""
