@@ -1,8 +1,9 @@
 """Benchmark a run on this host: export every format x quantization a device supports, check, time.
 
-For each candidate of the device profile (:func:`candidates`) the run is exported, its accuracy is
-measured through ``edgetl_runtime`` on labelled test images next to the float Keras model's on the
-same pixels (:func:`edgetl.exporters.validate.compare`), and it is timed with
+For each candidate of the device profile (:func:`candidates`) the run is exported, its decision
+metrics (:func:`edgetl_runtime.decision.decision_metrics`, the same as ``edgetl eval`` and the
+export report) are measured through ``edgetl_runtime`` on labelled test images next to the float
+Keras model's on the same pixels (:func:`edgetl.exporters.validate.compare`), and it is timed with
 :func:`edgetl_runtime.bench.run_benchmark` on the profile's runtime device. A candidate that fails
 to export, validate or run becomes a row with its error; it never aborts the table (as in
 Ultralytics' ``yolo benchmark``).
@@ -13,7 +14,6 @@ Ultralytics' ``yolo benchmark``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -85,12 +85,13 @@ class BenchmarkRow:
     device: str
     path: str | None = None
     size_bytes: int | None = None
-    accuracy: float | None = None
-    accuracy_delta: float | None = None  # accuracy - float Keras accuracy, same images
+    metrics: dict[str, Any] | None = None  # decision metrics of the export on the test images
+    accuracy_delta: float | None = None  # decision accuracy - the float model's, in points, same images
     agreement: float | None = None  # top-1 agreement with the float model
     validation_passed: bool | None = None
     validation_failures: tuple[str, ...] = ()
     engine: str | None = None
+    provider: str | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
     fps: float | None = None
@@ -101,6 +102,14 @@ class BenchmarkRow:
     @property
     def size_mb(self) -> float | None:
         return None if self.size_bytes is None else self.size_bytes / 1e6
+
+    @property
+    def decision_accuracy(self) -> float | None:
+        return (self.metrics or {}).get("decision_accuracy")
+
+    @property
+    def defect_recall(self) -> float | None:
+        return (self.metrics or {}).get("defect_recall")
 
     @property
     def ok(self) -> bool:
@@ -126,13 +135,13 @@ class BenchmarkTable:
     host_profile: str | None  # what detection says this host is
     data: str
     n_images: int
-    float_accuracy: float | None
+    float_metrics: dict[str, Any] | None  # decision metrics of the float Keras model, same images
     runs: int
     warmup: int
     rows: tuple[BenchmarkRow, ...]
-    host: dict[str, str] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)  # machine state at the start (edgetl_runtime.host)
 
-    HEADER = ("format", "quant", "device", "size MB", "accuracy", "Δ vs float", "agreement", "p50 ms", "FPS", "status")
+    HEADER = ("format", "quant", "device", "MB", "accuracy", "Δ pp", "recall", "agree", "p50 ms", "status")
 
     def cells(self, row: BenchmarkRow) -> tuple[str, ...]:
         """Return the display strings of ``row`` in :attr:`HEADER` order."""
@@ -144,17 +153,26 @@ class BenchmarkTable:
             status = "ok"
         if row.note:
             status = f"{status} [{row.note}]"
-        delta = None if row.accuracy_delta is None else row.accuracy_delta * 100
-        return (row.format, row.quantization, row.device, _fmt(row.size_mb, ".3g"), _fmt(row.accuracy, ".1%"),
-                _fmt(delta, "+.1f", " pp"), _fmt(row.agreement, ".1%"), _fmt(row.p50_ms, ".2f"),
-                _fmt(row.fps, ".1f"), status)  # fmt: skip
+        return (row.format, row.quantization, row.device, _fmt(row.size_mb, ".3g"), _fmt(row.decision_accuracy, ".1%"),
+                _fmt(row.accuracy_delta, "+.1f"), _fmt(row.defect_recall, ".1%"), _fmt(row.agreement, ".1%"),
+                _fmt(row.p50_ms, ".2f"), status)  # fmt: skip
 
     @property
     def title(self) -> str:
-        acc = _fmt(self.float_accuracy, ".1%")
+        m = self.float_metrics or {}
+        acc, recall = _fmt(m.get("decision_accuracy"), ".1%"), _fmt(m.get("defect_recall"), ".1%")
         return (f"edgetl benchmark of {self.run_dir} for {self.profile} (host: {self.host_profile or 'unknown'}); "
-                f"float Keras accuracy {acc} on {self.n_images} images of {self.data}; "
-                f"{self.runs} runs after {self.warmup} warm-up, synthetic 640x480 JPEG, end to end")  # fmt: skip
+                f"float model: decision accuracy {acc}, defect recall {recall} on {self.n_images} images of "
+                f"{self.data} (threshold {m.get('threshold', float('nan')):.3g}); {self.runs} runs after "
+                f"{self.warmup} warm-up, synthetic 640x480 JPEG, end to end")  # fmt: skip
+
+    @property
+    def machine(self) -> str:
+        """One line: the machine state the figures were taken in."""
+        h = self.host
+        load = " ".join(f"{v:.2f}" for v in (h.get("load") or ())) or "n/a"
+        return (f"{h.get('date', '?')}, {h.get('cpu_model', '?')}, {h.get('cores', '?')} cores, load {load}"
+                f"{' (BUSY: figures unreliable)' if h.get('busy') else ''}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -163,7 +181,7 @@ class BenchmarkTable:
 
     def to_markdown(self) -> str:
         """Return the table as GitHub Markdown, preceded by a one-line title."""
-        lines = [f"**{self.title}**", "", "| " + " | ".join(self.HEADER) + " |",
+        lines = [f"**{self.title}**", "", f"Machine: {self.machine}.", "", "| " + " | ".join(self.HEADER) + " |",
                  "|" + "|".join("---" if i < 3 else "---:" for i in range(len(self.HEADER) - 1)) + "|---|"]  # fmt: skip
         for row in self.rows:
             lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in self.cells(row)) + " |")
@@ -174,9 +192,12 @@ class BenchmarkTable:
         from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=escape(self.title))
+        from rich import box
+
+        table = Table(title=escape(self.title), box=box.SIMPLE_HEAD, caption=escape(f"machine: {self.machine}"))
+        last = len(self.HEADER) - 1
         for i, name in enumerate(self.HEADER):
-            table.add_column(name, justify="left" if i < 3 or i == len(self.HEADER) - 1 else "right",
+            table.add_column(name, justify="left" if i < 3 or i == last else "right", no_wrap=i < last,
                              overflow="fold")  # fmt: skip
         for row in self.rows:
             cells = [escape(c) for c in self.cells(row)]
@@ -219,7 +240,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _row(cand: Candidate, run: Any, out_dir: Path, pixels: np.ndarray, labels: np.ndarray, reference: np.ndarray,
-         runs: int, warmup: int) -> BenchmarkRow:  # fmt: skip
+         runs: int, warmup: int, max_drop: float) -> BenchmarkRow:  # fmt: skip
     """Export, check and time one candidate; return its row (with the error if a step failed)."""
     import edgetl_runtime
     from edgetl_runtime.bench import run_benchmark
@@ -241,10 +262,12 @@ def _row(cand: Candidate, run: Any, out_dir: Path, pixels: np.ndarray, labels: n
     try:
         model = edgetl_runtime.load(path, device=cand.device, threads=cand.threads, engine_options=cand.options)
         scores = np.concatenate([model.scores(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
-        report = compare(path, scores, reference, labels, cand.quantization, device=cand.device)
-        row = replace(row, accuracy=report.accuracy, accuracy_delta=report.accuracy_delta, agreement=report.agreement,
-                      validation_passed=report.passed, validation_failures=tuple(f.message for f in report.failures),
-                      engine=model.info.engine)  # fmt: skip
+        report = compare(path, scores, reference, labels, cand.quantization, device=cand.device, spec=run.spec,
+                         max_drop=max_drop)  # fmt: skip
+        row = replace(row, metrics=report.exported_metrics, accuracy_delta=report.delta("decision_accuracy"),
+                      agreement=report.agreement, validation_passed=report.passed,
+                      validation_failures=tuple(f.message for f in report.failures), engine=model.info.engine,
+                      provider=model.info.provider)  # fmt: skip
         del model
     except Exception as exc:
         return replace(row, error=_first_line(exc), failed_at="accuracy")
@@ -254,7 +277,8 @@ def _row(cand: Candidate, run: Any, out_dir: Path, pixels: np.ndarray, labels: n
     except Exception as exc:
         return replace(row, error=_first_line(exc), failed_at="benchmark")
     total = bench.stages["total"]
-    return replace(row, p50_ms=total.p50, p99_ms=total.p99, fps=bench.throughput_ips, engine=bench.engine)
+    return replace(row, p50_ms=total.p50, p99_ms=total.p99, fps=bench.throughput_ips, engine=bench.engine,
+                   provider=bench.provider)
 
 
 def benchmark(
@@ -267,6 +291,7 @@ def benchmark(
     formats: Sequence[str] | None = None,
     output_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    max_drop: float = 1.0,
 ) -> BenchmarkTable:
     """Return the :class:`BenchmarkTable` of every export of ``run_dir`` that ``device`` supports.
 
@@ -275,7 +300,8 @@ def benchmark(
     ``runs``/``warmup``: timed and untimed predictions per row. ``threads``: CPU threads
     (default: the profile's). ``formats``: restrict to these (``tflite``, ``onnx:int8``, ...).
     ``output_dir``: where the exports go (default ``RUN_DIR/benchmark``). ``progress`` is
-    called with one line per step.
+    called with one line per step. ``max_drop``: as for the export validation (points of decision
+    accuracy or defect recall a row may lose against the float model before it is flagged).
     """
     from .run import RunError, load_run
 
@@ -312,16 +338,18 @@ def benchmark(
     pixels, labels, source = _test_images(run, data)
     from .exporters.validate import reference_scores
 
+    from edgetl_runtime.decision import decision_metrics
+    from edgetl_runtime.host import machine_state
+
+    state = machine_state()
     reference = reference_scores(run.load_model(), pixels)
-    float_accuracy = float(np.mean(reference.argmax(axis=1) == labels)) if len(labels) else None
+    spec = run.spec
+    float_metrics = decision_metrics(reference, labels, spec.labels, spec.good_labels, spec.threshold) if len(labels) else None
     rows = []
     for cand in todo:
-        say(f"{cand.format} {cand.quantization}: export, accuracy on {len(pixels)} images, {runs} timed runs on {cand.device}")
-        rows.append(_row(cand, run, out_dir, pixels, labels, reference, runs, warmup))
-    import platform
-
+        say(f"{cand.format} {cand.quantization}: export, metrics on {len(pixels)} images, {runs} timed runs on {cand.device}")
+        rows.append(_row(cand, run, out_dir, pixels, labels, reference, runs, warmup, max_drop))
     return BenchmarkTable(
         run_dir=str(run.run_dir), profile=chosen.name, host_profile=host_name, data=source, n_images=len(pixels),
-        float_accuracy=float_accuracy, runs=runs, warmup=warmup, rows=tuple(rows),
-        host={"machine": platform.machine(), "system": platform.system(), "cpus": str(os.cpu_count())},
+        float_metrics=float_metrics, runs=runs, warmup=warmup, rows=tuple(rows), host=state.to_dict(),
     )  # fmt: skip

@@ -1,51 +1,42 @@
-"""Metrics of a defect classifier, the decision threshold, and the plots a run folder keeps.
+"""Metrics of a defect classifier, the decision threshold, the report of ``edgetl eval``.
 
-The defect score of an image is ``1 - sum(p(good classes))``; an image is called defective when
-its score reaches the threshold. Missing a defect usually costs more than a false alarm, so the
-threshold can be chosen to reach a target recall of the defect class on the validation data.
+The metrics are :func:`edgetl_runtime.decision.decision_metrics` - the same definitions and
+names as the export validation, ``edgetl benchmark`` and ``edgetl-runtime bench --data``:
+decision accuracy, defect recall and precision at the stored threshold, ROC AUC, and class
+accuracy for models with more than two classes. Missing a defect usually costs more than a false
+alarm, so the threshold can be chosen to reach a target recall of the defect class on the
+validation data; with few defects that choice is uncertain, and :func:`recall_interval` says how
+much.
 
 >>> import numpy as np
 >>> m = compute_metrics(np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.6, 0.4]), threshold=0.5)
->>> m["accuracy"], m["roc_auc"]
+>>> m["decision_accuracy"], m["roc_auc"]
 (1.0, 1.0)
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from edgetl_runtime.contract import ModelSpec
+from edgetl_runtime.decision import decided_classes, decision_metrics, roc_auc, roc_curve
+
+__all__ = ["defect_scores", "roc_curve", "roc_auc", "threshold_for_recall", "recall_interval", "compute_metrics",
+           "confusion_matrix", "predict_labels", "EvalResult", "evaluate_probs", "evaluate", "FEW_DEFECTS"]
+
+FEW_DEFECTS = 30  # below this many defective validation images, a threshold for recall is shaky
 
 
 def defect_scores(probs: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Return the contract's defect score, ``1 - sum(p(good))``, for each row of ``probs`` (N, classes)."""
-    from edgetl_runtime.model import defect_scores as scores
+    from edgetl_runtime.decision import defect_scores as scores
 
     return scores(probs, spec.good_indices)
-
-
-def roc_curve(is_defect: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (false-positive rate, true-positive rate, thresholds), thresholds descending."""
-    order = np.argsort(-score, kind="mergesort")
-    score, truth = score[order], is_defect[order].astype(bool)
-    distinct = np.r_[np.where(np.diff(score))[0], len(score) - 1]
-    tps = np.cumsum(truth)[distinct]
-    fps = (distinct + 1) - tps
-    tpr = np.r_[0.0, tps / max(truth.sum(), 1)]
-    fpr = np.r_[0.0, fps / max((~truth).sum(), 1)]
-    return fpr, tpr, np.r_[np.inf, score[distinct]]
-
-
-def roc_auc(is_defect: np.ndarray, score: np.ndarray) -> float | None:
-    """Return the area under the ROC curve, or None when only one class is present."""
-    truth = is_defect.astype(bool)
-    if truth.all() or not truth.any():
-        return None
-    fpr, tpr, _ = roc_curve(truth, score)
-    return float(np.trapezoid(tpr, fpr))
 
 
 def threshold_for_recall(is_defect: np.ndarray, score: np.ndarray, recall: float) -> float:
@@ -59,29 +50,25 @@ def threshold_for_recall(is_defect: np.ndarray, score: np.ndarray, recall: float
     return float(positives[needed - 1])
 
 
+def recall_interval(found: int, defects: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Return the Wilson score interval of a recall of ``found`` out of ``defects`` (95 % by default).
+
+    >>> [round(v, 3) for v in recall_interval(10, 10)]
+    [0.722, 1.0]
+    """
+    if defects <= 0:
+        return (0.0, 1.0)
+    z = {0.9: 1.6449, 0.95: 1.96, 0.99: 2.5758}.get(confidence, 1.96)
+    p = found / defects
+    centre = (p + z * z / (2 * defects)) / (1 + z * z / defects)
+    half = z * math.sqrt(p * (1 - p) / defects + z * z / (4 * defects**2)) / (1 + z * z / defects)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
 def compute_metrics(is_defect: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
-    """Return defect-vs-good metrics: accuracy, balanced accuracy, precision/recall/F1, ROC AUC."""
-    truth = is_defect.astype(bool)
-    pred = score >= threshold
-    tp = int(np.sum(pred & truth))
-    tn = int(np.sum(~pred & ~truth))
-    fp = int(np.sum(pred & ~truth))
-    fn = int(np.sum(~pred & truth))
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    specificity = tn / (tn + fp) if tn + fp else 0.0
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "n": int(truth.size),
-        "threshold": float(threshold),
-        "accuracy": (tp + tn) / truth.size if truth.size else 0.0,
-        "balanced_accuracy": (recall + specificity) / 2,
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "roc_auc": roc_auc(truth, score),
-        "confusion": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
-    }
+    """Return the decision metrics of defect scores against the truth (a two-class view)."""
+    probs = np.stack([1.0 - np.asarray(score, np.float64), np.asarray(score, np.float64)], axis=1)
+    return decision_metrics(probs, np.asarray(is_defect).astype(int), ("good", "defect"), ("good",), threshold)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -93,20 +80,18 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 
 def predict_labels(probs: np.ndarray, spec: ModelSpec, threshold: float) -> np.ndarray:
     """Return class indices decided by the threshold rule (best defect class, else best good class)."""
-    good = np.array([name in spec.good_labels for name in spec.labels])
-    defect_best = np.where(good, -1.0, probs).argmax(axis=1)
-    good_best = np.where(good, probs, -1.0).argmax(axis=1)
-    is_defect = defect_scores(probs, spec) >= threshold
-    return np.where(is_defect, defect_best, good_best)
+    return decided_classes(probs, spec.good_indices, threshold)
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Metrics of one model on one data set (``metrics`` is JSON-ready)."""
+    """Metrics of one model on one data set (``metrics`` is JSON-ready), and where its report went."""
 
     metrics: dict[str, Any]
     probs: np.ndarray
     y_true: np.ndarray
+    report_dir: Path | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.metrics)
@@ -118,15 +103,11 @@ def evaluate_probs(probs: np.ndarray, y_true: np.ndarray, spec: ModelSpec, thres
     ``threshold`` defaults to the contract's.
     """
     threshold = spec.threshold if threshold is None else threshold
-    labels = spec.labels
-    score = defect_scores(probs, spec)
-    truth_defect = np.array([labels[i] not in spec.good_labels for i in y_true])
-    metrics = compute_metrics(truth_defect, score, threshold)
+    metrics = decision_metrics(probs, y_true, spec.labels, spec.good_labels, threshold)
     pred = predict_labels(probs, spec, threshold)
-    metrics["labels"] = list(labels)
+    metrics["labels"] = list(spec.labels)
     metrics["good_labels"] = list(spec.good_labels)
-    metrics["class_accuracy"] = float(np.mean(pred == y_true)) if len(y_true) else 0.0
-    metrics["confusion_matrix"] = confusion_matrix(y_true, pred, len(labels)).tolist()
+    metrics["confusion_matrix"] = confusion_matrix(np.asarray(y_true), pred, len(spec.labels)).tolist()
     return EvalResult(metrics=metrics, probs=probs, y_true=y_true)
 
 
@@ -231,40 +212,98 @@ def _probabilities(score: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
+def default_report_dir(model: Path, data: str | Path) -> Path:
+    """Return where ``edgetl eval`` writes its report: ``RUN/eval/<data folder>`` or ``<model file>.eval/<data>``."""
+    name = Path(data).resolve().name or "data"
+    base = model / "eval" if model.is_dir() else model.with_name(model.name + ".eval")
+    return base / name
+
+
+def _threshold_from_recall(run: Any, spec: ModelSpec, score: Callable, target_recall: float, batch_size: int,
+                           progress: bool) -> tuple[ModelSpec, dict[str, Any], list[str]]:  # fmt: skip
+    """Choose the threshold for ``target_recall`` on the run's validation split; return (spec, details, warnings)."""
+    from .data import ImageDataset, Sample, load_images
+
+    val = run.split("val")
+    if not val:
+        raise ValueError(f"{run.run_dir}: no validation split recorded; cannot choose a threshold")
+    val_set = ImageDataset(tuple(Sample(Path(p), lab) for p, lab in val), spec.labels, None)
+    val_images = load_images(val_set, spec.input, progress=progress)
+    truth = np.array([spec.labels[i] not in spec.good_labels for i in val_images.y])
+    val_scores = defect_scores(_probabilities(score, val_images.x, batch_size), spec)
+    threshold = threshold_for_recall(truth, val_scores, target_recall)
+    defects = int(truth.sum())
+    found = int(np.sum(val_scores[truth] >= threshold))
+    low, high = recall_interval(found, defects)
+    details = {"target_recall": target_recall, "validation_defects": defects, "validation_recall": found / defects,
+               "recall_95ci": [low, high]}  # fmt: skip
+    notes = []
+    if defects < FEW_DEFECTS:
+        notes.append(f"the threshold {threshold:.4f} was chosen from only {defects} defective validation images: "
+                     f"its recall there is {found}/{defects}, but the recall on new images is only known to lie "
+                     f"within {low:.1%}-{high:.1%} (95 % Wilson interval). Label more defects (>= {FEW_DEFECTS}) "
+                     "for a threshold you can rely on")  # fmt: skip
+    source = f"target recall {target_recall} on the validation split ({found}/{defects} defects)"
+    return run.with_spec(spec.with_threshold(threshold, source)).spec, details, notes
+
+
 def evaluate(
     model: str | Path,
     data: str | Path,
     target_recall: float | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    threshold: float | None = None,
+    report_dir: str | Path | None = None,
+    write_report: bool = True,
 ) -> EvalResult:
     """Evaluate a run folder, ``.keras`` model, or exported ``.tflite``/``.onnx`` on the data set ``data``.
 
     Images are prepared as the model contract says (size, colour mode, resize). With
     ``target_recall`` (run folders only) the decision threshold is first chosen on the run's
     validation split to reach that defect recall, stored in the run's contract (exports then
-    carry it), and used here.
+    carry it), and used here; with fewer than :data:`FEW_DEFECTS` defects a warning gives the
+    recall's confidence interval. ``threshold`` evaluates at another threshold without storing it.
+    The report (``metrics.json``, confusion matrices, ROC and precision-recall curves, a gallery
+    of wrong verdicts) goes to ``report_dir`` (default :func:`default_report_dir`).
     """
-    from .data import ImageDataset, Sample, load_images, scan_dataset
+    from .data import load_images, scan_dataset
 
-    spec, score, run = _scorer(Path(model), target_recall)
+    if threshold is not None and target_recall is not None:
+        raise ValueError("pass either a threshold or a target recall, not both")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    model = Path(model)
+    spec, score, run = _scorer(model, target_recall)
+    notes: list[str] = []
+    chosen: dict[str, Any] = {}
     if target_recall is not None:
-        val = run.split("val")
-        if not val:
-            raise ValueError(f"{run.run_dir}: no validation split recorded; cannot choose a threshold")
-        val_set = ImageDataset(tuple(Sample(Path(p), lab) for p, lab in val), spec.labels, None)
-        val_images = load_images(val_set, spec.input, progress=progress)
-        truth = np.array([spec.labels[i] not in spec.good_labels for i in val_images.y])
-        val_scores = defect_scores(_probabilities(score, val_images.x, batch_size), spec)
-        threshold = threshold_for_recall(truth, val_scores, target_recall)
-        spec = run.with_spec(spec.with_threshold(threshold, f"target recall {target_recall} on the validation split")).spec
+        spec, chosen, notes = _threshold_from_recall(run, spec, score, target_recall, batch_size, progress)
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
     dataset = scan_dataset(data)
     _check_labels(dataset.classes, spec.labels, data)
     images = load_images(dataset, spec.input, progress=progress)
-    result = evaluate_probs(_probabilities(score, images.x, batch_size), images.label_indices(spec.labels), spec)
-    if target_recall is not None:
-        result.metrics["target_recall"] = target_recall
-    return result
+    probs = _probabilities(score, images.x, batch_size)
+    result = evaluate_probs(probs, images.label_indices(spec.labels), spec, threshold)
+    result.metrics.update(chosen)
+    result.metrics["threshold_source"] = "given to eval" if threshold is not None else spec.decision.threshold_source
+    out = None
+    if write_report:
+        from edgetl_runtime.atomic import write_json
+
+        from .reports import write_eval_report
+
+        out = Path(report_dir) if report_dir is not None else default_report_dir(model, data)
+        m = result.metrics
+        report = write_eval_report(out, probs=probs, y_true=result.y_true, paths=[str(s.path) for s in images.samples],
+                                   labels=spec.labels, good_labels=spec.good_labels, threshold=m["threshold"],
+                                   defect_score=defect_scores(probs, spec),
+                                   title=f"{model.name} on {Path(data).name}")  # fmt: skip
+        write_json(out / "metrics.json", {**m, "model": str(model), "data": str(data), "warnings": notes,
+                                          "files": [str(f) for f in report.files]})  # fmt: skip
+        result.metrics["report_dir"] = str(out)
+    return EvalResult(result.metrics, probs, result.y_true, out, tuple(notes))
 
 
 def _check_labels(found: Sequence[str], expected: Sequence[str], data: str | Path) -> None:

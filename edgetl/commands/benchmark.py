@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from . import InputError
+from . import InputError, table_console
 
 
 class AllRowsFailed(click.ClickException):
@@ -29,23 +29,28 @@ class AllRowsFailed(click.ClickException):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [the profile's].")
 @click.option("--formats", multiple=True,
               help="Only these rows: format or format:quant, comma-separated or repeated (e.g. tflite:int8,onnx).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the table as JSON here.")
+@click.option("--max-drop", type=click.FloatRange(0, 100), default=1.0, show_default=True,
+              help="Flag a row whose decision accuracy or defect recall is more than this many points below the float model's.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON on stdout (nothing else there).")
+@click.option("--json-file", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the table as JSON to this file.")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None, help="Write the table as Markdown here.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Folder for the exported models [RUN_DIR/benchmark].")
-def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, json_out, md_out, output):
+def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, max_drop, as_json, json_out, md_out, output):
     """Export RUN_DIR in every format and quantization the device supports; compare size, accuracy, speed.
 
     \b
-    Each row: exported file size, accuracy on the test images through edgetl-runtime and its
-    difference from the float Keras model, top-1 agreement with it, median end-to-end latency
-    and throughput on this host. A row that fails shows its error; the others still run.
+    Each row: exported file size; decision accuracy on the test images through edgetl-runtime
+    and its difference from the float Keras model in points (Δ pp); defect recall; top-1
+    agreement with the float model; median end-to-end latency on this host. The JSON has every
+    metric (defect precision, ROC AUC, class accuracy, p99, throughput). A row that fails shows
+    its error; the others still run.
 
     \b
     Examples:
       edgetl benchmark runs/elpv
       edgetl benchmark runs/elpv --profile raspberry-pi-4 --data data/elpv/test --markdown bench.md
-      edgetl benchmark runs/elpv --formats tflite:int8,onnx:int8 --runs 200 --json bench.json
+      edgetl benchmark runs/elpv --formats tflite:int8,onnx:int8 --runs 200 --json-file bench.json
     """
     from rich.console import Console
 
@@ -53,13 +58,22 @@ def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, json_
 
     from ..benchmark import BenchmarkError, benchmark as run_benchmark
 
+    from edgetl_runtime.host import busy_warning, machine_state
+
     err = Console(stderr=True)
+    warning = busy_warning(machine_state())
+    if warning:
+        err.print(warning, markup=False)
     try:
         table = run_benchmark(run_dir, profile=profile_name, data=data, runs=runs, warmup=warmup, threads=threads,
-                              formats=formats, output_dir=output, progress=lambda msg: err.print(f"[dim]{msg}[/dim]"))  # fmt: skip
+                              formats=formats, output_dir=output, max_drop=max_drop,
+                              progress=lambda msg: err.print(f"[dim]{msg}[/dim]"))  # fmt: skip
     except (BenchmarkError, ValueError, OSError) as exc:
         raise InputError(str(exc)) from None
-    Console(width=max(160, Console().width)).print(table.to_rich())
+    if as_json:
+        click.echo(json.dumps(table.to_dict(), indent=2, default=str))
+    else:
+        table_console().print(table.to_rich())
     try:
         if json_out:
             write_json(json_out, table.to_dict())

@@ -1,10 +1,25 @@
-"""``edgetl eval``: metrics of a run or exported model on a labelled data set."""
+"""``edgetl eval``: decision metrics of a run or exported model on a labelled data set, and a report.
+
+Exit codes: 0 evaluated; 2 bad input (model, data, options).
+"""
 
 from __future__ import annotations
 
 import json
+import warnings
 
 import click
+
+from . import InputError, table_console
+
+METRIC_ROWS = (
+    ("decision_accuracy", "decision accuracy", "share of images whose verdict (defect/good) is right"),
+    ("defect_recall", "defect recall", "share of defective images called defect"),
+    ("defect_precision", "defect precision", "share of defect verdicts that are defective"),
+    ("roc_auc", "ROC AUC", "ranking quality of the defect score, threshold-free"),
+    ("class_accuracy", "class accuracy", "share of images whose decided class is right"),
+    ("balanced_accuracy", "balanced accuracy", "mean of defect recall and good recall"),
+)
 
 
 @click.command("eval")
@@ -13,30 +28,65 @@ import click
 @click.option("--target-recall", type=float, default=None,
               help="Choose the decision threshold reaching this defect recall on the run's validation "
                    "split, store it with the model, and use it here.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
-def eval_cmd(model, data, target_recall, batch_size, as_json):
-    """Evaluate MODEL (a run folder, .keras, .tflite or .onnx) on DATA."""
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Evaluate at this defect-score threshold instead of the stored one (not stored).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--report-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the report goes [RUN/eval/<data folder>, or MODEL.eval/<data folder> for a file].")
+@click.option("--no-report", is_flag=True, help="Only the metrics: no plots, no gallery.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout (nothing else there).")
+@click.option("--json-file", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON to this file.")
+def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_report, as_json, json_file):
+    """Evaluate MODEL (a run folder, .keras, .tflite or .onnx) on DATA (<label>/ subfolders or a CSV).
+
+    \b
+    The verdict of an image is "defect" when its defect score (1 - the summed probability of
+    the good classes) reaches the threshold. Written to the report folder: metrics.json,
+    confusion_matrix.png and verdict_matrix.png (counts and rates), roc.png, pr.png, and
+    misclassified.html (the missed defects and false alarms with their scores).
+    """
     from rich.console import Console
     from rich.table import Table
 
     from ..evaluation import evaluate
 
+    err = Console(stderr=True)
     try:
-        result = evaluate(model, data, target_recall=target_recall, batch_size=batch_size, progress=not as_json)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = evaluate(model, data, target_recall=target_recall, batch_size=batch_size, progress=not as_json,
+                              threshold=threshold, report_dir=report_dir, write_report=not no_report)  # fmt: skip
     except (ValueError, OSError, ImportError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise InputError(str(exc)) from None
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    del caught  # the few-defects warning is printed above, once
     m = result.metrics
+    if json_file:
+        from edgetl_runtime.atomic import write_json
+
+        try:
+            write_json(json_file, m)
+        except OSError as exc:
+            raise InputError(f"{json_file}: cannot write ({exc.strerror or exc})") from None
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
-    table = Table(title=f"{model} on {data} ({m['n']} images, threshold {m['threshold']:.3f})")
+    table = Table(title=f"{model} on {data}: {m['n']} images, threshold {m['threshold']:.4g} ({m['threshold_source']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc"):
-        value = m[key]
-        table.add_row(key if key not in ("precision", "recall", "f1") else f"defect {key}",
-                      "n/a" if value is None else f"{value:.4f}")
+    table.add_column("meaning")
+    for key, name, meaning in METRIC_ROWS:
+        if m.get(key) is None and key == "class_accuracy":
+            continue
+        value = m.get(key)
+        table.add_row(name, "n/a" if value is None else f"{value:.4f}", meaning)
     c = m["confusion"]
-    table.add_row("confusion (tp fp tn fn)", f"{c['tp']} {c['fp']} {c['tn']} {c['fn']}")
-    Console().print(table)
+    table.add_row("verdicts", f"{c['tp']} {c['fp']} {c['tn']} {c['fn']}", "tp fp tn fn (positive = defect)")
+    if "recall_95ci" in m:
+        low, high = m["recall_95ci"]
+        table.add_row("recall 95% CI", f"{low:.2f}-{high:.2f}", f"on {m['validation_defects']} validation defects")
+    out = table_console()
+    out.print(table)
+    if result.report_dir is not None:
+        out.print(f"report: {result.report_dir} (metrics.json, confusion_matrix.png, roc.png, pr.png, misclassified.html)")

@@ -1,7 +1,7 @@
 """``edgetl export``: a run to TFLite / Edge TPU / ONNX, quantized, metadata inside, validated.
 
-Exit codes: 0 exported and validated; 1 exported but validation failed (the file and its
-``.report.json`` are kept for inspection); 2 bad input (run, data, options or output path).
+Exit codes: 0 exported and validated; 1 validation failed (the ``.report.json`` is kept, nothing
+is written at the output path); 2 bad input (run, data, options or output path).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import click
 from edgetl_runtime.contract import FORMATS, QUANTIZATIONS
 
 from ..exporters.options import IO_TYPES
-from . import InputError
+from . import InputError, table_console
 
 
 class ValidationFailed(click.ClickException):
@@ -39,11 +39,15 @@ class ValidationFailed(click.ClickException):
               help="Fail when any score differs from the float model's by more than this (default: 1e-3 for fp32, report only otherwise).")
 @click.option("--min-agreement", type=float, default=None,
               help="Fail below this top-1 agreement with the float model, over all images (default per quantization).")
+@click.option("--max-drop", type=click.FloatRange(0, 100), default=1.0, show_default=True,
+              help="Fail when decision accuracy or defect recall on the validation images falls by more than "
+                   "this many points against the float model.")
 @click.option("--no-validate", is_flag=True, help="Skip validation against the float model.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (nothing else there).")
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Output file (default: RUN_DIR/export/model-<format>-<quant>.<ext>).")
-def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile_name, atol, min_agreement, no_validate, as_json, output):
+def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile_name, atol, min_agreement, max_drop,
+           no_validate, as_json, output):
     """Export the model of RUN_DIR (a `edgetl train` folder) for an edge device.
 
     \b
@@ -61,7 +65,7 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile
 
     fields = dict(calib_data=Path(calib) if calib else None, calib_samples=calib_samples,
                   val_data=Path(val_data) if val_data else None, validate=not no_validate,
-                  atol=atol, min_agreement=min_agreement)  # fmt: skip
+                  atol=atol, min_agreement=min_agreement, max_drop=max_drop)  # fmt: skip
     try:
         if profile_name:
             if fmt or quant:
@@ -104,38 +108,21 @@ def _warn_input_size(run_dir: str, profile) -> None:
         )
 
 
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
 def _show(report, result, as_json: bool) -> None:
     """Print the validation report (rich table) and what was written, or the JSON of both."""
     if as_json:
         payload = result.to_dict() if result is not None else {"validation": report.to_dict() if report else None}
         click.echo(json.dumps(payload, indent=2, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = table_console(stderr=result is None)
     if report is not None:
-        table = Table(title=f"Validation of {report.path} against the float model ({report.n_images} images)")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        table.add_column("limit", justify="right")
-        tol = report.tolerance
-        decisive = report.decisive_agreement
-        all_images = report.quantization == "fp32" or any(f.kind == "agreement" and "on all images" in f.message
-                                                          for f in report.failures)
-        table.add_row("top-1 agreement (all images)", f"{report.agreement:.1%}", f">= {tol.min_agreement:.0%}" if all_images else "")
-        if report.quantization != "fp32":
-            table.add_row(f"top-1 agreement ({report.decisive_images} decisive images)",
-                          "n/a" if decisive is None else f"{decisive:.1%}", "" if all_images else f">= {tol.min_agreement:.0%}")
-        table.add_row("max |score diff|", f"{report.max_abs_diff:.2e}", "report only" if tol.max_abs_diff is None else f"<= {tol.max_abs_diff:g}")
-        table.add_row("mean |score diff|", f"{report.mean_abs_diff:.2e}", "")
-        fmt_acc = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
-        table.add_row("accuracy (exported)", fmt_acc(report.accuracy), "")
-        table.add_row("accuracy (float model)", fmt_acc(report.reference_accuracy), "")
-        table.add_row("verdict", "[green]pass[/green]" if report.passed else "[red]FAIL[/red]", "")
-        console.print(table)
-        if report.note:
-            console.print(report.note)
+        _validation_table(console, report, Table)
     if result is None:
         return
     console.print(f"wrote {result.path} ({result.size_bytes / 1024:.1f} KiB, {result.format} {result.quantization})")
@@ -148,3 +135,38 @@ def _show(report, result, as_json: bool) -> None:
     if result.qat is not None and result.qat.float_layers:
         layers = result.qat.float_layers
         console.print(f"QAT: {len(layers)} layer(s) outside tfmot's int8 scheme were calibrated post-training (first: {layers[0]})")
+
+
+def _validation_table(console, report, Table) -> None:
+    from pathlib import Path
+
+    exported, reference = report.exported_metrics or {}, report.float_metrics or {}
+    table = Table(title=f"Validation of {Path(report.path).name} against the float model ({report.n_images} images, "
+                        f"threshold {exported.get('threshold', float('nan')):.3g})")  # fmt: skip
+    for name, justify in (("metric", "left"), ("float", "right"), ("exported", "right"), ("Δ points", "right"),
+                          ("limit", "right")):  # fmt: skip
+        table.add_column(name, justify=justify)
+    gated = {"decision_accuracy", "defect_recall"}
+    for metric in ("decision_accuracy", "defect_recall", "defect_precision", "roc_auc", "class_accuracy"):
+        if exported.get(metric) is None and reference.get(metric) is None:
+            continue
+        delta = report.delta(metric)
+        fmt = (lambda v: "n/a" if v is None else f"{v:.4f}") if metric == "roc_auc" else _pct
+        table.add_row(metric.replace("_", " "), fmt(reference.get(metric)), fmt(exported.get(metric)),
+                      "n/a" if delta is None else f"{delta:+.1f}",
+                      f"drop <= {report.max_drop:g}" if metric in gated else "")  # fmt: skip
+    tol = report.tolerance
+    all_images = report.quantization == "fp32" or any(f.kind == "agreement" and "on all images" in f.message
+                                                      for f in report.failures)  # fmt: skip
+    table.add_row("top-1 agreement (all)", "", f"{report.agreement:.1%}", "", f">= {tol.min_agreement:.0%}" if all_images else "")
+    if report.quantization != "fp32":
+        table.add_row(f"agreement ({report.decisive_images} decisive)", "", _pct(report.decisive_agreement), "",
+                      "" if all_images else f">= {tol.min_agreement:.0%}")  # fmt: skip
+    table.add_row("max |score diff|", "", f"{report.max_abs_diff:.2e}", "",
+                  "report only" if tol.max_abs_diff is None else f"<= {tol.max_abs_diff:g}")  # fmt: skip
+    table.add_row("verdict", "", "[green]pass[/green]" if report.passed else "[red]FAIL[/red]", "", "")
+    console.print(table)
+    for failure in report.failures:
+        console.print(f"[red]failed:[/red] {failure.message}")
+    if report.note:
+        console.print(report.note)

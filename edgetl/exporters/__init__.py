@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from edgetl_runtime.contract import FORMATS, QUANTIZATIONS
 
-from .errors import AgreementError, AtolError, CalibrationError, ExportError, ShapeError, ValidationError
+from .errors import (AgreementError, AtolError, CalibrationError, ExportError, MetricDropError, ShapeError,
+                     ValidationError)
 from .options import IO_TYPES, ExportOptions
 from .pipeline import ExportResult, QatSummary, default_output, export, options_for_profile, report_path_for
 from .registry import SUPPORTED, TARGETS, get_target
@@ -24,6 +25,7 @@ from .target import Target
 from .validate import TOLERANCES, Failure, Tolerance, ValidationReport
 
 __all__ = [
+    "MetricDropError",
     "export",
     "ExportOptions",
     "ExportResult",

@@ -1,6 +1,6 @@
 """Export errors, typed: what went wrong is a class (and, for validation, a kind), never a message search.
 
->>> issubclass(CalibrationError, ExportError), issubclass(AtolError, ValidationError)
+>>> issubclass(CalibrationError, ExportError), issubclass(MetricDropError, ValidationError)
 (True, True)
 """
 
@@ -37,5 +37,9 @@ class AtolError(ValidationError):
     """Scores differ from the float model's by more than the absolute tolerance."""
 
 
+class MetricDropError(ValidationError):
+    """Decision accuracy or defect recall fell by more than ``max_drop`` points against the float model."""
+
+
 # Failure kind (ValidationReport.failures[i].kind) -> the error raised for it.
-ERROR_OF_KIND = {"shape": ShapeError, "agreement": AgreementError, "atol": AtolError}
+ERROR_OF_KIND = {"shape": ShapeError, "agreement": AgreementError, "atol": AtolError, "drop": MetricDropError}

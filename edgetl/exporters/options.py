@@ -41,6 +41,8 @@ class ExportOptions:
     ``atol`` / ``min_agreement``: override the validation tolerances of
     :data:`edgetl.exporters.validate.TOLERANCES` (an explicit ``min_agreement`` counts every image,
     not only the decisive ones) - e.g. a stricter gate in CI.
+    ``max_drop``: points of decision accuracy or defect recall the export may lose against the
+    float model on the validation images (default 1.0); more fails the export.
     """
 
     format: str = "tflite"
@@ -59,6 +61,7 @@ class ExportOptions:
     compile_edgetpu: bool = True
     atol: float | None = None
     min_agreement: float | None = None
+    max_drop: float = 1.0
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -79,6 +82,8 @@ class ExportOptions:
             raise ExportError("calib_samples and val_samples must be at least 1")
         if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
             raise ExportError(f"min_agreement must be within [0, 1], got {self.min_agreement}")
+        if not 0.0 <= self.max_drop <= 100.0:
+            raise ExportError(f"max_drop is in points (0..100), got {self.max_drop}")
         if self.atol is not None and self.atol < 0:
             raise ExportError(f"atol must be >= 0, got {self.atol}")
         if self.opset < 13:

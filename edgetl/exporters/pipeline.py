@@ -2,8 +2,12 @@
 
 The steps, in order: resolve the source (model + contract), plan the output path, load
 calibration images (int8/QAT), apply QAT, ``target.convert``, ``target.embed`` the contract and
-export facts and write the file atomically, ``target.finalize`` (e.g. Edge TPU compile), validate
-the artifact that ships (``target.validation_plan``), write the JSON report beside it.
+export facts, ``target.finalize`` (e.g. Edge TPU compile), validate the artifact that ships
+(``target.validation_plan``), write the JSON report beside the output path.
+
+Every file is built in a private staging folder beside the output and moved into place only when
+validation passes: an export that fails validation leaves its report and nothing at the output
+path (an earlier file there stays as it was).
 
 >>> default_output("runs/elpv", ExportOptions.for_int8())
 PosixPath('runs/elpv/export/model-tflite-int8.tflite')
@@ -13,6 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -223,17 +230,28 @@ def export(
     info = ExportInfo(format=options.format, quantization=options.quantization, io_type=options.effective_io_type,
                       opset=options.opset if options.format == "onnx" else None, sdk_version=__version__,
                       created=datetime.now(timezone.utc).replace(microsecond=0).isoformat())  # fmt: skip
-    written = write_bytes(output, target.embed(target.convert(model, options, calibration), source.spec, info))
-    final = target.finalize(written, options, source.spec, info)
-
-    report = report_file = None
-    if options.validate:
-        plan = target.validation_plan(final)
-        pixels, labels = _images(source, options.val_data, "val", options.val_samples, "validation")
-        report = validate(plan.path, source.model, pixels, labels, options.quantization, _tolerance(options), plan.device)
-        report = dataclasses.replace(report, note=plan.note) if plan.note else report
+    data = target.embed(target.convert(model, options, calibration), source.spec, info)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
+    try:
+        final = target.finalize(write_bytes(staging / output.name, data), options, source.spec, info)
+        report = None
+        if options.validate:
+            plan = target.validation_plan(final)
+            pixels, labels = _images(source, options.val_data, "val", options.val_samples, "validation")
+            report = validate(plan.path, source.model, pixels, labels, options.quantization, _tolerance(options),
+                              plan.device, spec=source.spec, max_drop=options.max_drop)  # fmt: skip
+            report = dataclasses.replace(report, note=plan.note) if plan.note else report
+            report = dataclasses.replace(report, path=str(output.parent / Path(report.path).name))
+        rejected = report is not None and not report.passed and options.fail_on_validation
+        moved = {} if rejected else _move_into_place(staging, output.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    artifact = moved.get(final.artifact, final.artifact)
+    final = _unstaged(final, staging, output.parent)
     result = ExportResult(
-        path=final.artifact, written=final.written, size_bytes=final.artifact.stat().st_size, spec=source.spec,
+        path=output.parent / final.artifact.name if rejected else artifact,
+        written=tuple(moved.get(p, p) for p in final.written) if not rejected else (),
+        size_bytes=len(data) if rejected else artifact.stat().st_size, spec=source.spec,
         info=info, report=report, calibration_images=None if calibration is None else len(calibration), qat=qat,
         edgetpu=final.details if isinstance(final.details, CompatibilityReport) else None, note=final.note,
     )  # fmt: skip
@@ -243,3 +261,25 @@ def export(
         if options.fail_on_validation:
             raise_for(report)
     return result
+
+
+def _unstaged(final: Any, staging: Path, folder: Path) -> Any:
+    """Return ``final`` with the staging folder's name replaced by the output folder in its texts."""
+    fix = lambda text: text.replace(str(staging), str(folder))  # noqa: E731
+    details = final.details
+    if isinstance(details, CompatibilityReport):
+        details = dataclasses.replace(
+            details, compiler_command=tuple(fix(c) for c in details.compiler_command),
+            compiler_log=fix(details.compiler_log) if details.compiler_log else details.compiler_log,
+            compiled_path=folder / details.compiled_path.name if details.compiled_path else None)  # fmt: skip
+    return final._replace(note=fix(final.note), details=details)
+
+
+def _move_into_place(staging: Path, folder: Path) -> dict[Path, Path]:
+    """Move every file of ``staging`` into ``folder`` (same file system: atomic renames); return old -> new."""
+    moved = {}
+    for path in sorted(staging.iterdir()):
+        if path.is_file():
+            os.replace(path, folder / path.name)
+            moved[path] = folder / path.name
+    return moved

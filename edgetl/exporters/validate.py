@@ -16,6 +16,12 @@ int8      reported only        >= 90 % (fails)     int8 everywhere, calibrated r
 qat       reported only        >= 90 % (fails)     as int8, after a QAT fine-tune
 ========  ===================  ==================  =====================================
 
+Besides agreement, the export must keep the **decision**: its decision accuracy and defect recall
+(:func:`edgetl_runtime.decision.decision_metrics`, at the contract's threshold) on the labelled
+validation images may fall at most ``max_drop`` points (default :data:`DEFAULT_MAX_DROP`, 1.0)
+below the float model's. Agreement alone can pass a collapse: an int8 model whose accuracy fell
+from 100 % to 75 % still agreed on every "decisive" image.
+
 The agreement floor of the lossy quantizations is applied to the *decisive* images: those where the
 float model's top-1 score beats the runner-up by at least :data:`DECISIVE_MARGIN` (0.2, i.e. 0.6 vs 0.4 for two
 classes). int8 rounding moves scores of small models by a few hundredths, so a near-tie flips under
@@ -27,8 +33,8 @@ A drift beyond tolerance is a :class:`Failure` (kind, measured, limit) in the re
 (:class:`AgreementError`, :class:`AtolError`, :class:`ShapeError`), carrying the full
 :class:`ValidationReport`.
 
->>> TOLERANCES["fp32"].max_abs_diff, TOLERANCES["int8"].min_agreement
-(0.001, 0.9)
+>>> TOLERANCES["fp32"].max_abs_diff, TOLERANCES["int8"].min_agreement, DEFAULT_MAX_DROP
+(0.001, 0.9, 1.0)
 """
 
 from __future__ import annotations
@@ -39,10 +45,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import ERROR_OF_KIND, AgreementError, AtolError, ShapeError, ValidationError
+from edgetl_runtime.contract import ModelSpec
+from edgetl_runtime.decision import decision_metrics
+
+from .errors import ERROR_OF_KIND, AgreementError, AtolError, MetricDropError, ShapeError, ValidationError
 
 __all__ = ["Tolerance", "TOLERANCES", "Failure", "ValidationReport", "compare", "validate", "raise_for",
-           "reference_scores", "runtime_scores", "ValidationError", "ShapeError", "AgreementError", "AtolError"]
+           "reference_scores", "runtime_scores", "ValidationError", "ShapeError", "AgreementError", "AtolError",
+           "MetricDropError", "DEFAULT_MAX_DROP"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,8 @@ class Tolerance:
 
 
 DECISIVE_MARGIN = 0.2
+DEFAULT_MAX_DROP = 1.0  # points of decision accuracy / defect recall an export may lose
+GATED_METRICS = ("decision_accuracy", "defect_recall")
 
 TOLERANCES = {
     "fp32": Tolerance(1e-3, 1.0),
@@ -68,7 +80,7 @@ TOLERANCES = {
 class Failure:
     """One limit an export missed: ``kind`` (shape, agreement or atol), the measured value, the limit."""
 
-    kind: str
+    kind: str  # shape | agreement | atol | drop
     measured: float
     limit: float
     message: str
@@ -79,7 +91,11 @@ class Failure:
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """How far an exported model is from the float model on ``n_images`` held-out images."""
+    """How far an exported model is from the float model on ``n_images`` held-out images.
+
+    ``exported_metrics`` and ``float_metrics`` are the decision metrics of each model on the labelled images
+    (:func:`edgetl_runtime.decision.decision_metrics`; None without labelled images).
+    """
 
     path: str
     quantization: str
@@ -87,8 +103,8 @@ class ValidationReport:
     agreement: float  # fraction of images whose top-1 class matches the float model
     max_abs_diff: float  # largest |exported - float| over all scores
     mean_abs_diff: float
-    accuracy: float | None  # of the exported model, on images with a known label
-    reference_accuracy: float | None  # of the float Keras model, same images
+    exported_metrics: dict[str, Any] | None
+    float_metrics: dict[str, Any] | None
     tolerance: Tolerance
     failures: tuple[Failure, ...] = field(default_factory=tuple)
     engine: str = "edgetl_runtime"
@@ -96,16 +112,21 @@ class ValidationReport:
     note: str = ""  # e.g. which file was validated in place of a compiled artifact
     decisive_images: int = 0  # images where the float model's top-1 margin >= DECISIVE_MARGIN
     decisive_agreement: float | None = None  # agreement on those images (None: no decisive image)
+    max_drop: float = DEFAULT_MAX_DROP
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
+    def delta(self, metric: str) -> float | None:
+        """Return exported minus float ``metric`` in points (None when either is unknown)."""
+        a, b = (self.exported_metrics or {}).get(metric), (self.float_metrics or {}).get(metric)
+        return None if a is None or b is None else (a - b) * 100
+
     @property
-    def accuracy_delta(self) -> float | None:
-        if self.accuracy is None or self.reference_accuracy is None:
-            return None
-        return self.accuracy - self.reference_accuracy
+    def accuracy(self) -> float | None:
+        """The exported model's decision accuracy."""
+        return (self.exported_metrics or {}).get("decision_accuracy")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,9 +138,11 @@ class ValidationReport:
             "decisive_agreement": self.decisive_agreement,
             "max_abs_diff": self.max_abs_diff,
             "mean_abs_diff": self.mean_abs_diff,
-            "accuracy": self.accuracy,
-            "reference_accuracy": self.reference_accuracy,
-            "accuracy_delta": self.accuracy_delta,
+            "exported": self.exported_metrics,
+            "float": self.float_metrics,
+            "delta_points": {m: self.delta(m) for m in ("decision_accuracy", "defect_recall", "defect_precision",
+                                                        "roc_auc", "class_accuracy")},  # fmt: skip
+            "max_drop": self.max_drop,
             "tolerance": {"max_abs_diff": self.tolerance.max_abs_diff, "min_agreement": self.tolerance.min_agreement},
             "passed": self.passed,
             "failures": [f.to_dict() for f in self.failures],
@@ -142,12 +165,25 @@ def reference_scores(model: Any, pixels: np.ndarray, batch_size: int = 32) -> np
     return np.concatenate(out).astype(np.float32)
 
 
-def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Return top-1 accuracy over the images with a known label (index >= 0), None when there is none."""
-    known = np.asarray(labels) >= 0
-    if not known.any():
+def _metrics(scores: np.ndarray, labels: np.ndarray, spec: ModelSpec) -> dict[str, Any] | None:
+    """Return the decision metrics over the images with a known label (index >= 0), None when none has."""
+    if not (np.asarray(labels) >= 0).any():
         return None
-    return float(np.mean(scores[known].argmax(axis=1) == np.asarray(labels)[known]))
+    return decision_metrics(scores, labels, spec.labels, spec.good_labels, spec.threshold)
+
+
+def _drops(exported: dict[str, Any] | None, reference: dict[str, Any] | None, max_drop: float) -> list[Failure]:
+    failures = []
+    for metric in GATED_METRICS:
+        a, b = (exported or {}).get(metric), (reference or {}).get(metric)
+        if a is None or b is None:
+            continue
+        drop = (b - a) * 100
+        if drop > max_drop + 1e-9:
+            name = metric.replace("_", " ")
+            failures.append(Failure("drop", drop, max_drop, f"{name} fell {drop:.1f} points against the float model "
+                                    f"({b:.1%} -> {a:.1%}), more than the {max_drop:g} allowed (--max-drop)"))  # fmt: skip
+    return failures
 
 
 def compare(
@@ -158,10 +194,15 @@ def compare(
     quantization: str,
     tolerance: Tolerance | None = None,
     device: str = "cpu",
+    *,
+    spec: ModelSpec,
+    max_drop: float = DEFAULT_MAX_DROP,
 ) -> ValidationReport:
     """Return the :class:`ValidationReport` of ``exported`` scores against ``reference`` scores.
 
-    ``labels``: each image's class index (-1 where unknown), for the accuracies.
+    ``labels``: each image's class index (-1 where unknown), for the decision metrics of both
+    models under ``spec`` (good labels, threshold). ``max_drop``: points of decision accuracy or
+    defect recall the export may lose.
     """
     tol = tolerance or TOLERANCES[quantization]
     failures: list[Failure] = []
@@ -169,8 +210,9 @@ def compare(
     if exported.shape != reference.shape:
         failures.append(Failure("shape", float(np.prod(exported.shape)), float(np.prod(reference.shape)),
                                 f"output shape {exported.shape} != float model's {reference.shape}"))  # fmt: skip
-        return ValidationReport(str(path), quantization, n, 0.0, float("inf"), float("inf"),
-                                None, _accuracy(reference, labels), tol, tuple(failures), device=device)  # fmt: skip
+        return ValidationReport(str(path), quantization, n, 0.0, float("inf"), float("inf"), None,
+                                _metrics(reference, labels, spec), tol, tuple(failures), device=device,
+                                max_drop=max_drop)  # fmt: skip
     diff = np.abs(exported.astype(np.float64) - reference.astype(np.float64))
     same = exported.argmax(axis=1) == reference.argmax(axis=1)
     agreement = float(np.mean(same)) if len(same) else 1.0
@@ -189,6 +231,8 @@ def compare(
     if tol.max_abs_diff is not None and max_diff > tol.max_abs_diff:
         failures.append(Failure("atol", max_diff, tol.max_abs_diff,
                                 f"max |score difference| {max_diff:.3g} exceeds {tol.max_abs_diff:g} for {quantization}"))
+    exported_metrics, float_metrics = _metrics(exported, labels, spec), _metrics(reference, labels, spec)
+    failures += _drops(exported_metrics, float_metrics, max_drop)
     return ValidationReport(
         path=str(path),
         quantization=quantization,
@@ -196,13 +240,14 @@ def compare(
         agreement=agreement,
         max_abs_diff=max_diff,
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
-        accuracy=_accuracy(exported, labels),
-        reference_accuracy=_accuracy(reference, labels),
+        exported_metrics=exported_metrics,
+        float_metrics=float_metrics,
         tolerance=tol,
         failures=tuple(failures),
         decisive_images=int(decisive.sum()),
         decisive_agreement=decisive_agreement,
         device=device,
+        max_drop=max_drop,
     )
 
 
@@ -214,10 +259,14 @@ def validate(
     quantization: str,
     tolerance: Tolerance | None = None,
     device: str = "cpu",
+    *,
+    spec: ModelSpec,
+    max_drop: float = DEFAULT_MAX_DROP,
 ) -> ValidationReport:
     """Run ``path`` through the runtime on uint8 ``pixels``, compare with ``reference_model``; return the report."""
     exported = runtime_scores(path, device)(pixels)
-    return compare(path, exported, reference_scores(reference_model, pixels), labels, quantization, tolerance, device)
+    return compare(path, exported, reference_scores(reference_model, pixels), labels, quantization, tolerance, device,
+                   spec=spec, max_drop=max_drop)  # fmt: skip
 
 
 def raise_for(report: ValidationReport) -> None:
@@ -227,7 +276,7 @@ def raise_for(report: ValidationReport) -> None:
     message = (
         f"{report.path}: exported model failed validation on {report.n_images} held-out images: "
         + "; ".join(f.message for f in report.failures)
-        + ". Check the calibration data (--calib) matches the deployment images, try --quant qat or a "
-        "float format, or see the report for per-metric numbers."
+        + ". Nothing was written at the output path. Check the calibration data (--calib) matches the "
+        "deployment images, try --quant qat or a float format, or see the report for per-metric numbers."
     )
     raise ERROR_OF_KIND[report.failures[0].kind](message, report)

@@ -43,23 +43,26 @@ def _wide_run(tiny_run: Path, root: Path) -> Path:
 @pytest.mark.slow
 def test_cpu_profile_table_has_every_tflite_and_onnx_row(tiny_run, tmp_path):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
-    result = _run(tiny_run, "--profile", "cpu-x86_64", "--runs", 3, "--warmup", 1, "--json", out_json,
+    result = _run(tiny_run, "--profile", "cpu-x86_64", "--runs", 3, "--warmup", 1, "--json-file", out_json,
                   "--markdown", out_md, "-o", tmp_path / "exports")  # fmt: skip
     assert result.exit_code == 0, result.output
     table = json.loads(out_json.read_text())
-    assert table["profile"] == "cpu-x86_64" and table["n_images"] > 0 and 0 <= table["float_accuracy"] <= 1
+    float_accuracy = table["float_metrics"]["decision_accuracy"]
+    assert table["profile"] == "cpu-x86_64" and table["n_images"] > 0 and 0 <= float_accuracy <= 1
+    assert table["host"]["cores"] >= 1 and table["host"]["date"]
     rows = {(r["format"], r["quantization"]): r for r in table["rows"]}
     assert list(rows) == CPU_ROWS
     for key, row in rows.items():
         assert row["error"] is None, (key, row["error"])
         assert row["size_bytes"] > 0 and Path(row["path"]).stat().st_size == row["size_bytes"], key
-        assert 0 <= row["accuracy"] <= 1 and 0 <= row["agreement"] <= 1, key
-        assert row["accuracy_delta"] == pytest.approx(row["accuracy"] - table["float_accuracy"]), key
+        accuracy = row["metrics"]["decision_accuracy"]
+        assert 0 <= accuracy <= 1 and 0 <= row["agreement"] <= 1 and row["metrics"]["n"] == table["n_images"], key
+        assert row["accuracy_delta"] == pytest.approx(100 * (accuracy - float_accuracy)), key
         assert 0 < row["p50_ms"] <= row["p99_ms"] and row["fps"] > 0, key
     assert rows["tflite", "fp32"]["agreement"] == 1.0 and rows["tflite", "fp32"]["accuracy_delta"] == 0
     assert rows["tflite", "int8"]["note"] == "profile target"
     md = out_md.read_text().splitlines()
-    assert md[2].startswith("| format | quant |") and len([line for line in md if line.startswith("| tflite") or line.startswith("| onnx")]) == 8
+    assert md[2].startswith("Machine: ") and md[4].startswith("| format | quant |") and len([line for line in md if line.startswith("| tflite") or line.startswith("| onnx")]) == 8
     assert "| tflite | int8 | cpu |" in out_md.read_text() and "profile target" in out_md.read_text()
     for fmt, quant in CPU_ROWS:  # one console table, every row in it
         assert any(fmt in line and f" {quant} " in line for line in result.stdout.splitlines()), (fmt, quant)
@@ -70,7 +73,7 @@ def test_int8_files_are_smaller_than_fp32(tiny_run, tmp_path):
     run = _wide_run(tiny_run, tmp_path)
     out_json = tmp_path / "bench.json"
     result = _run(run, "--profile", "cpu-x86_64", "--formats", "tflite:fp32,tflite:int8", "--formats", "onnx:fp32,onnx:int8",
-                  "--runs", 2, "--warmup", 0, "--json", out_json)  # fmt: skip
+                  "--runs", 2, "--warmup", 0, "--json-file", out_json)  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = {(r["format"], r["quantization"]): r for r in json.loads(out_json.read_text())["rows"]}
     assert set(rows) == {("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")}
@@ -84,7 +87,7 @@ def test_a_failing_row_does_not_abort_the_table(tiny_run, tmp_path):
     if detect().profile is not None and detect().profile.name == "coral-usb" and shutil.which("edgetpu_compiler"):
         pytest.skip("this host has a Coral USB and the compiler: the Edge TPU row would succeed")
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
-    result = _run(tiny_run, "--profile", "coral-usb", "--runs", 2, "--warmup", 0, "--json", out_json,
+    result = _run(tiny_run, "--profile", "coral-usb", "--runs", 2, "--warmup", 0, "--json-file", out_json,
                   "--markdown", out_md, "-o", tmp_path / "exports")  # fmt: skip
     assert result.exit_code == 0, result.output
     tpu, cpu = json.loads(out_json.read_text())["rows"]
@@ -92,7 +95,7 @@ def test_a_failing_row_does_not_abort_the_table(tiny_run, tmp_path):
     assert tpu["failed_at"] in ("export", "accuracy", "benchmark") and tpu["size_bytes"] > 0  # the file was written
     assert "edgetpu_compiler" in tpu["error"] or "Edge TPU" in tpu["error"]
     assert (cpu["format"], cpu["quantization"], cpu["device"]) == ("tflite", "int8", "cpu") and cpu["error"] is None
-    assert cpu["note"] == "CPU fallback" and cpu["p50_ms"] > 0 and 0 <= cpu["accuracy"] <= 1
+    assert cpu["note"] == "CPU fallback" and cpu["p50_ms"] > 0 and 0 <= cpu["metrics"]["decision_accuracy"] <= 1
     assert "error" in result.stdout and "| edgetpu | int8 | edgetpu:usb |" in out_md.read_text()
 
 

@@ -40,7 +40,7 @@ def test_cli_device_profile_picks_format_and_quantization(tiny_run, tmp_path):
     assert payload["export"]["format"] == "edgetpu" and payload["edgetpu"]["fully_mapped"]
 
 
-def test_cli_failing_validation_exits_nonzero_and_keeps_the_report(tiny_run, tmp_path):
+def test_cli_failing_validation_exits_nonzero_keeps_the_report_and_writes_no_model(tiny_run, tmp_path):
     out = tmp_path / "model.tflite"
     # int8 scores differ from float by ~1e-2; a forced 1e-6 tolerance must fail the command.
     result = _run(tiny_run, "--quant", "int8", "--atol", "1e-6", "-o", out)
@@ -49,6 +49,7 @@ def test_cli_failing_validation_exits_nonzero_and_keeps_the_report(tiny_run, tmp
     assert "FAIL" in result.output and "Traceback" not in result.output
     report = json.loads((tmp_path / "model.tflite.report.json").read_text())
     assert not report["validation"]["passed"] and report["validation"]["tolerance"]["max_abs_diff"] == 1e-6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite.report.json"]  # no model, no staging left
 
 
 @pytest.mark.parametrize(

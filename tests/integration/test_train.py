@@ -58,13 +58,18 @@ def test_train_writes_a_complete_run_folder(tiny_dataset: Path, tmp_path: Path) 
     assert not {"labels", "input_size", "threshold", "good_labels"} & set(config)  # stated once, in the spec
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["history"]["phase1"]) == 3 and len(metrics["history"]["phase2"]) == 3
-    assert 0.0 <= metrics["validation"]["accuracy"] <= 1.0
+    assert 0.0 <= metrics["validation"]["decision_accuracy"] <= 1.0
 
     # The trained model evaluates through the CLI, and --target-recall stores a threshold.
     out = CliRunner().invoke(main, ["eval", str(run), str(tiny_dataset), "--target-recall", "1.0", "--json"])
     assert out.exit_code == 0, out.output
-    report = json.loads(out.output[out.output.index("{"):])
-    assert report["recall"] == 1.0 and report["n"] == 32
+    report = json.loads(out.stdout)  # --json: nothing but JSON on stdout
+    assert report["defect_recall"] == 1.0 and report["n"] == 32
+    # A threshold chosen from a handful of defects comes with a warning and the recall's interval.
+    assert "defective validation images" in out.stderr and "Wilson" in out.stderr
+    low, high = report["recall_95ci"]
+    assert 0 < low < high == 1.0 and report["validation_defects"] < 30
+    assert (run / "eval" / tiny_dataset.name / "misclassified.html").is_file()
     stored = json.loads((run / "model_spec.json").read_text())["decision"]
     assert stored["threshold"] == pytest.approx(report["threshold"]) and "target recall" in stored["threshold_source"]
 
@@ -110,7 +115,7 @@ def test_interrupted_run_resumes_to_the_same_model(tiny_dataset: Path, tmp_path:
     assert again.exit_code != 0 and "--resume" in again.output
 
     resumed = train(tiny_dataset, options=options, output=run_dir, resume=True)
-    assert resumed.metrics["accuracy"] == reference.metrics["accuracy"]
+    assert resumed.metrics["decision_accuracy"] == reference.metrics["decision_accuracy"]
     for a, b in zip(_weights(run_dir), _weights(reference.run_dir)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
