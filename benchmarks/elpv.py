@@ -5,7 +5,7 @@ defaults (20% of the train split held out for validation), evaluates on the test
 a Markdown table: test accuracy, defect recall/precision, ROC AUC, training time.
 
     python benchmarks/elpv.py --out runs/bench-elpv            # all configurations
-    python benchmarks/elpv.py --only efficientnet_lite0:imagenet
+    python benchmarks/elpv.py --only efficientnet_lite0:imagenet --markdown runs/bench-elpv/results.md
 
 Published baseline: 88.42 % accuracy (fine-tuned VGG-19, Deitsch et al., Solar Energy 2019).
 """
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
-from datetime import date
 from pathlib import Path
+
+from _common import add_state_options, start
 
 CONFIGS = [
     ("efficientnet_lite0", "imagenet"),
@@ -26,13 +27,14 @@ CONFIGS = [
 ]
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/elpv", help="where ELPV is (or will be) materialized")
     parser.add_argument("--out", default="runs/bench-elpv", help="folder for the run folders and results.json")
     parser.add_argument("--only", action="append", help="backbone:weights to run (repeatable)")
     parser.add_argument("--fine-tune-epochs", type=int, default=None)
     parser.add_argument("--patience", type=int, default=None, help="early-stopping patience (default: edgetl's)")
+    add_state_options(parser)
     args = parser.parse_args()
 
     from edgetl.backbones import weights_available_offline
@@ -46,6 +48,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     configs = [tuple(c.split(":")) for c in args.only] if args.only else CONFIGS
+    bench = start(args)
     rows = []
     for backbone, weights in configs:
         if weights == "imagenet" and not weights_available_offline(backbone):
@@ -56,7 +59,7 @@ def main() -> None:
         overrides = {"fine_tune_epochs": args.fine_tune_epochs, "patience": args.patience}
         options = TrainOptions(backbone=backbone, weights=weights,
                                **{k: v for k, v in overrides.items() if v is not None})
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         if (run_dir / "model.keras").is_file():
             print(f"{run_dir} exists, evaluating it again")
             train_s = json.loads((run_dir / "config.json").read_text())["train_seconds"]
@@ -65,24 +68,28 @@ def main() -> None:
             train_s = result.seconds
         test = evaluate(run_dir, data / "test", progress=False).metrics
         rows.append({
-            "backbone": backbone, "weights": weights, "test_accuracy": test["accuracy"],
-            "defect_recall": test["recall"], "defect_precision": test["precision"], "roc_auc": test["roc_auc"],
+            "backbone": backbone, "weights": weights, "test_accuracy": test["decision_accuracy"],
+            "defect_recall": test["defect_recall"], "defect_precision": test["defect_precision"], "roc_auc": test["roc_auc"],
             "train_seconds": round(train_s, 1), "n_test": test["n"],
-            "wall_seconds": round(time.perf_counter() - start, 1),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
         })
         print(json.dumps(rows[-1]))
-    machine = f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores, {platform.platform()}"
-    (out / "results.json").write_text(json.dumps({"date": str(date.today()), "machine": machine, "rows": rows}, indent=2))
-    print(f"\nELPV test split ({date.today()}, {machine})\n")
-    print("| backbone | weights | test accuracy | defect recall | defect precision | ROC AUC | training time |")
-    print("|---|---|---|---|---|---|---|")
+    lines = [f"ELPV test split ({bench.at_start.date[:10]})", "",
+             "| backbone | weights | test accuracy | defect recall | defect precision | ROC AUC | training time |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "skipped" in r:
-            print(f"| {r['backbone']} | {r['weights']} | skipped: {r['skipped']} | | | | |")
+            lines.append(f"| {r['backbone']} | {r['weights']} | skipped: {r['skipped']} | | | | |")
             continue
-        print(f"| {r['backbone']} | {r['weights']} | {r['test_accuracy']:.2%} | {r['defect_recall']:.2%} | "
-              f"{r['defect_precision']:.2%} | {r['roc_auc']:.4f} | {r['train_seconds'] / 60:.1f} min |")
+        lines.append(f"| {r['backbone']} | {r['weights']} | {r['test_accuracy']:.2%} | {r['defect_recall']:.2%} | "
+                     f"{r['defect_precision']:.2%} | {r['roc_auc']:.4f} | {r['train_seconds'] / 60:.1f} min |")
+    table = "\n".join(lines) + "\n"
+    print("\n" + table)
+    bench.end()
+    results = {"date": bench.at_start.date, "machine": bench.machine(), "rows": rows}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return bench.finish(table)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

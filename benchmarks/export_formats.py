@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/export_formats.py RUN_DIR --data TEST_FOLDER [--runs 100] [--profile cpu-x86_64]
+    python benchmarks/export_formats.py RUN_DIR --data TEST_FOLDER [--runs 100] [--profile cpu-x86_64] [--markdown FILE]
 
 Runs :func:`edgetl.benchmark.benchmark` (export, validation through the runtime, latency on this
 host, all in one process so the rows are comparable) and prints its Markdown table, then the
@@ -14,25 +14,28 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import date
+import sys
 from pathlib import Path
 
+from _common import add_state_options, start
 
-def main() -> None:
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("--data", required=True, help="labelled test folder")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--profile", default="cpu-x86_64")
     parser.add_argument("--json", dest="json_out", default=None)
+    add_state_options(parser)
     args = parser.parse_args()
 
     from edgetl.benchmark import benchmark
 
+    bench = start(args)
     table = benchmark(args.run_dir, profile=args.profile, data=args.data, runs=args.runs,
                       progress=lambda line: print(line, flush=True))
-    print(f"\n{date.today()}, {table.host}\n")
-    print(table.to_markdown())
+    print(f"\n{table.to_markdown()}")
     rows = {(r.format, r.quantization): r for r in table.rows if r.ok}
 
     def ratio(a, b, field):
@@ -48,13 +51,15 @@ def main() -> None:
     for quant, target in (("int8", 1.0), ("qat", 0.5)):
         row = rows.get(("tflite", quant))
         if row is not None and row.accuracy_delta is not None:
-            checks[f"TFLite {quant} accuracy delta vs float, points (target >= -{target})"] = 100 * row.accuracy_delta
-    print()
-    for name, value in checks.items():
-        print(f"- {name}: {'n/a' if value is None else f'{value:.3f}'}")
+            checks[f"TFLite {quant} accuracy delta vs float, points (target >= -{target})"] = row.accuracy_delta
+    check_lines = "\n".join(f"- {name}: {'n/a' if value is None else f'{value:.3f}'}" for name, value in checks.items())
+    print(f"\n{check_lines}\n")
+    bench.end()
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"table": table.to_dict(), "checks": checks}, indent=2, default=str))
+        Path(args.json_out).write_text(json.dumps({"table": table.to_dict(), "checks": checks,
+                                                   "machine": bench.machine()}, indent=2, default=str))
+    return bench.finish(f"{table.to_markdown()}\n{check_lines}\n")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,6 +3,7 @@
 Uses the int8 MobileNetV3-Small of runtime_overhead.py (built with TensorFlow on first use).
 
     .venv/bin/python benchmarks/runtime_coldstart.py [--model M.tflite] [--repeats 5] [--predictions 10000]
+                                                     [--markdown FILE] [--allow-busy]
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import add_state_options, start  # noqa: E402
 
 CHILD = r"""
 import sys, time, json
@@ -31,22 +34,30 @@ print(json.dumps({"import": (t1 - t0) * 1e3, "load": (t2 - t1) * 1e3, "first": (
                   "rss": memory_mb()[1]}))
 """
 
+COLD_ROWS = (("import", "import edgetl_runtime (ms)"), ("load", "load() (ms)"),
+             ("first", "first predict, 640x480 JPEG (ms)"), ("process", "whole process, python start to exit (ms)"),
+             ("rss", "RSS after first predict (MB)"))
 
-def main() -> None:
-    from runtime_overhead import build_mobilenet_v3_small_int8
+
+def main() -> int:
+    from runtime_overhead import DEFAULT_CACHE, build_mobilenet_v3_small_int8
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the built model is cached")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="fresh processes to time")
     parser.add_argument("--predictions", type=int, default=10_000, help="predictions for the RSS-growth run")
+    parser.add_argument("--json", dest="json_out", type=Path, default=None, help="write every figure to this JSON file")
+    add_state_options(parser)
     args = parser.parse_args()
-    path = args.model or build_mobilenet_v3_small_int8()
+    path = args.model or build_mobilenet_v3_small_int8(args.cache_dir)
 
     from edgetl_runtime.bench import memory_mb, synthetic_image
 
     image = path.parent / "coldstart.jpg"
     image.write_bytes(synthetic_image())
+    bench = start(args)
     rows = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -55,28 +66,50 @@ def main() -> None:
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["process"] = (time.perf_counter() - t0) * 1e3
         rows.append(row)
+    medians = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
     print(f"cold start, {path.name}, threads={args.threads}, median of {args.repeats} fresh processes:")
-    for key, label in (("import", "import edgetl_runtime"), ("load", "load()"), ("first", "first predict (640x480 JPEG)"),
-                       ("process", "whole process (python start to exit)"), ("rss", "RSS after first predict (MB)")):
-        print(f"  {label:38}{statistics.median(r[key] for r in rows):9.1f}")
+    for key, label in COLD_ROWS:
+        print(f"  {label:38}{medians[key]:9.1f}")
 
     import edgetl_runtime
 
     model = edgetl_runtime.load(path, threads=args.threads)
     data = image.read_bytes()
     model.predict(data)
-    start = memory_mb()[1]
+    first = memory_mb()[1]
     marks = {}
     t0 = time.perf_counter()
     for i in range(1, args.predictions + 1):
         model.predict(data)
-        if i in (100, 1000) or i % 2500 == 0:
+        if i in (100, 1000) or i % 2500 == 0 or i == args.predictions:
             marks[i] = memory_mb()[1]
     elapsed = time.perf_counter() - t0
-    print(f"RSS over {args.predictions} predictions of a 640x480 JPEG ({args.predictions / elapsed:.0f} img/s):")
-    print(f"  after 1: {start:.1f} MB; " + "; ".join(f"after {i}: {mb:.1f} MB" for i, mb in marks.items()))
-    print(f"  growth after the first 1000: {marks[max(marks)] - marks.get(1000, start):+.1f} MB")
+    last = max(marks, default=0)  # --predictions 0: no run
+    growth = marks.get(last, first) - marks.get(1000, first)
+    rate = args.predictions / max(elapsed, 1e-9)
+    print(f"RSS over {args.predictions} predictions of a 640x480 JPEG ({rate:.0f} img/s):")
+    print(f"  after 1: {first:.1f} MB; " + "; ".join(f"after {i}: {mb:.1f} MB" for i, mb in marks.items()))
+    print(f"  growth after the first 1000: {growth:+.1f} MB")
+
+    table = "\n".join([
+        f"Cold start of {path.name}, threads={args.threads}: median of {args.repeats} fresh processes; RSS over "
+        f"{args.predictions} predictions of a 640x480 JPEG.", "",
+        "| measure | result |", "|---|---:|",
+        *(f"| {label} | {medians[key]:.1f} |" for key, label in COLD_ROWS),
+        f"| RSS after 1 / after {last} predictions (MB) | {first:.1f} / {marks.get(last, first):.1f} |",
+        f"| RSS growth after the first 1000 predictions (MB) | {growth:+.1f} |",
+    ]) + "\n"
+    print("\n" + table)
+    bench.end()
+    if args.json_out:
+        from edgetl_runtime.atomic import write_json
+
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.json_out, {"model": path.name, "threads": args.threads, "cold_start_ms": medians,
+                                   "processes": rows, "rss_mb": {"1": first, **{str(i): mb for i, mb in marks.items()}},
+                                   "rss_growth_mb": growth, "machine": bench.machine()})
+    return bench.finish(table)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,110 +1,221 @@
-"""Print the cost of edgetl_runtime's predict() over a raw LiteRT invoke of the same model.
+"""Print the per-image cost of edgetl_runtime's predict() and scores() over a raw LiteRT invoke of the same model.
 
-Both run the same int8 MobileNetV3-Small (224x224, uint8 I/O) with the same threads, in one
-process, alternating blocks so that machine noise hits both alike. The image is already decoded
-at the model's size, so the difference is the runtime's own work (input prep, locking/pooling,
-dequantization, Prediction). Builds the model with TensorFlow on first use (weights=None: the
-weights do not matter for timing) and caches it.
+Two models, each with uint8 input and output and the same CPU threads on both sides (default 1):
+(a) the int8 MobileNetV3-Small defect classifier (2 classes, edgetl metadata) and (b) a bare int8
+MobileNetV2 with 1001 ImageNet-style classes, loaded with ``labels=`` like a third-party model,
+where any per-class work in ``predict`` shows. The image is already decoded at the model's size,
+so decoding is excluded and the difference is the runtime's own work (input prep, interpreter
+pool, dequantization, softmax, the Prediction). One more side, ``predict`` of a 640x480 JPEG,
+gives the end-to-end time with decode and resize.
 
-    .venv/bin/python benchmarks/runtime_overhead.py [--model M.tflite] [--threads 2] [--runs 300]
+Every side runs in the same process, in interleaved blocks (the order rotates each block) so that
+machine noise hits all alike. The ratios are the median over blocks of (side's median in the block
+/ raw invoke's median in the block). Models are built with TensorFlow on first use (weights=None:
+timing does not depend on the weights) and cached in --cache-dir.
+
+    .venv/bin/python benchmarks/runtime_overhead.py [--runs 300] [--blocks 10] [--threads 1] [--only v2-1001]
+                                                    [--cache-dir runs/bench-cache] [--json F] [--markdown F]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
+import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-DEFAULT_MODEL = Path(os.environ.get("EDGETL_BENCH_DIR", "/tmp/edgetl_bench")) / "mobilenet_v3_small_int8.tflite"
+from _common import add_state_options, start
+
+DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "runs" / "bench-cache"
+IMAGENET_LABELS = ("background", *(f"class_{i}" for i in range(1, 1001)))  # 1001 outputs, class 0 background
 
 
-def build_mobilenet_v3_small_int8(out: Path = DEFAULT_MODEL, size: int = 224) -> Path:
-    """Return ``out``, writing an int8 MobileNetV3-Small with edgetl metadata there if missing."""
-    if out.is_file():
-        return out
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-    import tf_keras as k
+def _int8_converter(model, size: int, low: float, high: float, samples: int = 8):
+    """Return a TFLite converter for full-integer int8 with uint8 I/O, calibrated on random inputs."""
+    from edgetl._tf import tensorflow
 
-    from edgetl_runtime.atomic import write_bytes
-    from edgetl_runtime.contract import ExportInfo, InputSpec, ModelSpec, Provenance
-    from edgetl_runtime.metadata import embed_tflite_metadata
-
-    base = k.applications.MobileNetV3Small(
-        input_shape=(size, size, 3), weights=None, include_top=False, pooling="avg", include_preprocessing=True
-    )
-    outputs = k.layers.Dense(2, activation="softmax")(base.output)
-    model = k.Model(base.input, outputs)
+    tf = tensorflow()
     rng = np.random.default_rng(0)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: (
-        [rng.integers(0, 256, (1, size, size, 3)).astype(np.float32)] for _ in range(8)
+        [rng.uniform(low, high, (1, size, size, 3)).astype(np.float32)] for _ in range(samples)
     )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
+    return converter
+
+
+def build_mobilenet_v3_small_int8(cache_dir: Path = DEFAULT_CACHE, size: int = 224) -> Path:
+    """Return the path of an int8 MobileNetV3-Small (2 classes, edgetl metadata), building it if missing."""
+    out = Path(cache_dir) / f"mobilenet_v3_small_int8_{size}.tflite"
+    if out.is_file():
+        return out
+    from edgetl._tf import keras
+    from edgetl_runtime.atomic import write_bytes
+    from edgetl_runtime.contract import ExportInfo, InputSpec, ModelSpec, Provenance
+    from edgetl_runtime.metadata import embed_tflite_metadata
+
+    k = keras()
+    base = k.applications.MobileNetV3Small(
+        input_shape=(size, size, 3), weights=None, include_top=False, pooling="avg", include_preprocessing=True
+    )
+    model = k.Model(base.input, k.layers.Dense(2, activation="softmax")(base.output))
     spec = ModelSpec(labels=("defect", "good"), good_labels=("good",), input=InputSpec(size, size),
                      provenance=Provenance(backbone="mobilenet_v3_small"))
+    tflite = _int8_converter(model, size, 0.0, 255.0).convert()  # the model rescales pixels itself
     out.parent.mkdir(parents=True, exist_ok=True)
-    return write_bytes(out, embed_tflite_metadata(converter.convert(), spec, ExportInfo("tflite", "int8", "uint8")))
+    return write_bytes(out, embed_tflite_metadata(tflite, spec, ExportInfo("tflite", "int8", "uint8")))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=300, help="timed calls per side")
-    parser.add_argument("--blocks", type=int, default=6, help="alternating blocks per side")
-    args = parser.parse_args()
-    path = args.model or build_mobilenet_v3_small_int8()
+def build_mobilenet_v2_1001_uint8(cache_dir: Path = DEFAULT_CACHE, size: int = 224) -> Path:
+    """Return the path of a bare int8 MobileNetV2 with 1001 classes and uint8 I/O, building it if missing."""
+    out = Path(cache_dir) / f"mobilenet_v2_1001_uint8_{size}.tflite"
+    if out.is_file():
+        return out
+    from edgetl._tf import keras
+    from edgetl_runtime.atomic import write_bytes
 
+    model = keras().applications.MobileNetV2(input_shape=(size, size, 3), weights=None, classes=1001)
+    # Calibrated on [-1, 1], MobileNetV2's input range: the uint8 input's quantization then maps
+    # raw pixels 0..255 onto it, which is how the runtime feeds a bare uint8 model.
+    tflite = _int8_converter(model, size, -1.0, 1.0).convert()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_bytes(out, tflite)
+
+
+SIDES = ("raw invoke", "scores(pixels)", "predict(pixels)", "predict(JPEG)")
+
+
+def time_sides(path: Path, labels, threads: int, runs: int, blocks: int) -> dict:
+    """Return the per-call times (ms) of every side, per block, for the model at ``path``."""
     import edgetl_runtime
-    from ai_edge_litert.interpreter import Interpreter
+    from edgetl_runtime.backends.litert import import_interpreter_module
+    from edgetl_runtime.bench import synthetic_image
 
-    model = edgetl_runtime.load(path, threads=args.threads)
+    model = edgetl_runtime.load(path, threads=threads, labels=labels)
     h, w = model.input_size
     pixels = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-    raw = Interpreter(model_content=path.read_bytes(), num_threads=args.threads)
+    batch = pixels[None]
+    jpeg = synthetic_image()
+    # The same interpreter module and settings as the runtime's backend (XNNPACK, threads).
+    raw = import_interpreter_module().Interpreter(model_content=path.read_bytes(), num_threads=threads)
     raw.allocate_tensors()
     inp, out = raw.get_input_details()[0]["index"], raw.get_output_details()[0]["index"]
-    batch = pixels[None]
 
-    def raw_call() -> None:
+    def raw_invoke() -> None:
         raw.set_tensor(inp, batch)
         raw.invoke()
         raw.get_tensor(out)
 
-    def runtime_call() -> None:
-        model.predict(pixels)
-
-    for fn in (raw_call, runtime_call):  # warm up both
-        for _ in range(20):
+    calls: dict[str, Callable[[], object]] = {
+        "raw invoke": raw_invoke,
+        "scores(pixels)": lambda: model.scores(batch),
+        "predict(pixels)": lambda: model.predict(pixels),
+        "predict(JPEG)": lambda: model.predict(jpeg),
+    }
+    for fn in calls.values():  # warm up every side: first invokes allocate and pack weights
+        for _ in range(min(20, runs)):
             fn()
-    samples: dict[str, list[float]] = {"raw LiteRT invoke": [], "edgetl_runtime predict": []}
-    per_block = max(1, args.runs // args.blocks)
-    for _ in range(args.blocks):
-        for name, fn in (("raw LiteRT invoke", raw_call), ("edgetl_runtime predict", runtime_call)):
+    per_block = max(1, runs // blocks)
+    samples: dict[str, list[list[float]]] = {name: [] for name in SIDES}
+    for b in range(blocks):
+        for name in SIDES[b % len(SIDES):] + SIDES[: b % len(SIDES)]:
+            fn, times = calls[name], []
             for _ in range(per_block):
                 t0 = time.perf_counter()
                 fn()
-                samples[name].append((time.perf_counter() - t0) * 1e3)
+                times.append((time.perf_counter() - t0) * 1e3)
+            samples[name].append(times)
+    return {"model": path.name, "size": [h, w], "classes": len(model.labels), "calls_per_side": per_block * blocks,
+            "samples": samples}
 
-    print(f"model {path.name}, {h}x{w} uint8, threads={args.threads}, {per_block * args.blocks} calls per side")
-    print(f"{'':24}{'median ms':>10}{'mean ms':>10}{'p90 ms':>10}")
-    for name, values in samples.items():
-        p90 = float(np.percentile(values, 90))
-        print(f"{name:24}{statistics.median(values):10.3f}{statistics.fmean(values):10.3f}{p90:10.3f}")
-    raw_med = statistics.median(samples["raw LiteRT invoke"])
-    rt_med = statistics.median(samples["edgetl_runtime predict"])
-    print(f"overhead: {rt_med - raw_med:+.3f} ms per call, ratio {rt_med / raw_med:.3f}x (median)")
+
+def summarize(result: dict) -> dict:
+    """Return median/mean/p90 ms per side and the median over blocks of each side's ratio to raw invoke."""
+    samples = result["samples"]
+    stats = {}
+    for name in SIDES:
+        flat = [t for block in samples[name] for t in block]
+        stats[name] = {"median_ms": statistics.median(flat), "mean_ms": statistics.fmean(flat),
+                       "p90_ms": float(np.percentile(flat, 90))}
+    raw_blocks = [statistics.median(block) for block in samples["raw invoke"]]
+    ratios = {}
+    for name in SIDES[1:]:
+        per_block = [statistics.median(block) / raw for block, raw in zip(samples[name], raw_blocks)]
+        ratios[name] = {"median": statistics.median(per_block), "min": min(per_block), "max": max(per_block)}
+    return {k: v for k, v in result.items() if k != "samples"} | {"stats": stats, "ratios": ratios}
+
+
+def print_summary(s: dict, threads: int, blocks: int) -> None:
+    h, w = s["size"]
+    print(f"\n{s['model']}: {h}x{w} uint8, {s['classes']} classes, threads={threads}, "
+          f"{s['calls_per_side']} calls per side in {blocks} interleaved blocks")
+    print(f"  {'':18}{'median ms':>10}{'mean ms':>10}{'p90 ms':>10}{'/ invoke':>10}"
+          "   (ratio: median [min-max] over blocks)")
+    for name in SIDES:
+        st, r = s["stats"][name], s["ratios"].get(name)
+        ratio = f"{r['median']:10.3f}   [{r['min']:.3f}-{r['max']:.3f}]" if r else ""
+        print(f"  {name:18}{st['median_ms']:10.3f}{st['mean_ms']:10.3f}{st['p90_ms']:10.3f}{ratio}")
+    over = s["stats"]["predict(pixels)"]["median_ms"] - s["stats"]["raw invoke"]["median_ms"]
+    print(f"  predict overhead on decoded pixels: {over:+.3f} ms per image, "
+          f"ratio {s['ratios']['predict(pixels)']['median']:.3f}x")
+
+
+def markdown_table(summaries: list[dict], threads: int, blocks: int) -> str:
+    lines = [f"`predict` / `scores` vs raw LiteRT `invoke`, threads={threads}; ratios are the median over "
+             f"{blocks} interleaved blocks of per-block medians; predict(JPEG) decodes a 640x480 JPEG.", "",
+             "| model | classes | raw invoke ms | scores(pixels) ms | predict(pixels) ms | predict(JPEG) ms "
+             "| predict(pixels) / invoke | scores / invoke |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in summaries:
+        ms = [f"{s['stats'][name]['median_ms']:.3f}" for name in SIDES]
+        ratios = [f"**{s['ratios']['predict(pixels)']['median']:.3f}×**",
+                  f"{s['ratios']['scores(pixels)']['median']:.3f}×"]
+        lines.append(f"| {s['model']} | {s['classes']} | " + " | ".join(ms + ratios) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None,
+                        help="2-class edgetl model to time instead of the built MobileNetV3-Small")
+    parser.add_argument("--only", choices=("v3-small", "v2-1001"), default=None, help="time one of the two models")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where built models are cached")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=300, help="timed calls per side and model")
+    parser.add_argument("--blocks", type=int, default=10, help="interleaved blocks per side")
+    parser.add_argument("--json", dest="json_out", type=Path, default=None, help="write every figure to this JSON file")
+    add_state_options(parser)
+    args = parser.parse_args()
+    args.blocks = max(1, min(args.blocks, args.runs))
+
+    models = []  # build (TensorFlow, minutes on first use) before the clock starts
+    if args.only in (None, "v3-small"):
+        models.append((args.model or build_mobilenet_v3_small_int8(args.cache_dir), None))
+    if args.only in (None, "v2-1001"):
+        models.append((build_mobilenet_v2_1001_uint8(args.cache_dir), IMAGENET_LABELS))
+    bench = start(args)
+    summaries = []
+    for path, labels in models:
+        summaries.append(summarize(time_sides(path, labels, args.threads, args.runs, args.blocks)))
+        print_summary(summaries[-1], args.threads, args.blocks)
+    table = markdown_table(summaries, args.threads, args.blocks)
+    print("\n" + table)
+    bench.end()
+    if args.json_out:
+        from edgetl_runtime.atomic import write_json
+
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.json_out, {"threads": args.threads, "blocks": args.blocks, "models": summaries,
+                                   "machine": bench.machine()})
+    return bench.finish(table)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
