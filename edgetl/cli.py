@@ -11,6 +11,7 @@ import importlib
 import click
 
 from . import __version__
+from .console import NORMAL, set_verbosity
 
 # command name -> (module, attribute); modules are imported when the CLI is built, so they must
 # not import TensorFlow at module level (a test checks this).
@@ -37,6 +38,9 @@ def main() -> None:
       edgetl eval runs/elpv data/elpv/test
       edgetl export runs/elpv --format tflite --quant int8 -o model.tflite
     """
+    # Each invocation starts at normal verbosity (in one process, e.g. tests, a previous -q must
+    # not leak); a command's -q/-v (edgetl.console.verbosity_options) then sets its own.
+    set_verbosity(NORMAL)
 
 
 for _name, (_module, _attr) in _COMMANDS.items():

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 from edgetl_runtime.atomic import atomic_path, write_bytes
 
-from .evaluation import roc_auc, roc_curve
+from edgetl_runtime.decision import roc_auc, roc_curve
 
 THUMBNAIL_PX = 160
 

@@ -8,10 +8,15 @@ Layout of ``RUN_DIR``::
                       export embeds these exact bytes
     config.json       how it was trained: the options, data path, counts, unfreeze depth, timing
     split.json        {"train": [[path, label], ...], "val": [[path, label], ...]}
-    metrics.json      validation metrics (written by train and eval)
+    metrics.json      validation metrics and per-epoch history (eval writes its own under eval/)
     checkpoints/      per-epoch checkpoints for --resume (removed when the run finishes)
     logs/             TensorBoard logs
+    cache/            backbone features of the frozen phase 1 (safe to delete)
     *.png             training curves, confusion matrix, ROC curve
+    eval/, export/, benchmark/   written later by those commands
+
+The full table (what each file is, which command needs it, what is safe to delete) is
+docs/run-folder.md.
 
 Runs written by edgetl 0.1 have no ``model_spec.json``: their contract is converted once from
 the labels, input size and threshold in ``config.json``.
@@ -36,6 +41,24 @@ SPEC_FILE = "model_spec.json"
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.json"
 METRICS_FILE = "metrics.json"
+
+# What each entry of a run folder is, in the order `edgetl train` lists them (docs/run-folder.md).
+RUN_FILES = {
+    MODEL_FILE: "the trained model",
+    SPEC_FILE: "the model contract",
+    CONFIG_FILE: "how it was trained",
+    SPLIT_FILE: "the train/validation split",
+    METRICS_FILE: "validation metrics",
+    "training_curves.png": "loss and accuracy per epoch",
+    "confusion_matrix.png": "validation confusion matrix",
+    "roc_curve.png": "validation ROC curve",
+    "logs": "TensorBoard logs",
+    "cache": "cached backbone features, safe to delete",
+    "checkpoints": "resume state of an unfinished run",
+    "eval": "reports of edgetl eval",
+    "export": "exported models of edgetl export",
+    "benchmark": "models and results of edgetl benchmark",
+}
 
 
 class RunError(ValueError):

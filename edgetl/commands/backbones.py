@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from ..console import verbosity_options
+
 
 def backbone_rows(count_params: bool = True) -> list[dict[str, Any]]:
     """Return one dict per backbone: name, input size, parameter count, offline weights, weights source.
@@ -46,6 +48,7 @@ def backbones() -> None:
 
 
 @backbones.command("list")
+@verbosity_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
 @click.option("--no-params", is_flag=True, help="Skip counting parameters (does not load TensorFlow).")
 def list_cmd(as_json: bool, no_params: bool) -> None:

@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from ..console import err_console, verbosity_options
 from . import InputError, table_console
 
 
@@ -19,6 +20,7 @@ class AllRowsFailed(click.ClickException):
 
 
 @click.command("benchmark")
+@verbosity_options
 @click.argument("run_dir", type=click.Path())
 @click.option("--profile", "profile_name", default=None,
               help="Device profile (name or TOML path); default: the profile detected for this host.")
@@ -52,15 +54,13 @@ def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, max_d
       edgetl benchmark runs/elpv --profile raspberry-pi-4 --data data/elpv/test --markdown bench.md
       edgetl benchmark runs/elpv --formats tflite:int8,onnx:int8 --runs 200 --json-file bench.json
     """
-    from rich.console import Console
-
     from edgetl_runtime.atomic import write_bytes, write_json
 
     from ..benchmark import BenchmarkError, benchmark as run_benchmark
 
     from edgetl_runtime.host import busy_warning, machine_state
 
-    err = Console(stderr=True)
+    err = err_console()
     warning = busy_warning(machine_state())
     if warning:
         err.print(warning, markup=False)

@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..console import verbosity_options
 from ..data import DatasetError
 
 EXIT_DATASET = 2  # a data set problem the user must fix (same as a usage error)
@@ -41,6 +42,7 @@ def data() -> None:
 
 
 @data.command("elpv")
+@verbosity_options
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--split", default=0.75, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Fraction of images for OUT/train (stratified by label and cell type).")
@@ -78,6 +80,7 @@ def elpv_cmd(out: Path, split: float, seed: int, limit: int | None, as_json: boo
 
 
 @data.command("inspect")
+@verbosity_options
 @click.argument("dataset", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_dataset_errors

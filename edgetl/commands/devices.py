@@ -26,6 +26,8 @@ from edgetl_runtime.profiles import (
     load_profile,
 )
 
+from ..console import verbosity_options
+
 
 def profile_to_dict(profile: DeviceProfile) -> dict[str, Any]:
     """Return the profile as plain JSON-ready data (tuples become lists, the path a string)."""
@@ -52,6 +54,7 @@ def devices() -> None:
 
 
 @devices.command("list")
+@verbosity_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_cmd(as_json: bool) -> None:
     """List every device profile with its export target and latency budget."""
@@ -75,6 +78,7 @@ def list_cmd(as_json: bool) -> None:
 
 
 @devices.command("show")
+@verbosity_options
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def show_cmd(name: str, as_json: bool) -> None:
@@ -129,6 +133,7 @@ def _detection_to_dict(result: DetectionResult) -> dict[str, Any]:
 
 
 @devices.command("detect")
+@verbosity_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("/"),
               show_default=True, help="Read /proc, /sys, /dev and /etc under this folder (for a copied tree).")

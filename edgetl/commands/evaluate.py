@@ -10,6 +10,7 @@ import warnings
 
 import click
 
+from ..console import err_console, verbosity, verbosity_options
 from . import InputError, table_console
 
 METRIC_ROWS = (
@@ -23,6 +24,7 @@ METRIC_ROWS = (
 
 
 @click.command("eval")
+@verbosity_options
 @click.argument("model", type=click.Path(exists=True))
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--target-recall", type=float, default=None,
@@ -45,21 +47,20 @@ def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_r
     confusion_matrix.png and verdict_matrix.png (counts and rates), roc.png, pr.png, and
     misclassified.html (the missed defects and false alarms with their scores).
     """
-    from rich.console import Console
     from rich.table import Table
 
     from ..evaluation import evaluate
 
-    err = Console(stderr=True)
+    err = err_console()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = evaluate(model, data, target_recall=target_recall, batch_size=batch_size, progress=not as_json,
+            result = evaluate(model, data, target_recall=target_recall, batch_size=batch_size, progress=not as_json and verbosity() >= 0,
                               threshold=threshold, report_dir=report_dir, write_report=not no_report)  # fmt: skip
     except (ValueError, OSError, ImportError) as exc:
         raise InputError(str(exc)) from None
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        err.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     del caught  # the few-defects warning is printed above, once
     m = result.metrics
     if json_file:
@@ -71,6 +72,9 @@ def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_r
             raise InputError(f"{json_file}: cannot write ({exc.strerror or exc})") from None
     if as_json:
         click.echo(json.dumps(m, indent=2))
+        return
+    if verbosity() < 0:  # --quiet: the headline figures only
+        click.echo(" ".join(f"{k}={m[k]:.4f}" for k, _, _ in METRIC_ROWS[:4] if m.get(k) is not None))
         return
     table = Table(title=f"{model} on {data}: {m['n']} images, threshold {m['threshold']:.4g} ({m['threshold_source']})")
     table.add_column("metric")

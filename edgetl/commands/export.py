@@ -12,6 +12,7 @@ import click
 
 from edgetl_runtime.contract import FORMATS, QUANTIZATIONS
 
+from ..console import verbosity, verbosity_options
 from ..exporters.options import IO_TYPES
 from . import InputError, table_console
 
@@ -21,6 +22,7 @@ class ValidationFailed(click.ClickException):
 
 
 @click.command("export")
+@verbosity_options
 @click.argument("run_dir", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Target file format (default tflite, or the --profile's).")
@@ -121,6 +123,10 @@ def _show(report, result, as_json: bool) -> None:
     from rich.table import Table
 
     console = table_console(stderr=result is None)
+    if verbosity() < 0:  # --quiet: what was written, or the reason it was not
+        if result is not None:
+            click.echo(str(result.path))
+        return
     if report is not None:
         _validation_table(console, report, Table)
     if result is None:

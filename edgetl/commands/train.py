@@ -1,13 +1,25 @@
-"""``edgetl train``: two-phase transfer learning on a folder or CSV data set."""
+"""``edgetl train``: two-phase transfer learning on a folder or CSV data set.
+
+Output: progress and informational lines on stderr; on stdout the result: what was written and
+the next commands, or with ``--json`` one JSON object, or with ``--quiet`` the model's path alone.
+Exit codes: 0 trained; 2 bad input (data, options, run folder); 130 interrupted (the last finished
+epoch is checkpointed: rerun with ``--resume``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shlex
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
+from ..console import QUIET, verbosity, verbosity_options
 from ..training import TrainOptions
+from . import InputError
 
 
 @click.command()
@@ -40,32 +52,104 @@ from ..training import TrainOptions
               show_default=True, help="multi-worker reads the cluster from TF_CONFIG.")
 @click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in the -o folder.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as one JSON object on stdout (progress stays on stderr).")
+@click.option("--json-file", type=click.Path(dir_okay=False), default=None, help="Also write the JSON result here.")
+@verbosity_options
 def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs, fine_tune_epochs, unfreeze,
           batch_size, learning_rate, fine_tune_lr, augment, class_weight, patience, good_classes, seed,
-          strategy, mixed_precision, resume, as_json):
-    """Fine-tune a defect classifier on DATA (class folders or a path,label CSV) into RUN_DIR."""
+          strategy, mixed_precision, resume, as_json, json_file):
+    """Fine-tune a defect classifier on DATA (class folders or a path,label CSV) into RUN_DIR.
+
+    \b
+    Examples:
+      edgetl train data/elpv/train -o runs/elpv
+      edgetl train data/elpv/train -o runs/elpv --resume      # after an interruption
+      edgetl train data/elpv/train -o runs/elpv --json > train.json
+
+    Exit codes: 0 trained, 2 bad input, 130 interrupted (continue with --resume).
+    """
     from ..training.checkpoint import TrainingInterrupted
     from ..training import train as run_training
 
     if unfreeze != "auto" and not unfreeze.isdigit():
         raise click.BadParameter("must be 'auto' or a number of blocks", param_hint="--unfreeze")
-    options = TrainOptions(
-        backbone=backbone, weights=weights, input_size=input_size, alpha=alpha, val_split=val_split,
-        epochs=epochs, fine_tune_epochs=fine_tune_epochs, unfreeze=unfreeze if unfreeze == "auto" else int(unfreeze),
-        batch_size=batch_size, learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_lr, augment=augment,
-        class_weight=class_weight, patience=patience, seed=seed, strategy=strategy,
-        mixed_precision=mixed_precision, good_labels=tuple(good_classes) or None,
-    )
     try:
-        result = run_training(data, options=options, output=run_dir, resume=resume)
-    except TrainingInterrupted as exc:
-        click.echo(f"edgetl train: {exc}", err=True)
+        options = TrainOptions(
+            backbone=backbone, weights=weights, input_size=input_size, alpha=alpha, val_split=val_split,
+            epochs=epochs, fine_tune_epochs=fine_tune_epochs,
+            unfreeze=unfreeze if unfreeze == "auto" else int(unfreeze), batch_size=batch_size,
+            learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_lr, augment=augment,
+            class_weight=class_weight, patience=patience, seed=seed, strategy=strategy,
+            mixed_precision=mixed_precision, good_labels=tuple(good_classes) or None,
+            verbose=0 if verbosity() <= QUIET else 1,  # 0: no progress bars
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    # stdout carries the result only: with --json anything else that writes there goes to stderr.
+    to_stderr = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    try:
+        with to_stderr:
+            result = run_training(data, options=options, output=run_dir, resume=resume)
+    except (TrainingInterrupted, KeyboardInterrupt) as exc:
+        message = str(exc) if isinstance(exc, TrainingInterrupted) else (
+            f"training aborted; the last finished epoch is saved in {run_dir}/checkpoints. "
+            "Continue with the same command plus --resume")
+        click.echo(f"edgetl train: {message}", err=True)
         sys.exit(130)
     except (ValueError, OSError, ImportError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise InputError(str(exc)) from exc
+    payload = _result_json(result, Path(data))
+    if json_file:
+        from edgetl_runtime.atomic import write_json
+
+        try:
+            write_json(Path(json_file), payload)
+        except OSError as exc:
+            raise InputError(f"{json_file}: cannot write the JSON result ({exc.strerror or exc})") from exc
     if as_json:
-        click.echo(json.dumps({"run_dir": str(result.run_dir), "model": str(result.model_path),
-                               "seconds": round(result.seconds, 1), "validation": result.metrics}, indent=2))
+        click.echo(json.dumps(payload, indent=2))
+    elif verbosity() <= QUIET:
+        click.echo(str(result.model_path))
     else:
-        click.echo(f"model: {result.model_path}")
+        click.echo(_summary(result.run_dir, payload["next"]))
+
+
+def _written(run_dir: Path) -> list[tuple[Path, str]]:
+    """Return (path, what it is) for each entry of the run folder, known entries first."""
+    from ..run import RUN_FILES
+
+    present = {p.name: p for p in sorted(run_dir.iterdir()) if not p.name.startswith(".")}
+    known = [(present.pop(name), what) for name, what in RUN_FILES.items() if name in present]
+    return known + [(path, "") for path in present.values()]
+
+
+def _test_data_hint(data: Path) -> str:
+    """Return a test set to suggest for ``edgetl eval``: DATA's sibling ``test`` folder if there is one."""
+    sibling = data.parent / "test"
+    if data.is_dir() and data.name != "test" and sibling.is_dir():
+        return shlex.quote(str(sibling))
+    return "TEST_DATA"
+
+
+def _result_json(result: Any, data: Path) -> dict[str, Any]:
+    run = shlex.quote(str(result.run_dir))
+    return {
+        "run_dir": str(result.run_dir),
+        "model": str(result.model_path),
+        "seconds": round(result.seconds, 1),
+        "validation": result.metrics,
+        "files": [str(path) for path, _ in _written(result.run_dir)],
+        "next": [
+            f"edgetl eval {run} {_test_data_hint(data)}",
+            f"edgetl export {run} --format tflite --quant int8",
+            f"edgetl benchmark {run}",
+        ],
+    }
+
+
+def _summary(run_dir: Path, next_commands: list[str]) -> str:
+    """Return the human end message: what the run folder holds and what to run next."""
+    names = [(f"{path.name}/" if path.is_dir() else path.name, what) for path, what in _written(run_dir)]
+    listed = ", ".join(f"{name} ({what})" if what else name for name, what in names)
+    return "\n".join([f"wrote {run_dir}: {listed}", "next:", *(f"  {cmd}" for cmd in next_commands)])

@@ -78,6 +78,8 @@ def _run_parallel(fn: Any, n: int, title: str, progress: bool) -> None:
     """Call ``fn(i)`` for i in range(n) on a thread pool, with a rich progress bar if asked."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from ..console import err_console
+
     with ThreadPoolExecutor(_WORKERS) as pool:
         futures = [pool.submit(fn, i) for i in range(n)]
         if not progress:
@@ -85,7 +87,8 @@ def _run_parallel(fn: Any, n: int, title: str, progress: bool) -> None:
                 f.result()
             return
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, transient=True) as bar:
+        console = err_console()  # stderr: stdout is for results. Not a terminal (logs, CI): no bar
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
             task = bar.add_task(title, total=n)
             for f in futures:
                 f.result()

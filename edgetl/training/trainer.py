@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,17 +15,15 @@ from datetime import datetime, timezone
 import numpy as np
 from edgetl_runtime.atomic import atomic_path, write_json
 from edgetl_runtime.contract import InputSpec, ModelSpec, Provenance, default_good_labels
-from rich.console import Console
 
 from .. import __version__
 from .._tf import keras, tensorflow
+from ..console import debug, err_console
 from ..run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError, write_spec
 from .augment import Augmentation, epoch_dataset, eval_dataset
 from .checkpoint import CheckpointStore, StopFlag, TrainingInterrupted, epoch_callback
 from .options import TrainOptions, TrainResult, auto_unfreeze, class_weights
 from .setup import configure_precision, is_chief, make_strategy
-
-console = Console(stderr=True)
 
 FEATURE_BATCH = 32
 
@@ -51,7 +51,8 @@ class Trainer:
             saved["augmentation"] = Augmentation(**saved["augmentation"])
             if saved.get("good_labels") is not None:
                 saved["good_labels"] = tuple(saved["good_labels"])
-            return TrainOptions(**saved)
+            # How much to print is the resuming command's choice, not the interrupted one's.
+            return TrainOptions(**{**saved, "verbose": options.verbose})
         if (run_dir / MODEL_FILE).is_file() or self.store.exists():
             raise RunError(
                 f"{run_dir}: already holds a run. Choose a new -o folder, or add --resume to "
@@ -90,8 +91,8 @@ class Trainer:
         if unknown:
             raise RunError(f"good class {sorted(unknown)} is not among the data set's classes {list(self.labels)}")
         self.data_hash = dataset.content_hash()
-        console.print(f"[bold]data[/] {self.data}: {len(train_set)} train, {len(val_set)} validation images, "
-                      f"classes {list(self.labels)}")
+        err_console().print(f"[bold]data[/] {self.data}: {len(train_set)} train, {len(val_set)} validation "
+                            f"images, classes {list(self.labels)}")
         train_imgs = load_images(train_set, self.input, progress=opts.verbose > 0)
         val_imgs = load_images(val_set, self.input, progress=opts.verbose > 0)
         self.x_train, self.y_train = train_imgs.x, train_imgs.y.astype(np.int32)
@@ -147,7 +148,7 @@ class Trainer:
         if path.is_file():
             with np.load(path) as cached:
                 return cached["train"], cached["val"]
-        console.print("[bold]phase 1[/] computing backbone features once (frozen backbone, no augmentation)")
+        err_console().print("[bold]phase 1[/] computing backbone features once (frozen backbone, no augmentation)")
         train, val = self._extract(self.x_train, "train"), self._extract(self.x_val, "val")
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -159,7 +160,9 @@ class Trainer:
         from rich.progress import Progress
 
         out = []
-        with Progress(console=console, transient=True, disable=self.options.verbose == 0) as bar:
+        console = err_console()  # not a terminal (logs, CI): no bar, it would leave blank lines
+        quiet = self.options.verbose == 0 or not console.is_terminal
+        with Progress(console=console, transient=True, disable=quiet) as bar:
             task = bar.add_task(f"features ({name})", total=len(x))
             for i in range(0, len(x), FEATURE_BATCH):
                 if self.stop:
@@ -184,14 +187,18 @@ class Trainer:
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         if ph.get("last"):
             self.store.restore(model, optimizer, ph["last"])
-            console.print(f"[bold]{phase}[/] resuming at epoch {first + 1}/{epochs}")
+            err_console().print(f"[bold]{phase}[/] resuming at epoch {first + 1}/{epochs}")
         callbacks = [
             epoch_callback(self.store, self.state, phase, self.stop, opts.patience),
             k.callbacks.TensorBoard(log_dir=str(self.run_dir / "logs" / phase), profile_batch=0),
         ]
-        console.print(f"[bold]{phase}[/] up to {epochs} epochs")
-        model.fit(train_ds(first), validation_data=val_ds, epochs=epochs, initial_epoch=first,
-                  steps_per_epoch=steps, callbacks=callbacks, verbose=1 if opts.verbose else 0)
+        err_console().print(f"[bold]{phase}[/] up to {epochs} epochs")
+        # Keras writes its progress to stdout; stdout is for results (``--json``), so it goes to stderr:
+        # a live bar on a terminal, one line per epoch elsewhere (logs, CI).
+        verbose = (1 if sys.stderr.isatty() else 2) if opts.verbose else 0
+        with contextlib.redirect_stdout(sys.stderr):
+            model.fit(train_ds(first), validation_data=val_ds, epochs=epochs, initial_epoch=first,
+                      steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
         if self.stop:
             raise TrainingInterrupted(str(self.run_dir))
         self.state[phase]["done"] = True
@@ -224,6 +231,7 @@ class Trainer:
         opts = self.options
         depth, why = self._unfreeze_depth()
         self.state["unfreeze"] = {"blocks": depth, "of": len(self.blocks), "reason": why}
+        debug(f"[bold]phase2[/] fine-tunes {depth} of {len(self.blocks)} blocks: {why}")
         if depth == 0 or opts.fine_tune_epochs == 0:
             return
         pretrained = self._pretrained()
@@ -328,6 +336,9 @@ class Trainer:
         truth = np.array([self.labels[i] not in self.good_labels for i in self.y_val])
         plot_roc(truth, defect_scores(probs, spec), self.run_dir / "roc_curve.png")
         self.store.clear()  # the run is complete: model.keras replaces the checkpoints
-        console.print(f"[bold green]done[/] in {seconds:.0f} s: validation accuracy "
-                      f"{result.metrics['accuracy']:.4f}, ROC AUC {result.metrics['roc_auc']}")
+        m = result.metrics
+        # good/defect verdict accuracy ("accuracy" in metrics written before the 0.2 metric names)
+        accuracy = next((m[k] for k in ("decision_accuracy", "accuracy") if m.get(k) is not None), None)
+        err_console().print(f"[bold green]done[/] in {seconds:.0f} s: validation accuracy "
+                            f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}, ROC AUC {m.get('roc_auc')}")
         return TrainResult(self.run_dir, self.run_dir / MODEL_FILE, spec, result.metrics, config, seconds)

@@ -204,16 +204,28 @@ def info(model: str, as_json: bool, device: str | None, profile_name: str | None
         return
     spec, export = details.pop("spec"), details.pop("export")
     for key in ("path", "format", "engine", "provider", "device", "threads", "embedded_metadata"):
-        click.echo(f"{key:18} {details[key]}")
+        _field(key, details[key])
     for key in ("input", "output"):
         t = details[key]
-        quant = f" quantization(scale, zero_point)={tuple(t['quantization'])}" if t["quantization"] else ""
-        click.echo(f"{key + ' tensor':18} {t['name']} {t['shape']} {t['dtype']}{quant}")
+        quant = " scale={:.6g} zero_point={}".format(*t["quantization"]) if t["quantization"] else ""
+        _field(f"{key} tensor", f"{t['name']} {t['shape']} {t['dtype']}{quant}")
     for key, value in [*spec.items(), *((f"export.{k}", v) for k, v in (export or {}).items())]:
         if key in ("labels", "good_labels") and isinstance(value, list):
             value = summarize_labels([str(v) for v in value]) or "(none)"
-        if value not in (None, {}, []):
-            click.echo(f"{key:18} {value}")
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items() if v not in (None, [], {}, ""))
+        if value not in (None, {}, [], ""):
+            _field(key, value)
+    for text in details.get("notes", []):
+        _field("note", text)
+
+
+def _field(key: str, value: Any, width: int = 100) -> None:
+    """Print ``key value``, wrapped to ``width`` columns under the value."""
+    import textwrap
+
+    click.echo(textwrap.fill(str(value), width=width, initial_indent=f"{key:18} ", subsequent_indent=" " * 19,
+                             break_on_hyphens=False))  # fmt: skip
 
 
 def _writable_file(out: str | None) -> None:

@@ -64,6 +64,7 @@ def test_cpu_profile_table_has_every_tflite_and_onnx_row(tiny_run, tmp_path):
     md = out_md.read_text().splitlines()
     assert md[2].startswith("Machine: ") and md[4].startswith("| format | quant |") and len([line for line in md if line.startswith("| tflite") or line.startswith("| onnx")]) == 8
     assert "| tflite | int8 | cpu |" in out_md.read_text() and "profile target" in out_md.read_text()
+    assert max(len(line) for line in result.stdout.splitlines()) <= 100  # the table fits 100 columns
     for fmt, quant in CPU_ROWS:  # one console table, every row in it
         assert any(fmt in line and f" {quant} " in line for line in result.stdout.splitlines()), (fmt, quant)
 

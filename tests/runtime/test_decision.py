@@ -114,3 +114,13 @@ def test_bench_with_another_devices_profile_is_not_a_pass(exported, tmp_path):
     verdict = json.loads(forced.stdout)["verdict"]
     assert verdict["forced"] and verdict["reasons"][0].startswith("forced: this host is not a raspberry-pi-4")
     assert verdict["status"] in ("PASS", "FAIL") and forced.exit_code == (0 if verdict["passed"] else 1)
+
+
+def test_info_summarises_a_long_label_list(google_like, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class {i}\n" for i in range(1001)))
+    result = CliRunner().invoke(main, ["info", str(google_like), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())  # long values wrap at 100 columns
+    assert "labels 1001 labels: class 0, class 1" in text and "class 1000" in text and "class 500" not in text
+    assert max(len(line) for line in result.stdout.splitlines()) <= 100
