@@ -26,6 +26,7 @@ def main() -> int:
     parser.add_argument("--data", required=True, help="labelled test folder")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--profile", default="cpu-x86_64")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads [the profile's]")
     parser.add_argument("--json", dest="json_out", default=None)
     add_state_options(parser)
     args = parser.parse_args()
@@ -33,9 +34,12 @@ def main() -> int:
     from edgetl.benchmark import benchmark
 
     bench = start(args)
-    table = benchmark(args.run_dir, profile=args.profile, data=args.data, runs=args.runs,
+    table = benchmark(args.run_dir, profile=args.profile, data=args.data, runs=args.runs, threads=args.threads,
                       progress=lambda line: print(line, flush=True))
     print(f"\n{table.to_markdown()}")
+    inference = "\n".join(f"- {r.format} {r.quantization}: inference p50 {r.inference_p50_ms:.2f} ms, end to end "
+                          f"{r.p50_ms:.2f} ms" for r in table.rows if r.ok)  # fmt: skip
+    print(inference)
     rows = {(r.format, r.quantization): r for r in table.rows if r.ok}
 
     def ratio(a, b, field):
@@ -45,7 +49,9 @@ def main() -> int:
 
     checks = {
         "int8 size / fp32 size (target <= 0.30)": ratio(("tflite", "int8"), ("tflite", "fp32"), "size_bytes"),
-        "TFLite int8 p50 / fp32 p50 (target <= 0.5)": ratio(("tflite", "int8"), ("tflite", "fp32"), "p50_ms"),
+        "TFLite int8 p50 / fp32 p50, end to end (target <= 0.5)": ratio(("tflite", "int8"), ("tflite", "fp32"), "p50_ms"),
+        "TFLite int8 / fp32 inference p50": ratio(("tflite", "int8"), ("tflite", "fp32"), "inference_p50_ms"),
+        "ONNX int8 / fp32 inference p50": ratio(("onnx", "int8"), ("onnx", "fp32"), "inference_p50_ms"),
         "ONNX int8 p50 / TFLite int8 p50 (target <= 1.5)": ratio(("onnx", "int8"), ("tflite", "int8"), "p50_ms"),
     }
     for quant, target in (("int8", 1.0), ("qat", 0.5)):
@@ -58,7 +64,7 @@ def main() -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"table": table.to_dict(), "checks": checks,
                                                    "machine": bench.machine()}, indent=2, default=str))
-    return bench.finish(f"{table.to_markdown()}\n{check_lines}\n")
+    return bench.finish(f"{table.to_markdown()}\n{inference}\n\n{check_lines}\n")
 
 
 if __name__ == "__main__":

@@ -170,6 +170,7 @@ def _validation_table(console, report, Table) -> None:
                       "" if all_images else f">= {tol.min_agreement:.0%}")  # fmt: skip
     table.add_row("max |score diff|", "", f"{report.max_abs_diff:.2e}", "",
                   "report only" if tol.max_abs_diff is None else f"<= {tol.max_abs_diff:g}")  # fmt: skip
+    table.add_row("ran on", "", f"{report.engine}, {report.provider or '-'}, {report.device}", "", "")
     table.add_row("verdict", "", "[green]pass[/green]" if report.passed else "[red]FAIL[/red]", "", "")
     console.print(table)
     for failure in report.failures:

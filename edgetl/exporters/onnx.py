@@ -12,9 +12,11 @@ is not offered: it breaks MobileNet accuracy. int8 uses ``onnxruntime.quantizati
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from edgetl_runtime.contract import ExportInfo, ModelSpec
@@ -68,6 +70,21 @@ class _Calibration:
         pass
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Raise the root logger to ERROR while ONNX Runtime's quantizer runs (it logs advice there), unless -v."""
+    from ..console import verbose_logs
+
+    root = logging.getLogger()
+    saved = root.level
+    if not verbose_logs():
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(saved)
+
+
 def to_int8(proto: Any, calibration: np.ndarray, workdir: Path) -> Any:
     """Return ``proto`` statically quantized to int8 QDQ (per-channel weights), calibrated on ``calibration``."""
     import onnx
@@ -76,16 +93,17 @@ def to_int8(proto: Any, calibration: np.ndarray, workdir: Path) -> Any:
     src, dst = workdir / "float.onnx", workdir / "int8.onnx"
     onnx.save(proto, src)
     try:
-        quantize_static(
-            str(src),
-            str(dst),
-            _Calibration(calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
+        with _quiet_root_logger():  # "Please consider to run pre-processing": advice for float models
+            quantize_static(
+                str(src),
+                str(dst),
+                _Calibration(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
     except Exception as exc:
         raise ExportError(f"ONNX int8 static quantization failed: {exc.__class__.__name__}: {exc}") from exc
     return onnx.load(dst)

@@ -39,7 +39,7 @@ A drift beyond tolerance is a :class:`Failure` (kind, measured, limit) in the re
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -107,8 +107,9 @@ class ValidationReport:
     float_metrics: dict[str, Any] | None
     tolerance: Tolerance
     failures: tuple[Failure, ...] = field(default_factory=tuple)
-    engine: str = "edgetl_runtime"
-    device: str = "cpu"  # the device string the exported file ran on
+    engine: str = "edgetl_runtime"  # the engine that ran the exported file (litert, onnxruntime, edgetpu)
+    device: str = "cpu"  # the device the exported file ran on
+    provider: str = ""  # the kernels that ran it (xnnpack, CPUExecutionProvider, the Edge TPU delegate)
     note: str = ""  # e.g. which file was validated in place of a compiled artifact
     decisive_images: int = 0  # images where the float model's top-1 margin >= DECISIVE_MARGIN
     decisive_agreement: float | None = None  # agreement on those images (None: no decisive image)
@@ -147,6 +148,7 @@ class ValidationReport:
             "passed": self.passed,
             "failures": [f.to_dict() for f in self.failures],
             "engine": self.engine,
+            "provider": self.provider,
             "device": self.device,
             "note": self.note,
         }
@@ -263,10 +265,17 @@ def validate(
     spec: ModelSpec,
     max_drop: float = DEFAULT_MAX_DROP,
 ) -> ValidationReport:
-    """Run ``path`` through the runtime on uint8 ``pixels``, compare with ``reference_model``; return the report."""
-    exported = runtime_scores(path, device)(pixels)
-    return compare(path, exported, reference_scores(reference_model, pixels), labels, quantization, tolerance, device,
-                   spec=spec, max_drop=max_drop)  # fmt: skip
+    """Run ``path`` through the runtime on uint8 ``pixels``, compare with ``reference_model``; return the report.
+
+    The report names the engine, device and provider that actually ran the exported file.
+    """
+    import edgetl_runtime
+
+    model = edgetl_runtime.load(path, device=device)
+    report = compare(path, model.scores(pixels), reference_scores(reference_model, pixels), labels, quantization,
+                     tolerance, device, spec=spec, max_drop=max_drop)  # fmt: skip
+    info = model.info
+    return replace(report, engine=info.engine, device=info.device, provider=info.provider)
 
 
 def raise_for(report: ValidationReport) -> None:

@@ -191,6 +191,13 @@ def _probabilities(raw: np.ndarray, quant: tuple[float, int] | None, kind: str) 
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def _is_identity(dtype: Any, mean: Sequence[float], std: Sequence[float], quant: tuple[float, int] | None) -> bool:
+    """True when :func:`to_model_input` returns uint8 pixels unchanged for this tensor and normalization."""
+    probe = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(len(mean), axis=3)
+    out = to_model_input(probe, dtype, tuple(mean), tuple(std), quant)
+    return out.dtype == np.uint8 and np.array_equal(out, probe)
+
+
 class Model:
     """A loaded classifier; build it with :func:`load`. ``predict`` is safe from many threads."""
 
@@ -205,6 +212,10 @@ class Model:
         self._good = np.array(spec.good_indices, dtype=np.intp)
         self._output_kind = spec.output.kind
         self._threshold = spec.threshold
+        inp, tensor = spec.input, backend.input
+        self._mean, self._std = inp.pixel_mean, inp.pixel_std
+        # Decided once: uint8 pixels that go in as they are (edgetl int8 exports, uint8 bare models).
+        self._passthrough = _is_identity(tensor.dtype, self._mean, self._std, input_quant)
 
     def __repr__(self) -> str:
         return f"Model({self.info.path!r}, engine={self.info.engine!r}, device={self.info.device!r})"
@@ -230,8 +241,10 @@ class Model:
             raise ValueError(f"expected pixels of shape (N, {', '.join(map(str, self._shape))}), got {pixels.shape}")
         if len(pixels) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        inp, tensor = self.info.spec.input, self._backend.input
-        x = to_model_input(pixels, tensor.dtype, inp.pixel_mean, inp.pixel_std, self._input_quant)
+        if self._passthrough:
+            x = np.ascontiguousarray(pixels)
+        else:
+            x = to_model_input(pixels, self._backend.input.dtype, self._mean, self._std, self._input_quant)
         return _probabilities(self._backend.run(x), self._backend.output.quantization, self._output_kind)
 
     def predict(self, image: ImageSource) -> Prediction:

@@ -202,7 +202,9 @@ def to_model_input(
         x = pixels.astype(np.float32)
         return (x if identity else (x - mean_arr) / std_arr).astype(dtype, copy=False)
     scale, zero_point = quantization if quantization and quantization[0] else (1.0, 0)
-    if identity and scale == 1.0 and zero_point == 0 and dtype == np.uint8:
+    # The converter stores the unit scale as float32 (often 0.99999988): within 1e-5 of 1,
+    # x / scale rounds back to x for every pixel 0..255 (255 * 1e-5 << 0.5), so pass them through.
+    if identity and abs(scale - 1.0) < 1e-5 and zero_point == 0 and dtype == np.uint8:
         return np.ascontiguousarray(pixels, dtype=np.uint8)
     x = pixels.astype(np.float32)
     if not identity:

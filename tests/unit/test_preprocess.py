@@ -140,3 +140,15 @@ def test_parallel_decoding_leaves_pillow_limits_intact(tmp_path: Path) -> None:
         results = list(pool.map(lambda _: load_image(tmp_path / "a.png", (4, 4)), range(300)))
     assert Image.MAX_IMAGE_PIXELS == before
     assert all(np.array_equal(r, results[0]) for r in results)
+
+
+def test_a_unit_scale_stored_as_float32_passes_pixels_through():
+    # The converter writes scale 1 as 0.99999988; quantizing by it must give the pixels back
+    # unchanged, and without float work (the fast path returns the array itself).
+    from edgetl_runtime.preprocess import to_model_input
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    out = to_model_input(pixels, np.uint8, (0.0,) * 3, (1.0,) * 3, (0.9999998807907104, 0))
+    assert out is pixels
+    slow = np.clip(np.rint(pixels.astype(np.float32) / np.float32(0.9999998807907104)), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(out, slow)

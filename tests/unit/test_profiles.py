@@ -65,10 +65,14 @@ def test_targets_match_the_device(name: str, fmt: str, quant: str, device: str) 
     assert (p.export.format, p.export.quantization, p.runtime.device) == (fmt, quant, device)
 
 
-def test_cpu_budget_is_a_generous_ci_guard() -> None:
+IDLE_CPU_P50_MS = 7.1  # docs/BENCHMARKS.md: the reference model on an idle 2-core x86 host, 2026-11-26
+
+
+def test_cpu_budget_is_derived_from_an_idle_measurement() -> None:
+    # Issue 10: at most 3x the idle p50 (the former 60 ms let a 4x slowdown pass).
     p = load_profile("cpu-x86_64")
     assert (p.reference.backbone, p.reference.input_size, p.reference.quantization) == ("mobilenet_v3_small", (224, 224), "int8")
-    assert p.budget.p50_ms >= 50 and p.budget.p99_ms >= 150 and p.budget.memory_mb >= 400
+    assert IDLE_CPU_P50_MS < p.budget.p50_ms <= 3 * IDLE_CPU_P50_MS and p.budget.p99_ms >= p.budget.p50_ms
 
 
 def test_profiles_are_frozen() -> None:
@@ -147,13 +151,13 @@ def test_invalid_toml_and_unknown_name(tmp_path: Path) -> None:
 
 
 def test_user_dir_adds_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write_variant(tmp_path, "p50_ms =*=>p50_ms = 80.0", name="line-3-ipc")
-    _write_variant(tmp_path, "p50_ms =*=>p50_ms = 70.0", name="cpu-x86_64")
+    _write_variant(tmp_path, "p50_ms =*=>p50_ms = 18.0", name="line-3-ipc")
+    _write_variant(tmp_path, "p50_ms =*=>p50_ms = 17.0", name="cpu-x86_64")
     monkeypatch.setenv(profiles_module.ENV_DEVICES_DIR, str(tmp_path))
     names = [p.name for p in list_profiles()]
     assert "line-3-ipc" in names and REQUIRED <= set(names)
-    assert load_profile("line-3-ipc").budget.p50_ms == 80.0
-    assert load_profile("cpu-x86_64").budget.p50_ms == 70.0  # the user's copy wins
+    assert load_profile("line-3-ipc").budget.p50_ms == 18.0
+    assert load_profile("cpu-x86_64").budget.p50_ms == 17.0  # the user's copy wins
     (tmp_path / "zz-broken.toml").write_text("name = 1\n")
     with pytest.raises(ProfileError, match=r"zz-broken\.toml: field 'name'"):
         list_profiles()

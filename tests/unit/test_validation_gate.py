@@ -55,3 +55,11 @@ def test_unlabelled_validation_images_gate_on_agreement_only():
     exported, reference, _ = _collapse()
     report = compare("m.tflite", exported, reference, np.full(8, -1), "int8", spec=SPEC)
     assert report.exported_metrics is None and report.passed
+
+
+def test_the_report_names_what_ran_the_export(tiny_run, tmp_path):
+    from edgetl.exporters import ExportOptions, export
+
+    result = export(tiny_run, ExportOptions(), tmp_path / "m.tflite")
+    report = result.report.to_dict()
+    assert (report["engine"], report["provider"], report["device"]) == ("litert", "xnnpack", "cpu")
