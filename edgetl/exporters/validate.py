@@ -278,6 +278,13 @@ def validate(
     return replace(report, engine=info.engine, device=info.device, provider=info.provider)
 
 
+_AGREEMENT_ADVICE = ("Check the calibration data (--calib) matches the deployment images, try more calibration "
+                     "images (--calib-samples) or a float format, or see the report for per-metric numbers.")
+_DROP_ADVICE = ("Try more calibration images (--calib-samples 500) or calibration data closer to the deployment "
+                "images (--calib), or --quant fp16; to ship it anyway, accept the loss explicitly with "
+                "--max-drop POINTS (the report beside the output path has every metric).")
+
+
 def raise_for(report: ValidationReport) -> None:
     """Raise the matching :class:`ValidationError` subclass when ``report`` failed; do nothing otherwise."""
     if report.passed:
@@ -285,7 +292,7 @@ def raise_for(report: ValidationReport) -> None:
     message = (
         f"{report.path}: exported model failed validation on {report.n_images} held-out images: "
         + "; ".join(f.message for f in report.failures)
-        + ". Nothing was written at the output path. Check the calibration data (--calib) matches the "
-        "deployment images, try --quant qat or a float format, or see the report for per-metric numbers."
+        + ". Nothing was written at the output path. "
+        + (_DROP_ADVICE if any(f.kind == "drop" for f in report.failures) else _AGREEMENT_ADVICE)
     )
     raise ERROR_OF_KIND[report.failures[0].kind](message, report)

@@ -292,7 +292,7 @@ def _machine_line(state: dict[str, Any], when: str) -> str:
 
 
 def format_report(report: BenchReport, result: Verdict | None = None, profile_name: str | None = None) -> Any:
-    """Return a rich Table of ``report`` (or plain text when rich is not installed)."""
+    """Return a rich renderable of ``report``: the stage table, then one line per fact (plain text without rich)."""
     rows = [
         (name, *(f"{getattr(s, k):.2f}" for k in ("p50", "p90", "p99", "mean", "std", "min", "max")))
         for name, s in report.stages.items()
@@ -322,14 +322,30 @@ def format_report(report: BenchReport, result: Verdict | None = None, profile_na
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         table = [title] + ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
         return "\n".join(table + lines)
+    from rich.console import Group
     from rich.markup import escape
+    from rich.text import Text
 
-    table = Table(title=escape(title), caption=escape("\n".join(lines)), caption_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
-    return table
+    return Group(table, Text("\n".join(lines)))
+
+
+def report_text(report: BenchReport, result: Verdict | None = None, profile_name: str | None = None) -> str:
+    """Return :func:`format_report` as plain text (for logs and assertion messages)."""
+    rendered = format_report(report, result, profile_name)
+    if isinstance(rendered, str):
+        return rendered
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    Console(file=buffer, width=100, color_system=None).print(rendered)
+    return buffer.getvalue()
 
 
 def plot_latency(report: BenchReport, out: str | Path) -> Path:

@@ -20,7 +20,7 @@ from typing import Callable
 
 import pytest
 
-from edgetl_runtime.bench import BenchReport, StageStats, format_report, verdict
+from edgetl_runtime.bench import BenchReport, StageStats, report_text, verdict
 from edgetl_runtime.profiles import DeviceProfile, list_profiles, load_profile
 
 from .conftest import profile_marks, why_no_model, why_not_this_host
@@ -62,5 +62,5 @@ def test_reference_model_meets_latency_budget(
     assert result.reasons, f"{profile.name}: its budget names no limit to check"
     assert result.passed, (
         f"{profile.name}: reference {profile.reference.backbone} {profile.reference.quantization} "
-        f"({model.name}) misses its budget:\n" + "\n".join(result.reasons) + f"\n{format_report(report, result, profile.name)}"
+        f"({model.name}) misses its budget:\n" + "\n".join(result.reasons) + f"\n{report_text(report, result, profile.name)}"
     )

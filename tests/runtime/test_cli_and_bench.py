@@ -84,6 +84,8 @@ def test_run_benchmark_and_verdict(exported):
     assert result.reasons[0].startswith("FAIL p50") and len(result.reasons) == 2
     assert report.host["cores"] >= 1 and report.host["date"] and len(report.host["load"]) == 3
     assert report.provider == "xnnpack" and report.metrics is None
+    text = bench.report_text(report, result, "tight")
+    assert "stage (ms)" in text and "tight: FAIL" in text and "machine at start" in text
 
 
 def test_bench_command_with_profile_json_and_plot(exported, tmp_path):
