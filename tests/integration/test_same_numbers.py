@@ -47,6 +47,11 @@ def test_export_eval_benchmark_and_bench_agree(tiny_run, tiny_dataset, tmp_path)
     assert evaluated.exit_code == 0, evaluated.output
     eval_metrics = json.loads(evaluated.stdout)
 
+    at_zero = runner.invoke(main, ["eval", str(out), str(tiny_dataset), "--threshold", "0", "--json", "--no-report"])
+    zero = json.loads(at_zero.stdout)  # --threshold: every image is a defect verdict, nothing stored
+    assert (zero["threshold"], zero["defect_recall"], zero["threshold_source"]) == (0.0, 1.0, "given to eval")
+    assert json.loads((run / "model_spec.json").read_text())["decision"]["threshold"] == 0.3
+
     float_eval = runner.invoke(main, ["eval", str(run), str(tiny_dataset), "--json", "--no-report"])
     assert float_eval.exit_code == 0, float_eval.output
 
