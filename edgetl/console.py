@@ -27,6 +27,13 @@ def set_verbosity(level: int) -> None:
     """Set the process's verbosity: -1 quiet (warnings and errors only), 0 normal, 1 verbose."""
     global _level
     _level = max(QUIET, min(VERBOSE, int(level)))
+    import sys
+
+    litert = sys.modules.get("edgetl_runtime.backends.litert")
+    if _level >= VERBOSE or litert is not None:  # -v keeps the runtime engines' native log lines too
+        from edgetl_runtime.backends.litert import keep_native_logs
+
+        keep_native_logs(_level >= VERBOSE)
     for listener in _listeners:
         listener(_level)
 

@@ -215,7 +215,12 @@ def _probabilities(score: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray
 def default_report_dir(model: Path, data: str | Path) -> Path:
     """Return where ``edgetl eval`` writes its report: ``RUN/eval/<data folder>`` or ``<model file>.eval/<data>``."""
     name = Path(data).resolve().name or "data"
-    base = model / "eval" if model.is_dir() else model.with_name(model.name + ".eval")
+    if model.is_dir():
+        base = model / "eval"
+    elif model.suffix == ".keras":  # RUN/model.keras: the run folder's report
+        base = model.parent / "eval"
+    else:
+        base = model.with_name(model.name + ".eval")
     return base / name
 
 
@@ -288,6 +293,9 @@ def evaluate(
     result = evaluate_probs(probs, images.label_indices(spec.labels), spec, threshold)
     result.metrics.update(chosen)
     result.metrics["threshold_source"] = "given to eval" if threshold is not None else spec.decision.threshold_source
+    info = getattr(getattr(score, "__self__", None), "info", None)  # an exported file: what ran it
+    result.metrics["ran_on"] = ({"engine": info.engine, "provider": info.provider, "device": info.device}
+                                if info is not None else {"engine": "tensorflow (Keras float model)", "provider": "", "device": ""})
     out = None
     if write_report:
         from edgetl_runtime.atomic import write_json

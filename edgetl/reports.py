@@ -11,7 +11,7 @@
 - ``misclassified.html``: a self-contained page (thumbnails embedded as JPEG data URIs) of the missed
   defects and the false alarms, the worst first.
 
-The metrics themselves (``summary.json``) are the caller's to write.
+The metrics themselves (``metrics.json``) are the caller's to write.
 
 >>> import tempfile
 >>> probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])

@@ -1,7 +1,8 @@
 """``edgetl benchmark``: every export a device supports, its size, accuracy and speed, in one table.
 
 Exit codes: 0 at least one row was exported, checked and timed (rows with errors are in the
-table); 1 every row failed; 2 bad input (run, data, device, options or output paths).
+table); 1 every row failed, or --markdown was asked for on a busy machine (without --allow-busy);
+2 bad input (run, data, device, options or output paths).
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from . import InputError, table_console
 
 
 class AllRowsFailed(click.ClickException):
+    exit_code = 1
+
+
+class BusyMachine(click.ClickException):
     exit_code = 1
 
 
@@ -35,10 +40,13 @@ class AllRowsFailed(click.ClickException):
               help="Flag a row whose decision accuracy or defect recall is more than this many points below the float model's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON on stdout (nothing else there).")
 @click.option("--json-file", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the table as JSON to this file.")
-@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None, help="Write the table as Markdown here.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the table as Markdown here (for docs: refused when the machine is busy at the start).")
+@click.option("--allow-busy", is_flag=True, help="Write --markdown even from a busy machine (the table says so).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Folder for the exported models [RUN_DIR/benchmark].")
-def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, max_drop, as_json, json_out, md_out, output):
+def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, max_drop, as_json, json_out, md_out,
+              allow_busy, output):
     """Export RUN_DIR in every format and quantization the device supports; compare size, accuracy, speed.
 
     \b
@@ -58,12 +66,18 @@ def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, max_d
 
     from ..benchmark import BenchmarkError, benchmark as run_benchmark
 
-    from edgetl_runtime.host import busy_warning, machine_state
+    from edgetl_runtime.host import BusyMachineError, busy_warning, machine_state, require_idle
 
     err = err_console()
-    warning = busy_warning(machine_state())
+    state = machine_state()
+    warning = busy_warning(state)
     if warning:
         err.print(warning, markup=False)
+    if md_out:
+        try:
+            require_idle(state, allow_busy, f"write benchmark figures to {md_out}")
+        except BusyMachineError as exc:
+            raise BusyMachine(str(exc)) from None
     try:
         table = run_benchmark(run_dir, profile=profile_name, data=data, runs=runs, warmup=warmup, threads=threads,
                               formats=formats, output_dir=output, max_drop=max_drop,

@@ -81,12 +81,13 @@ def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_r
     table.add_column("value", justify="right")
     table.add_column("meaning")
     for key, name, meaning in METRIC_ROWS:
-        if m.get(key) is None and key == "class_accuracy":
+        if m.get(key) is None and (key == "class_accuracy" or m.get("confusion") is None):
             continue
         value = m.get(key)
         table.add_row(name, "n/a" if value is None else f"{value:.4f}", meaning)
     c = m["confusion"]
-    table.add_row("verdicts", f"{c['tp']} {c['fp']} {c['tn']} {c['fn']}", "tp fp tn fn (positive = defect)")
+    if c is not None:
+        table.add_row("verdicts", f"{c['tp']} {c['fp']} {c['tn']} {c['fn']}", "tp fp tn fn (positive = defect)")
     if "recall_95ci" in m:
         low, high = m["recall_95ci"]
         table.add_row("recall 95% CI", f"{low:.2f}-{high:.2f}", f"on {m['validation_defects']} validation defects")

@@ -240,7 +240,8 @@ def export(
             pixels, labels = _images(source, options.val_data, "val", options.val_samples, "validation")
             report = validate(plan.path, source.model, pixels, labels, options.quantization, _tolerance(options),
                               plan.device, spec=source.spec, max_drop=options.max_drop)  # fmt: skip
-            report = dataclasses.replace(report, note=plan.note) if plan.note else report
+            if plan.note:
+                report = dataclasses.replace(report, note="; ".join(filter(None, (plan.note, report.note))))
             report = dataclasses.replace(report, path=str(output.parent / Path(report.path).name))
         rejected = report is not None and not report.passed and options.fail_on_validation
         moved = {} if rejected else _move_into_place(staging, output.parent)

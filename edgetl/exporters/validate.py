@@ -124,11 +124,6 @@ class ValidationReport:
         a, b = (self.exported_metrics or {}).get(metric), (self.float_metrics or {}).get(metric)
         return None if a is None or b is None else (a - b) * 100
 
-    @property
-    def accuracy(self) -> float | None:
-        """The exported model's decision accuracy."""
-        return (self.exported_metrics or {}).get("decision_accuracy")
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -174,6 +169,14 @@ def _metrics(scores: np.ndarray, labels: np.ndarray, spec: ModelSpec) -> dict[st
     return decision_metrics(scores, labels, spec.labels, spec.good_labels, spec.threshold)
 
 
+def _counts(metrics: dict[str, Any], metric: str) -> tuple[int, int]:
+    """Return ``(right, out of)`` behind ``metric``: images with the right verdict, or defects found."""
+    c = metrics["confusion"]
+    if metric == "defect_recall":
+        return c["tp"], c["tp"] + c["fn"]
+    return c["tp"] + c["tn"], metrics["n"]
+
+
 def _drops(exported: dict[str, Any] | None, reference: dict[str, Any] | None, max_drop: float) -> list[Failure]:
     failures = []
     for metric in GATED_METRICS:
@@ -183,9 +186,23 @@ def _drops(exported: dict[str, Any] | None, reference: dict[str, Any] | None, ma
         drop = (b - a) * 100
         if drop > max_drop + 1e-9:
             name = metric.replace("_", " ")
+            (was, total), (now, _) = _counts(reference, metric), _counts(exported, metric)
+            what = "defects found" if metric == "defect_recall" else "images right"
             failures.append(Failure("drop", drop, max_drop, f"{name} fell {drop:.1f} points against the float model "
-                                    f"({b:.1%} -> {a:.1%}), more than the {max_drop:g} allowed (--max-drop)"))  # fmt: skip
+                                    f"({b:.1%} -> {a:.1%}: {was} -> {now} of {total} {what}), more than the "
+                                    f"{max_drop:g} allowed (--max-drop)"))  # fmt: skip
     return failures
+
+
+def _gate_note(exported: dict[str, Any] | None) -> str:
+    """Say when the decision gate could not run (nothing to compare), so a pass is not over-read."""
+    if exported is None:
+        return "no labelled validation images: decision accuracy and defect recall were not compared (pass --data)"
+    if exported.get("decision_accuracy") is None:
+        return "the model names no good class: there is no verdict to compare"
+    if exported.get("defect_recall") is None:
+        return "no defective validation images: defect recall was not compared"
+    return ""
 
 
 def compare(
@@ -235,6 +252,7 @@ def compare(
                                 f"max |score difference| {max_diff:.3g} exceeds {tol.max_abs_diff:g} for {quantization}"))
     exported_metrics, float_metrics = _metrics(exported, labels, spec), _metrics(reference, labels, spec)
     failures += _drops(exported_metrics, float_metrics, max_drop)
+    note = _gate_note(exported_metrics)
     return ValidationReport(
         path=str(path),
         quantization=quantization,
@@ -249,6 +267,7 @@ def compare(
         decisive_images=int(decisive.sum()),
         decisive_agreement=decisive_agreement,
         device=device,
+        note=note,
         max_drop=max_drop,
     )
 

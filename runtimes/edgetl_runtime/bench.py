@@ -171,7 +171,7 @@ def run_benchmark(
     model = load(model_path, device=device, threads=threads, labels=labels, profile=profile,
                  engine_options=engine_options, allow_cpu_fallback=allow_cpu_fallback)
     load_ms = (time.perf_counter() - t0) * 1e3
-    metrics = labelled_metrics(model, data) if data is not None else None
+    labelled = labelled_files(model, data) if data is not None else None  # bad input fails before the timing
     t0 = time.perf_counter()
     model.predict(source)
     first_ms = (time.perf_counter() - t0) * 1e3
@@ -198,6 +198,9 @@ def run_benchmark(
             concurrent_ips = runs / (time.perf_counter() - t0)
 
     peak, current = memory_mb()
+    # After the timing and the memory reading: the metrics' batches must not warm the model up
+    # before "first inference" nor raise the peak memory checked against the budget.
+    metrics = labelled_metrics(model, data, files=labelled) if data is not None else None
     info = model.info
     return BenchReport(
         model=str(model_path),
@@ -224,9 +227,8 @@ def run_benchmark(
     )
 
 
-def labelled_metrics(model: Any, folder: str | Path, batch_size: int = 32) -> dict[str, Any]:
-    """Return the decision metrics of ``model`` on ``folder`` (``<label>/`` subfolders of images)."""
-    from .decision import decision_metrics
+def labelled_files(model: Any, folder: str | Path) -> list[tuple[Path, int]]:
+    """Return ``(image, label index)`` for the ``<label>/`` subfolders of ``folder``; an error when unusable."""
     from .errors import ImageError
     from .preprocess import is_image_file
 
@@ -241,6 +243,15 @@ def labelled_metrics(model: Any, folder: str | Path, batch_size: int = 32) -> di
     files = [(f, labels.index(c.name)) for c in classes for f in sorted(c.rglob("*")) if f.is_file() and is_image_file(f)]
     if not files:
         raise ImageError(str(folder), "no images found in its <label>/ subfolders")
+    return files
+
+
+def labelled_metrics(model: Any, folder: str | Path, batch_size: int = 32,
+                     files: list[tuple[Path, int]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Return the decision metrics of ``model`` on ``folder`` (``<label>/`` subfolders of images)."""
+    from .decision import decision_metrics
+
+    files = files if files is not None else labelled_files(model, folder)
     probs = []
     for i in range(0, len(files), batch_size):
         chunk = files[i : i + batch_size]
@@ -252,6 +263,13 @@ def labelled_metrics(model: Any, folder: str | Path, batch_size: int = 32) -> di
     return out
 
 
+def not_this_device(profile: Any, why: tuple[str, ...]) -> Verdict:
+    """Return the NOT THIS DEVICE verdict for ``profile`` with the detection reasons ``why``."""
+    return Verdict(False, (f"this host is not a {profile.name}: " + "; ".join(why),
+                           "latencies measured here say nothing about that device's budget; run on the device, "
+                           "or pass --force to compare anyway"), NOT_THIS_DEVICE)  # fmt: skip
+
+
 def verdict(report: BenchReport, profile: Any, force: bool = False, host: Any = None) -> Verdict:
     """Return the :class:`Verdict` of ``report`` against ``profile.budget`` (p50_ms, p99_ms, memory_mb).
 
@@ -261,9 +279,7 @@ def verdict(report: BenchReport, profile: Any, force: bool = False, host: Any = 
     """
     matches, why = host_matches(profile, host)
     if not matches and not force:
-        return Verdict(False, (f"this host is not a {profile.name}: " + "; ".join(why),
-                               "latencies measured here say nothing about that device's budget; run on the "
-                               "device, or pass --force to compare anyway"), NOT_THIS_DEVICE)  # fmt: skip
+        return not_this_device(profile, why)
     prefix = (f"forced: this host is not a {profile.name} ({'; '.join(why)}); the budget is compared anyway",) if not matches else ()
     budget = profile.budget
     total = report.stages["total"]

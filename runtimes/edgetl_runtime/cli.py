@@ -33,8 +33,16 @@ class InputError(click.ClickException):
 
 
 def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        _VERBOSITY["level"] = -1 if param.name == "quiet" else 1
+    if not value:
+        return
+    other = ctx.meta.setdefault("edgetl_runtime.verbosity", param.name)
+    if other != param.name:
+        raise click.UsageError("-q/--quiet and -v/--verbose cannot be combined")
+    _VERBOSITY["level"] = -1 if param.name == "quiet" else 1
+    if param.name == "verbose":  # keep the engines' own native log lines too
+        from .backends.litert import keep_native_logs
+
+        keep_native_logs(True)
 
 
 def verbosity_options(f: Callable) -> Callable:
@@ -63,6 +71,10 @@ def _load(model: str, device: str | None, threads: int | None, labels: str | Non
         raise InputError(f"{model}: {exc.strerror or exc}") from None
     for text in m.info.notes:
         note(text)
+    if _VERBOSITY["level"] > 0:
+        i = m.info
+        click.echo(f"loaded {i.path}: {i.format}, engine {i.engine}, provider {i.provider}, device {i.device}, "
+                   f"{i.threads} threads, input {list(i.input.shape)} {i.input.dtype}", err=True)  # fmt: skip
     return m
 
 
@@ -89,13 +101,16 @@ def _profile(name: str | None) -> Any:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgetl-runtime")
-def main() -> None:
+def main() -> None:  # noqa: D401 - click group
     """Run edgetl models (.tflite, Edge TPU .tflite, .onnx) on this device.
 
     \b
     Exit codes: 0 success; 1 a check failed (an image could not be classified, a latency
     budget was missed, this host is not the profile's device); 2 bad input.
     """
+    _VERBOSITY["level"] = 0  # each invocation starts at normal verbosity (in-process callers, tests)
+    if "edgetl_runtime.backends.litert" in sys.modules:
+        sys.modules["edgetl_runtime.backends.litert"].keep_native_logs(False)
 
 
 device_option = click.option(
@@ -107,7 +122,7 @@ profile_option = click.option(
 )
 fallback_option = click.option(
     "--allow-cpu-fallback", is_flag=True,
-    help="run on the CPU when the requested GPU provider cannot start (default: an error)",
+    help="ONNX models: run on the CPU when the requested CUDA/TensorRT provider cannot start (default: an error)",
 )
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [all, at most 4]")
 labels_option = click.option(
@@ -289,6 +304,21 @@ def bench(
     for out in (json_file, plot):  # fail before minutes of timing, not after
         _writable_file(out)
     profile = _profile(profile_name)
+    if force and profile is None:
+        raise InputError("--force compares with a profile's budget: pass --profile NAME too")
+    if profile is not None and not force:
+        matches, why = b.host_matches(profile)
+        if not matches:  # before loading: the profile's accelerator may not even exist here
+            result = b.not_this_device(profile, why)
+            if as_json:
+                click.echo(json.dumps({"model": model, "verdict": result.to_dict(profile.name)}, indent=2))
+            else:
+                click.echo("\n".join([f"{profile.name}: {result.status}", *result.reasons]))
+            if json_file:
+                from .atomic import write_json
+
+                write_json(json_file, {"model": model, "verdict": result.to_dict(profile.name)})
+            sys.exit(EXIT_CHECK_FAILED)
     warning = busy_warning(machine_state())
     if warning:
         click.echo(warning, err=True)

@@ -18,6 +18,8 @@ validation, ``edgetl benchmark`` and ``edgetl-runtime bench --data`` report, und
 ``class_accuracy``
     share of images whose decided class (the best defect class for a defect verdict, the best good
     class otherwise) is the true class; for models with more than two classes only (None otherwise).
+    A model that names no good class (a generic third-party classifier) has no verdict: its
+    decision metrics are None and ``class_accuracy`` is the top-1 accuracy.
 
 >>> import numpy as np
 >>> probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])    # good, defect
@@ -101,11 +103,16 @@ def decision_metrics(
     known = y_true >= 0
     probs, y_true = probs[known], y_true[known]
     good = [i for i, name in enumerate(labels) if name in set(good_labels)]
+    n = int(len(y_true))
+    if not good:  # no verdict without good classes: only the top class can be judged
+        return {"n": n, "threshold": float(threshold), "decision_accuracy": None, "defect_recall": None,
+                "defect_precision": None, "roc_auc": None,
+                "class_accuracy": float(np.mean(probs.argmax(axis=1) == y_true)) if n else None,
+                "balanced_accuracy": None, "defect_f1": None, "confusion": None}  # fmt: skip
     truth = ~np.isin(y_true, good)
     score = defect_scores(probs, good) if len(probs) else np.zeros(0)
     c = verdict_counts(truth, score, threshold)
     tp, fp, tn, fn = c["tp"], c["fp"], c["tn"], c["fn"]
-    n = int(len(y_true))
     recall = tp / (tp + fn) if tp + fn else None
     precision = tp / (tp + fp) if tp + fp else None
     specificity = tn / (tn + fp) if tn + fp else None

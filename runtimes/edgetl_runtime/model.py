@@ -385,7 +385,7 @@ def load(
     notes: list[str] = []
     if getattr(backend, "fallback", False):
         notes.append(f"device {device!r} could not be used; running on {backend.device} ({backend.provider}) "
-                     "because the CPU fallback was allowed")  # fmt: skip
+                     "because a fallback was allowed (allow_cpu_fallback, --allow-cpu-fallback)")  # fmt: skip
     names = None
     if labels is not None:
         names, note = fit_labels(read_labels(labels), n_outputs, where)
@@ -397,6 +397,11 @@ def load(
             raise MetadataError(f"{path}: its contract says the output is {spec.output.kind}; --softmax is for "
                                 "bare models that output logits")  # fmt: skip
         if names is not None:
+            dropped = [g for g in spec.good_labels if g not in names]
+            if dropped and good_labels is None:
+                raise MetadataError(f"{path}: the good label(s) {dropped} of its contract are not in the labels given; "
+                                    "without a good class there is no verdict: pass good_labels= (CLI: use the "
+                                    "contract's label names)")  # fmt: skip
             spec = spec.replace(labels=names, good_labels=tuple(g for g in spec.good_labels if g in names))
         input_quant = backend.input.quantization
     else:

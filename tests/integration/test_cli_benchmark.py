@@ -44,7 +44,7 @@ def _wide_run(tiny_run: Path, root: Path) -> Path:
 def test_cpu_profile_table_has_every_tflite_and_onnx_row(tiny_run, tmp_path):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     result = _run(tiny_run, "--profile", "cpu-x86_64", "--runs", 3, "--warmup", 1, "--json-file", out_json,
-                  "--markdown", out_md, "-o", tmp_path / "exports")  # fmt: skip
+                  "--markdown", out_md, "--allow-busy", "-o", tmp_path / "exports")  # fmt: skip
     assert result.exit_code == 0, result.output
     table = json.loads(out_json.read_text())
     float_accuracy = table["float_metrics"]["decision_accuracy"]
@@ -89,7 +89,7 @@ def test_a_failing_row_does_not_abort_the_table(tiny_run, tmp_path):
         pytest.skip("this host has a Coral USB and the compiler: the Edge TPU row would succeed")
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     result = _run(tiny_run, "--profile", "coral-usb", "--runs", 2, "--warmup", 0, "--json-file", out_json,
-                  "--markdown", out_md, "-o", tmp_path / "exports")  # fmt: skip
+                  "--markdown", out_md, "--allow-busy", "-o", tmp_path / "exports")  # fmt: skip
     assert result.exit_code == 0, result.output
     tpu, cpu = json.loads(out_json.read_text())["rows"]
     assert (tpu["format"], tpu["device"]) == ("edgetpu", "edgetpu:usb") and tpu["error"]

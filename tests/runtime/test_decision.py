@@ -124,3 +124,40 @@ def test_info_summarises_a_long_label_list(google_like, tmp_path):
     text = " ".join(result.stdout.split())  # long values wrap at 100 columns
     assert "labels 1001 labels: class 0, class 1" in text and "class 1000" in text and "class 500" not in text
     assert max(len(line) for line in result.stdout.splitlines()) <= 100
+
+
+def test_an_accelerator_profile_off_its_device_is_not_this_device(exported):
+    # Checked before the model is opened: no "install libedgetpu" error for a Coral profile on a PC.
+    from edgetl_runtime.profiles import HostInfo, load_profile
+
+    if load_profile("coral-usb").detect.check(HostInfo.probe())[0]:
+        pytest.fail("this test assumes no Coral USB Accelerator is plugged in")
+    result = CliRunner().invoke(main, ["bench", str(exported.tflite_int8), "--profile", "coral-usb", "--json"])
+    assert result.exit_code == 1, result.output
+    verdict = json.loads(result.stdout)["verdict"]
+    assert verdict["status"] == "NOT THIS DEVICE" and "Edge TPU on usb not found" in verdict["reasons"][0]
+    assert CliRunner().invoke(main, ["bench", str(exported.tflite_int8), "--force"]).exit_code == 2  # needs --profile
+
+
+def test_a_model_without_good_classes_has_no_verdict_metrics(google_like, tmp_path):
+    # Before: every image counted as a defect, and bench --data reported accuracy 1.0 on defect-only truth.
+    from PIL import Image
+
+    for name in ("0", "1"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("RGB", (96, 96), (40, 80, 120)).save(tmp_path / "data" / name / "a.png")
+    result = CliRunner().invoke(main, ["bench", str(google_like), "--data", str(tmp_path / "data"), "--runs", "2",
+                                       "--warmup", "0", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)["metrics"]
+    assert metrics["decision_accuracy"] is None and metrics["defect_recall"] is None and metrics["confusion"] is None
+    assert metrics["class_accuracy"] in (0.0, 0.5, 1.0) and metrics["n"] == 2
+
+
+def test_quiet_and_verbose(exported):
+    both = CliRunner().invoke(main, ["info", str(exported.tflite_int8), "-q", "-v"])
+    assert both.exit_code == 2 and "cannot be combined" in both.output
+    verbose = CliRunner().invoke(main, ["predict", str(exported.tflite_int8), exported.images[0], "-v"])
+    assert verbose.exit_code == 0 and "engine litert, provider xnnpack" in verbose.stderr
+    plain = CliRunner().invoke(main, ["predict", str(exported.tflite_int8), exported.images[0]])
+    assert "engine litert" not in plain.stderr  # -v does not stick to the next invocation

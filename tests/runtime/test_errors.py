@@ -112,3 +112,21 @@ def test_missing_engine_names_the_extra(exported, model_attr, blocked, extra):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "MESSAGE" in out.stdout and extra in out.stdout
+
+
+def test_litert_notice_is_dropped_and_other_native_output_kept(exported, tmp_path):
+    # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++ on the first
+    # interpreter of a process; edgetl-runtime drops that one line, and nothing else.
+    code = textwrap.dedent(f"""
+        import os, edgetl_runtime
+        from edgetl_runtime.backends.litert import quiet_native_stderr
+        edgetl_runtime.load({str(exported.tflite_fp32)!r})
+        with quiet_native_stderr():
+            os.write(2, b"kept line\\nINFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n")
+    """)
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "XNNPACK delegate" not in quiet.stderr and "kept line" in quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "EDGETL_NATIVE_LOGS": "1"})  # fmt: skip
+    assert "XNNPACK delegate" in loud.stderr

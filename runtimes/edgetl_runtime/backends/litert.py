@@ -6,18 +6,26 @@ while fewer than ``max_interpreters`` exist, waiting otherwise) and returns it a
 threads thus run truly in parallel (``invoke`` releases the GIL) while memory stays bounded, and
 every interpreter computes exactly what a single serial one would.
 
+LiteRT's C++ code prints ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` on stderr
+when the first interpreter of a process is built; no setting turns it off. While a backend builds
+its first interpreter, native stderr goes to a temporary file and is written back without that
+one line (:func:`quiet_native_stderr`); ``EDGETL_NATIVE_LOGS=1`` (or ``-v``) keeps it.
+
 >>> import_interpreter_module().__name__.rsplit(".", 1)[-1]  # doctest: +SKIP
 'interpreter'
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import queue
+import sys
+import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -25,6 +33,51 @@ from ..errors import EngineNotInstalled, ModelFormatError
 from .base import EngineOptionError, TensorSpec
 
 LITERT_EXTRA = "pip install 'edgetl-runtime[litert]'"
+NATIVE_LOGS_ENV = "EDGETL_NATIVE_LOGS"
+_NOISE = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+_stderr_lock = threading.Lock()
+_keep_native_logs = False
+
+
+def keep_native_logs(keep: bool) -> None:
+    """Keep (True) or drop (False, the default) LiteRT's native notice; ``-v`` in both CLIs keeps it."""
+    global _keep_native_logs
+    _keep_native_logs = bool(keep)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr(noise: tuple[bytes, ...] = _NOISE) -> Iterator[None]:
+    """Drop the lines starting with ``noise`` from what native code writes to stderr inside the block.
+
+    Everything else written meanwhile (from any thread) is written back, in order, when the block
+    ends, also when it raises. A no-op when ``EDGETL_NATIVE_LOGS=1`` or fd 2 cannot be redirected.
+    """
+    if _keep_native_logs or os.environ.get(NATIVE_LOGS_ENV) == "1":
+        yield
+        return
+    with _stderr_lock:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        if saved is None:
+            yield
+            return
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                capture.seek(0)
+                kept = b"".join(line for line in capture.read().splitlines(keepends=True)
+                                if not line.startswith(noise))  # fmt: skip
+                if kept:
+                    os.write(2, kept)
 
 
 def import_interpreter_module() -> Any:
@@ -151,7 +204,8 @@ class LiteRtBackend:
             return module.Interpreter(**kwargs)
 
         try:
-            self._pool = InterpreterPool(factory, max_interpreters or os.cpu_count() or 1)
+            with quiet_native_stderr():
+                self._pool = InterpreterPool(factory, max_interpreters or os.cpu_count() or 1)
         except (ValueError, RuntimeError) as exc:
             raise ModelFormatError(f"{path}: not a model this TFLite engine can run ({exc})") from None
         first = self._pool.acquire()
