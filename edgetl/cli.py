@@ -41,6 +41,9 @@ def main() -> None:
     # Each invocation starts at normal verbosity (in one process, e.g. tests, a previous -q must
     # not leak); a command's -q/-v (edgetl.console.verbosity_options) then sets its own.
     set_verbosity(NORMAL)
+    from edgetl_runtime.atomic import exit_cleanly_on_sigterm
+
+    exit_cleanly_on_sigterm()  # SIGTERM runs the cleanup of atomic writes instead of killing mid-write
 
 
 for _name, (_module, _attr) in _COMMANDS.items():

@@ -288,6 +288,11 @@ def evaluate(
             warnings.warn(note, stacklevel=2)
     dataset = scan_dataset(data)
     _check_labels(dataset.classes, spec.labels, data)
+    if run is not None:
+        leak = _leak_warning([s.path for s in dataset.samples], run)
+        if leak:
+            notes.append(leak)
+            warnings.warn(leak, stacklevel=2)
     images = load_images(dataset, spec.input, progress=progress)
     probs = _probabilities(score, images.x, batch_size)
     result = evaluate_probs(probs, images.label_indices(spec.labels), spec, threshold)
@@ -312,6 +317,35 @@ def evaluate(
                                           "files": [str(f) for f in report.files]})  # fmt: skip
         result.metrics["report_dir"] = str(out)
     return EvalResult(result.metrics, probs, result.y_true, out, tuple(notes))
+
+
+def _leak_warning(test_paths: Sequence[Path], run: Any) -> str:
+    """Return a warning when test images are byte-identical to the run's training/validation images, else ""."""
+    from .data.dataset import file_digest
+
+    seen = [Path(p) for p, _ in [*run.split("train"), *run.split("val")]]
+    trained = {}
+    for path in seen:
+        try:
+            trained.setdefault(file_digest(path), path)
+        except OSError:
+            continue  # moved since training: nothing to compare
+    if not trained:
+        return ""
+    leaks = []
+    for path in test_paths:
+        try:
+            twin = trained.get(file_digest(path))
+        except OSError:
+            continue
+        if twin is not None:
+            leaks.append((path, twin))
+    if not leaks:
+        return ""
+    path, twin = leaks[0]
+    return (f"{len(leaks)} of {len(test_paths)} test images are byte-identical to images the model was trained or "
+            f"validated on (e.g. {path} = {twin}): these metrics are inflated; remove the duplicates from the test "
+            "data (edgetl data inspect lists duplicates)")  # fmt: skip
 
 
 def _check_labels(found: Sequence[str], expected: Sequence[str], data: str | Path) -> None:

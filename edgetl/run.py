@@ -82,15 +82,47 @@ class Run:
         return [(p, label) for p, label in json.loads(path.read_text())[name]]
 
     def load_model(self):
-        """Return the trained Keras model (not compiled)."""
-        from ._tf import keras
-
-        return keras().models.load_model(self.model_path, compile=False)
+        """Return the trained Keras model (not compiled); see :func:`load_keras_model`."""
+        return load_keras_model(self.model_path)
 
     def with_spec(self, spec: ModelSpec) -> Run:
         """Write ``spec`` as this run's contract (atomically) and return the updated run."""
         write_spec(self.run_dir, spec)
         return Run(self.run_dir, self.model_path, spec, self.config)
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def load_keras_model(path: str | Path):
+    """Return the Keras model in the ``.keras`` (zip) file at ``path``, loaded in Keras' safe mode.
+
+    The format is checked by the file's bytes, not its name. Only the zip format is loaded, with
+    ``safe_mode=True``, which refuses layers that carry Python code (``Lambda``). An HDF5 file is
+    refused: tf_keras' HDF5 loader ignores ``safe_mode`` and would run a ``Lambda`` layer's code.
+    Raises :class:`RunError` naming the file and what to do.
+    """
+    from ._tf import keras
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read the trained model ({exc.strerror or exc})") from None
+    if head.startswith(HDF5_MAGIC):
+        raise RunError(f"{path}: is an HDF5 (.h5) file, not the .keras zip format: edgetl does not load HDF5 models, "
+                       "because their loader runs the code of Lambda layers. Re-save a model you trust with "
+                       "model.save('model.keras'), or retrain with edgetl train")  # fmt: skip
+    if not head.startswith(ZIP_MAGIC):
+        raise RunError(f"{path}: not a Keras model (a .keras file is a zip archive); the file may be truncated "
+                       "or replaced; retrain, or restore it from the run's backup")  # fmt: skip
+    try:
+        return keras().models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for foreign or tampered archives
+        raise RunError(f"{path}: cannot load the trained model ({exc.__class__.__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''}); retrain or restore it") from None
 
 
 def write_spec(run_dir: str | Path, spec: ModelSpec) -> Path:

@@ -99,7 +99,7 @@ class ImageDataset:
         """Return a 16-hex-digit sha256 over every file's bytes and label, independent of order."""
 
         with ThreadPoolExecutor(_WORKERS) as pool:
-            digests = list(pool.map(lambda s: _file_digest(s.path), self.samples))
+            digests = list(pool.map(lambda s: file_digest(s.path), self.samples))
         return _combined_hash(self, digests)
 
     def _class_members(self) -> dict[str | None, list[int]]:
@@ -150,7 +150,8 @@ def stratified_sample(dataset: ImageDataset, n: int, seed: int = 0) -> ImageData
 # ------------------------------------------------------------------------------------- hashing
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """Return the SHA-256 of the file's bytes (hex)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from edgetl_runtime.errors import ImageError
 from edgetl_runtime.preprocess import probe_image
 
-from .dataset import _combined_hash, _file_digest
+from .dataset import _combined_hash, file_digest
 from .loading import _run_parallel
 from .scan import scan_dataset
 
@@ -27,7 +27,7 @@ def inspect_dataset(path: str | Path) -> dict[str, Any]:
         except ImageError as exc:
             infos[i] = exc.reason
         try:
-            digests[i] = _file_digest(file)
+            digests[i] = file_digest(file)
         except OSError as exc:
             digests[i] = f"unreadable:{exc}"
 

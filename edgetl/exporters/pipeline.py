@@ -127,9 +127,9 @@ def _resolve(run_or_model: Any, spec: ModelSpec | None) -> Source:
         except RunError as exc:
             raise ExportError(str(exc)) from None
         try:
-            model = run.load_model()
-        except Exception as exc:  # a truncated or foreign model.keras
-            raise ExportError(f"{run.model_path}: cannot load the trained model ({exc.__class__.__name__}: {exc}); retrain or restore it") from None
+            model = run.load_model()  # safe mode, zip format only (edgetl.run.load_keras_model)
+        except RunError as exc:
+            raise ExportError(str(exc)) from None
         return Source(model, spec or run.spec, run)
     if spec is None:
         raise ExportError("exporting a bare Keras model needs spec=ModelSpec(labels=..., input=InputSpec(...))")

@@ -6,8 +6,11 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
+
+_umask_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -25,6 +28,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _default_mode(tmp_path)
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -35,6 +39,48 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
             else:
                 tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    """Return the process umask (from /proc on Linux: reading it with os.umask() would change it briefly)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _default_mode(path: Path) -> None:
+    """Give ``path`` the mode a plain ``open()`` would (0666 or 0777 less the umask), not mkstemp's 0600.
+
+    A model copied to a shared folder must be readable by the service that runs it.
+    """
+    with contextlib.suppress(OSError):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit(143)`` so that cleanup runs (temporary files of atomic writes).
+
+    By default SIGTERM kills the process on the spot and leaves ``.partial`` files behind. Both
+    CLIs call this; a handler someone else installed is left alone. Main thread only.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def check_writable(folder: str | Path) -> None:

@@ -109,6 +109,9 @@ def main() -> None:  # noqa: D401 - click group
     budget was missed, this host is not the profile's device); 2 bad input.
     """
     _VERBOSITY["level"] = 0  # each invocation starts at normal verbosity (in-process callers, tests)
+    from .atomic import exit_cleanly_on_sigterm
+
+    exit_cleanly_on_sigterm()
     if "edgetl_runtime.backends.litert" in sys.modules:
         sys.modules["edgetl_runtime.backends.litert"].keep_native_logs(False)
 
@@ -168,15 +171,18 @@ def predict(model: str, paths: tuple[str, ...], as_json: bool, threshold: float 
 
     m = _load(model, device, threads, labels, _profile(profile_name), threshold=threshold, softmax=softmax,
               allow_cpu_fallback=allow_cpu_fallback)  # fmt: skip
+    images = _expand(paths)
+    if not images:
+        raise InputError(f"no images found in {', '.join(paths)} (.png, .jpg, .bmp, .tif, .webp, ...)")
     if not as_json:
         click.echo("\t".join(PREDICTION_COLUMNS))
     failed = 0
-    for path in _expand(paths):
+    for path in images:
         try:
             pred = m.predict(path)
-        except (ImageError, OSError) as exc:
+        except (ImageError, OSError, RuntimeError, EdgetlRuntimeError, ValueError) as exc:  # one bad item: go on
             failed += 1
-            reason = exc.reason if isinstance(exc, ImageError) else str(exc)
+            reason = exc.reason if isinstance(exc, ImageError) else (str(exc) or exc.__class__.__name__)
             if as_json:
                 click.echo(json.dumps({"image": str(path), "error": reason}))
             click.echo(f"error: {path}: {reason}", err=True)

@@ -146,6 +146,9 @@ def read_labels(source: str | Path | Sequence[str]) -> tuple[str, ...]:
         lines = [line.strip() for line in Path(source).read_text(encoding="utf-8").splitlines()]
     except OSError as exc:
         raise MetadataError(f"{source}: cannot read labels file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise MetadataError(f"{source}: the labels file is not UTF-8 text (byte {exc.start}); save it as UTF-8, "
+                            "e.g. iconv -f latin1 -t utf-8") from None
     lines = [line for line in lines if line]
     numbered = [re.match(r"^(\d+)[:\s]\s*(.+)$", line) for line in lines]
     if lines and all(numbered):
@@ -324,6 +327,46 @@ def _output_size(tensor: TensorSpec) -> int:
     return int(np.prod([d for d in tensor.shape[1:] if d > 0]) or 0)
 
 
+MAX_MODEL_BYTES = 2**31  # 2 GiB: the FlatBuffer/protobuf limit, far above any edge model
+
+
+def _read_model_file(path: Path) -> tuple[str, bytes]:
+    """Return ``(format, bytes)`` of a regular model file; refuse FIFOs, devices, loops and giants first.
+
+    ``open()`` on a FIFO blocks forever, so the file is checked with ``stat`` before it is opened.
+    """
+    import stat
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ModelFormatError(f"{path}: no such model file") from None
+    except (OSError, RuntimeError) as exc:  # ELOOP (a symlink loop), EACCES, ...
+        raise ModelFormatError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelFormatError(f"{path}: is a directory, expected a .tflite or .onnx file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFormatError(f"{path}: not a regular file (a pipe, socket or device); copy the model to a file")
+    if st.st_size > MAX_MODEL_BYTES:
+        raise ModelFormatError(f"{path}: {st.st_size / 2**30:.1f} GiB is not an edge model (limit 2 GiB)")
+    fmt = md.model_format(path)
+    try:
+        return fmt, path.read_bytes()
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _warm_up(backend: Backend, path: Path) -> None:
+    """Run one inference on a blank input, so a corrupted model fails at load and not in the middle of a batch."""
+    shape = [d if d > 0 else 1 for d in backend.input.shape]
+    try:
+        backend.run(np.zeros(shape, np.dtype(backend.input.dtype)))
+    except Exception as exc:  # the engines raise RuntimeError, ValueError or their own types
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ModelFormatError(f"{path}: the model does not run ({text}); the file is probably corrupted: "
+                               "copy it again or export it again") from None  # fmt: skip
+
+
 def load(
     path: str | Path,
     device: str | None = None,
@@ -371,8 +414,7 @@ def load(
             engine_options = {**settings.options, **(engine_options or {})}
         device = device or settings.device
         threads = threads or settings.threads
-    fmt = md.model_format(path)
-    data = path.read_bytes()
+    fmt, data = _read_model_file(path)
     try:
         embedded = md.parse_embedded(md.file_entries(data, fmt))
     except ModelFormatError as exc:
@@ -380,6 +422,7 @@ def load(
     except MetadataError as exc:
         raise MetadataError(f"{path}: {exc}") from None
     backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {}, allow_cpu_fallback)
+    _warm_up(backend, path)
     n_outputs = _output_size(backend.output)
     where = str(path)
     notes: list[str] = []

@@ -154,6 +154,12 @@ def _from_array(arr: np.ndarray) -> Image.Image:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
         raise ImageError("<array>", f"expected HxW, HxWx1, HxWx3 or HxWx4 pixels, got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageError("<array>", f"the image is empty (shape {arr.shape}): nothing to classify")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.dtype == bool):
+        raise ImageError("<array>", f"pixels of dtype {arr.dtype} are not numbers")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ImageError("<array>", "the pixels contain NaN or infinity")
     if arr.dtype == np.uint8:
         return Image.fromarray(arr)
     if arr.dtype == np.uint16:

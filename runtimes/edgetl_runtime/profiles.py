@@ -20,6 +20,7 @@ Device strings follow :func:`edgetl_runtime.backends.parse_device` (the one defi
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -206,6 +207,8 @@ class _Reader:
 
     def positive(self, key: str, kind: type | tuple[type, ...] = (int, float)) -> Any:
         value = self.get(key, kind)
+        if not math.isfinite(value):  # TOML has nan and inf: NaN never passes a budget, inf always does
+            raise self.fail(key, f"must be a finite number, got {value}")
         if value <= 0:
             raise self.fail(key, f"must be > 0, got {value}")
         return value

@@ -67,6 +67,8 @@ def test_train_writes_a_complete_run_folder(tiny_dataset: Path, tmp_path: Path) 
     assert report["defect_recall"] == 1.0 and report["n"] == 32
     # A threshold chosen from a handful of defects comes with a warning and the recall's interval.
     assert "defective validation images" in out.stderr and "Wilson" in out.stderr
+    # The "test" data here is the training data itself: eval says the metrics are inflated.
+    assert "32 of 32 test images are byte-identical to images the model was trained or validated on" in out.stderr
     low, high = report["recall_95ci"]
     assert 0 < low < high == 1.0 and report["validation_defects"] < 30
     assert (run / "eval" / tiny_dataset.name / "misclassified.html").is_file()

@@ -1,0 +1,118 @@
+"""Broken and odd inputs get a clear error, at load, and never hang or leave debris (issue 11)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgetl_runtime
+from edgetl_runtime.cli import main
+from edgetl_runtime.errors import EdgetlRuntimeError, ImageError, ModelFormatError
+
+
+def test_a_fifo_given_as_the_model_is_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "model.tflite"
+    os.mkfifo(fifo)
+    code = f"import edgetl_runtime\ntry:\n    edgetl_runtime.load({str(fifo)!r})\nexcept Exception as e:\n    print(type(e).__name__, e)"
+    # Before: open() on the FIFO blocked forever.
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.startswith("ModelFormatError") and "not a regular file" in proc.stdout, proc.stderr
+
+
+def test_a_symlink_loop_is_a_clear_error(tmp_path):
+    (tmp_path / "a.tflite").symlink_to(tmp_path / "b.tflite")
+    (tmp_path / "b.tflite").symlink_to(tmp_path / "a.tflite")
+    with pytest.raises(ModelFormatError, match="cannot be read"):
+        edgetl_runtime.load(tmp_path / "a.tflite")
+
+
+def test_byte_mutated_models_fail_at_load_or_run_fine(exported, tmp_path):
+    # Before: a mutated model passed `info`, then `predict` raised an uncaught RuntimeError.
+    data = bytearray(exported.tflite_int8.read_bytes())
+    rng = np.random.default_rng(11)
+    pixels = np.zeros((32, 32, 3), np.uint8)
+    outcomes = {"refused at load": 0, "runs": 0}
+    for i in range(25):
+        mutated = bytearray(data)
+        for pos in rng.integers(0, len(data), size=8):
+            mutated[pos] = rng.integers(0, 256)
+        path = tmp_path / f"m{i}.tflite"
+        path.write_bytes(bytes(mutated))
+        try:
+            model = edgetl_runtime.load(path, threads=1)
+        except EdgetlRuntimeError:
+            outcomes["refused at load"] += 1
+            continue
+        model.predict(pixels)  # loaded means it runs: the warm-up inference already did
+        outcomes["runs"] += 1
+    assert sum(outcomes.values()) == 25
+
+
+def test_predict_refuses_an_empty_folder(exported, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["predict", str(exported.tflite_int8), str(empty)])
+    assert result.exit_code == 2 and "no images found" in result.output  # before: exit 0, no output
+
+
+def test_an_empty_or_non_finite_image_array_is_an_image_error(exported):
+    model = edgetl_runtime.load(exported.tflite_fp32)
+    for bad in (np.zeros((0, 0, 3), np.uint8), np.full((8, 8, 3), np.nan, np.float32)):
+        with pytest.raises(ImageError):
+            model.predict(bad)  # before: an empty array got a prediction
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    from edgetl_runtime.atomic import write_bytes
+
+    old = os.umask(0o022)
+    try:
+        path = write_bytes(tmp_path / "model.tflite", b"x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # before: 0600 whatever the umask
+
+
+def test_sigterm_in_the_write_window_leaves_no_partial_file(tmp_path):
+    code = textwrap.dedent(f"""
+        import time
+        from edgetl_runtime.atomic import atomic_path, exit_cleanly_on_sigterm
+        exit_cleanly_on_sigterm()
+        with atomic_path({str(tmp_path / "model.tflite")!r}) as tmp:
+            tmp.write_bytes(b"half")
+            print("ready", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []  # before: a 0-byte or half .partial file stayed
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_non_finite_budgets_are_refused(tmp_path, value):
+    from edgetl_runtime.profiles import ProfileError, load_profile
+
+    text = load_profile("cpu-x86_64").path.read_text().replace("p50_ms = 20.0", f"p50_ms = {value}")
+    path = tmp_path / "cpu-x86_64.toml"
+    path.write_text(text)
+    with pytest.raises(ProfileError, match="budget.p50_ms.*finite"):
+        load_profile(path)
+
+
+def test_a_latin1_labels_file_is_a_clear_error(tmp_path):
+    from edgetl_runtime.errors import MetadataError
+    from edgetl_runtime.model import read_labels
+
+    path = tmp_path / "labels.txt"
+    path.write_bytes("défaut\nbon\n".encode("latin-1"))
+    with pytest.raises(MetadataError, match="not UTF-8 text"):  # before: a UnicodeDecodeError traceback
+        read_labels(path)
