@@ -173,8 +173,10 @@ def load_backbone(
         raise ValueError(f"{name} has no width multiplier; leave alpha at 1.0 (got {alpha})")
     mode = _weights_mode(weights)
     path = Path(weights) if mode == "path" else None  # type: ignore[arg-type]
+    if path is not None and path.is_dir():
+        raise WeightsUnavailable(f"weights path {path} is a folder; pass a weights file (.h5/.weights.h5), 'imagenet' or none")
     if path is not None and not path.is_file():
-        raise WeightsUnavailable(f"weights file {path} does not exist; pass an existing .h5/.weights.h5 file, 'imagenet' or None")
+        raise WeightsUnavailable(f"weights file {path} does not exist; pass an existing .h5/.weights.h5 file, 'imagenet' or none")
     if mode == "imagenet" and include_top and (h, w) != spec.default_input_size and name != "efficientnet_lite0":
         raise ValueError(f"the ImageNet classifier of {name} needs input_size {spec.default_input_size}, got {(h, w)}")
 

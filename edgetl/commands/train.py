@@ -19,6 +19,7 @@ import click
 
 from ..console import QUIET, verbosity, verbosity_options
 from ..training import TrainOptions
+from ..weights import WeightsFileError, WeightsUnavailable
 from . import InputError
 
 
@@ -85,7 +86,7 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
             verbose=0 if verbosity() <= QUIET else 1,  # 0: no progress bars
         )
     except ValueError as exc:
-        raise InputError(str(exc)) from exc
+        raise InputError(str(exc)) from None
     # stdout carries the result only: with --json anything else that writes there goes to stderr.
     to_stderr = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     try:
@@ -97,8 +98,8 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
             "Continue with the same command plus --resume")
         click.echo(f"edgetl train: {message}", err=True)
         sys.exit(130)
-    except (ValueError, OSError, ImportError) as exc:
-        raise InputError(str(exc)) from exc
+    except (ValueError, OSError, ImportError, WeightsUnavailable, WeightsFileError) as exc:
+        raise InputError(str(exc)) from None  # a message the user can act on, not a traceback
     payload = _result_json(result, Path(data))
     if json_file:
         from edgetl_runtime.atomic import write_json

@@ -65,10 +65,11 @@ class Trainer:
         from ..data import ImageDataset, Sample, load_images, scan_dataset
 
         opts = self.options
-        size = opts.input_size or get_spec(opts.backbone).default_input_size
+        size = opts.input_size or get_spec(opts.backbone).default_input_size  # an int, or the backbone's (h, w)
+        height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         # The model's input, decided once: every image below and on the device is prepared this way.
-        self.input = InputSpec(height=size, width=size, color_mode="rgb", resize="bilinear", normalization="model")
-        self.size = (size, size)
+        self.input = InputSpec(height=height, width=width, color_mode="rgb", resize="bilinear", normalization="model")
+        self.size = (height, width)
         dataset = scan_dataset(self.data)
         if self.resume and (self.run_dir / SPLIT_FILE).is_file():
             split = json.loads((self.run_dir / SPLIT_FILE).read_text())
@@ -269,6 +270,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ run
 
+    def _trained_an_epoch(self) -> bool:
+        return any(self.state.get(phase, {}).get("history") for phase in ("phase1", "phase2"))
+
+    def _discard(self, created: bool) -> None:
+        """Remove what this run wrote before its first epoch: the folder if it made it, else its files."""
+        import shutil
+
+        if created:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            return
+        shutil.rmtree(self.store.dir, ignore_errors=True)
+        (self.run_dir / SPLIT_FILE).unlink(missing_ok=True)
+
     def run(self, start: float) -> TrainResult:
         opts = self.options
         tf = tensorflow()
@@ -277,6 +291,7 @@ class Trainer:
             # Every worker trains; only the chief's files are the run (Keras' multi-worker pattern).
             self.run_dir = self.run_dir / f".worker-{strategy.cluster_resolver.task_id}"
             self.store = CheckpointStore(self.run_dir)
+        created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if opts.seed is not None:
             tf.config.experimental.enable_op_determinism()
@@ -294,6 +309,12 @@ class Trainer:
                 self._phase2()
             self.store.save_state(self.state)
             return self._finish(start, precision, strategy)
+        except (TrainingInterrupted, KeyboardInterrupt):
+            raise  # checkpoints stay for --resume
+        except BaseException:
+            if not self.resume and not self._trained_an_epoch():
+                self._discard(created)  # a failed set-up must not block the retry ("already holds a run")
+            raise
         finally:
             keras().mixed_precision.set_global_policy("float32")  # leave the process as we found it
 

@@ -164,3 +164,38 @@ def test_auto_unfreeze_depth_grows_with_the_data() -> None:
     depths = [auto_unfreeze(n, 17)[0] for n in (50, 200, 1000, 3000, 20000)]
     assert depths == sorted(depths) and depths[0] == 0 and depths[-1] > depths[1]
     assert auto_unfreeze(3000, 2)[0] == 2  # never more blocks than the backbone has
+
+
+def test_without_input_size_the_backbones_default_size_is_used(tiny_dataset: Path, tmp_path: Path) -> None:
+    # The backbone's default size is (height, width); it once reached the contract as a height and
+    # every `edgetl train` without --input-size failed ("input height ... got (224, 224)").
+    options = TrainOptions(**{**TINY, "input_size": None, "epochs": 1, "fine_tune_epochs": 0})
+    result = train(tiny_dataset, options=options, output=tmp_path / "run")
+    assert result.spec.input_size == (224, 224)
+    assert tuple(result.spec.input_size) == tuple(load_run_model_input(result.run_dir))
+
+
+def load_run_model_input(run_dir: Path) -> tuple[int, int]:
+    from edgetl.run import load_run
+
+    return tuple(load_run(run_dir).load_model().input_shape[1:3])
+
+
+def test_a_training_that_fails_before_its_first_epoch_does_not_block_the_retry(tiny_dataset: Path, tmp_path: Path) -> None:
+    # Before: the failed set-up left checkpoints/ and split.json, and the retry said "already holds a run".
+    from edgetl.weights import WeightsUnavailable
+
+    run = tmp_path / "run"
+    with pytest.raises(WeightsUnavailable, match="does not exist"):
+        train(tiny_dataset, options=TrainOptions(**{**TINY, "weights": str(tmp_path / "missing.h5")}), output=run)
+    assert not run.exists()  # the folder it created is gone
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("the user's own file")
+    with pytest.raises(WeightsUnavailable):
+        train(tiny_dataset, options=TrainOptions(**{**TINY, "weights": str(tmp_path / "missing.h5")}), output=existing)
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]  # only what the run wrote is removed
+    with pytest.raises(ValueError, match="no interrupted run to resume"):  # nothing stale for --resume to reuse
+        train(tiny_dataset, options=TrainOptions(**TINY), output=existing, resume=True)
+    result = train(tiny_dataset, options=TrainOptions(**{**TINY, "epochs": 1, "fine_tune_epochs": 0}), output=existing)
+    assert result.model_path.is_file()
