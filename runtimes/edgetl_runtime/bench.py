@@ -61,8 +61,8 @@ class BenchReport:
     warmup: int
     concurrency: int
     image: str
-    load_ms: float
-    first_inference_ms: float
+    load_ms: float  # edgetl_runtime.load(), which includes one warm-up inference on a blank input
+    first_inference_ms: float  # the first predict() of the image, decode included
     stages: dict[str, StageStats]
     throughput_ips: float  # images per second, one stream
     concurrent_throughput_ips: float  # images per second with `concurrency` threads
@@ -316,7 +316,8 @@ def format_report(report: BenchReport, result: Verdict | None = None, profile_na
     header = ("stage (ms)", "p50", "p90", "p99", "mean", "std", "min", "max")
     title = f"{Path(report.model).name} on {report.device} ({report.engine}, {report.provider}, {report.threads} threads)"
     lines = [
-        f"load {report.load_ms:.1f} ms, first inference {report.first_inference_ms:.1f} ms, "
+        f"load {report.load_ms:.1f} ms (with one warm-up inference on a blank input), first prediction "
+        f"{report.first_inference_ms:.1f} ms, "
         f"{report.runs} runs after {report.warmup} warm-up",
         f"throughput {report.throughput_ips:.1f} img/s (1 stream), "
         f"{report.concurrent_throughput_ips:.1f} img/s ({report.concurrency} threads)",
