@@ -24,12 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import MetadataError
 
 SCHEMA_VERSION = 2
+# Bounds of a contract read from a file someone handed over: past them it is crafted, not trained.
+MAX_INPUT_SIDE = 8192  # pixels; a 60000x60000 input would allocate gigabytes per image
+MAX_LABELS = 100_000
+MAX_LABEL_CHARS = 256
+MAX_CONTRACT_BYTES = 16 * 2**20  # the JSON of 100,000 long labels fits easily
 TASKS = ("classification", "anomaly", "imprinted")
 COLOR_MODES = ("rgb", "grayscale")
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area")
@@ -79,6 +85,8 @@ class InputSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise MetadataError(f"input {name} must be a positive integer (pixels), got {value!r}")
+            if value > MAX_INPUT_SIDE:
+                raise MetadataError(f"input {name} {value} px is beyond {MAX_INPUT_SIDE} px: not an edge model's input")
         _one_of(self.color_mode, COLOR_MODES, "input color_mode")
         _one_of(self.resize, RESIZE_METHODS, "input resize")
         _one_of(self.normalization, NORMALIZATION_PLACES, "input normalization")
@@ -165,6 +173,8 @@ class ModelSpec:
         _one_of(self.task, TASKS, "task")
         if not self.labels or not all(isinstance(name, str) and name for name in self.labels):
             raise MetadataError(f"labels must be a non-empty list of non-empty strings, got {self.labels!r}")
+        if len(self.labels) > MAX_LABELS or any(len(name) > MAX_LABEL_CHARS for name in self.labels):
+            raise MetadataError(f"labels: at most {MAX_LABELS} labels of at most {MAX_LABEL_CHARS} characters each")
         if len(set(self.labels)) != len(self.labels):
             raise MetadataError(f"labels must be unique, got {self.labels!r}")
         unknown = [name for name in self.good_labels if name not in self.labels]
@@ -256,11 +266,7 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ModelSpec:
-        try:
-            data = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MetadataError(f"the model contract is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(_parse_json(text, "the model contract"))
 
 
 @dataclass(frozen=True)
@@ -287,8 +293,8 @@ class ExportInfo:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ExportInfo:
+        data = _parse_json(text, "the export information")
         try:
-            data = json.loads(text)
             known = {f.name for f in dataclasses.fields(cls)}
             return cls(**{k: v for k, v in data.items() if k in known})
         except (UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
@@ -314,11 +320,23 @@ def _strings(value: Any, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _parse_json(text: str | bytes, what: str) -> Any:
+    """Return the JSON value of ``text``, bounded in size and depth, or raise :class:`MetadataError`."""
+    if len(text) > MAX_CONTRACT_BYTES:
+        raise MetadataError(f"{what} is {len(text)} bytes, beyond {MAX_CONTRACT_BYTES}: not written by edgetl")
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MetadataError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:  # deeply nested arrays/objects
+        raise MetadataError(f"{what} is nested too deeply to be edgetl metadata") from None
+
+
 def _numbers(value: Any, what: str) -> tuple[float, ...]:
-    if not isinstance(value, (list, tuple)) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    if not isinstance(value, (list, tuple)) or len(value) > 4 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
     ):
-        raise MetadataError(f"{what} must be a list of numbers, got {value!r}")
+        raise MetadataError(f"{what} must be a list of at most 4 finite numbers, got {str(value)[:80]}")
     return tuple(float(v) for v in value)
 
 

@@ -116,3 +116,37 @@ def test_a_latin1_labels_file_is_a_clear_error(tmp_path):
     path.write_bytes("défaut\nbon\n".encode("latin-1"))
     with pytest.raises(MetadataError, match="not UTF-8 text"):  # before: a UnicodeDecodeError traceback
         read_labels(path)
+
+
+def _crafted(**changes):
+    import json
+
+    from edgetl_runtime.contract import InputSpec, ModelSpec
+
+    data = json.loads(ModelSpec(labels=("defect", "good"), good_labels=("good",), input=InputSpec(32, 32)).to_json())
+    for dotted, value in changes.items():
+        table, _, key = dotted.rpartition("__")
+        (data[table] if table else data)[key] = value
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("text, found", [
+    (_crafted(input__height=60000, input__width=60000), "beyond 8192 px"),
+    (_crafted(input__height="224"), "positive integer"),
+    (_crafted(decision__threshold="0.5"), "threshold must be a number"),
+    (_crafted(schema_version="2"), "schema_version must be an integer"),
+    (_crafted(input__resize="lanczos9"), "resize"),
+    (_crafted(input__normalization="runtime", input__mean=[1.0], input__std=[1.0, 1.0, 1.0]), "needs 3 values"),
+    (_crafted(input__normalization="runtime", input__mean=[float("nan")] * 3, input__std=[1.0] * 3), "finite"),
+    (_crafted(labels=[["defect"], "good"]), "labels"),
+    (_crafted(labels=["x" * 1000, "good"]), "at most 256 characters"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("{" + " " * (17 * 2**20) + "}", "beyond"),
+])
+def test_crafted_metadata_is_one_clear_error(text, found):
+    # Before: wrong types, deep nesting or a 60000x60000 input ended in tracebacks or huge allocations.
+    from edgetl_runtime.errors import MetadataError
+    from edgetl_runtime.metadata import parse_embedded
+
+    with pytest.raises(MetadataError, match=found):
+        parse_embedded({"edgetl": text})
