@@ -9,7 +9,9 @@ validation data; with few defects that choice is uncertain, and :func:`recall_in
 much.
 
 >>> import numpy as np
->>> m = compute_metrics(np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.6, 0.4]), threshold=0.5)
+>>> from edgetl_runtime.contract import InputSpec
+>>> spec = ModelSpec(labels=("defect", "good"), good_labels=("good",), input=InputSpec(32, 32))
+>>> m = evaluate_probs(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.4, 0.6]]), np.array([0, 1, 0, 1]), spec).metrics
 >>> m["decision_accuracy"], m["roc_auc"]
 (1.0, 1.0)
 """
@@ -26,7 +28,7 @@ import numpy as np
 from edgetl_runtime.contract import ModelSpec
 from edgetl_runtime.decision import decided_classes, decision_metrics, roc_auc, roc_curve
 
-__all__ = ["defect_scores", "roc_curve", "roc_auc", "threshold_for_recall", "recall_interval", "compute_metrics",
+__all__ = ["defect_scores", "roc_curve", "roc_auc", "threshold_for_recall", "recall_interval",
            "confusion_matrix", "predict_labels", "EvalResult", "evaluate_probs", "evaluate", "FEW_DEFECTS"]
 
 FEW_DEFECTS = 30  # below this many defective validation images, a threshold for recall is shaky
@@ -63,12 +65,6 @@ def recall_interval(found: int, defects: int, confidence: float = 0.95) -> tuple
     centre = (p + z * z / (2 * defects)) / (1 + z * z / defects)
     half = z * math.sqrt(p * (1 - p) / defects + z * z / (4 * defects**2)) / (1 + z * z / defects)
     return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def compute_metrics(is_defect: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
-    """Return the decision metrics of defect scores against the truth (a two-class view)."""
-    probs = np.stack([1.0 - np.asarray(score, np.float64), np.asarray(score, np.float64)], axis=1)
-    return decision_metrics(probs, np.asarray(is_defect).astype(int), ("good", "defect"), ("good",), threshold)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +51,7 @@ from edgetl_runtime.decision import decision_metrics
 from .errors import ERROR_OF_KIND, AgreementError, AtolError, MetricDropError, ShapeError, ValidationError
 
 __all__ = ["Tolerance", "TOLERANCES", "Failure", "ValidationReport", "compare", "validate", "raise_for",
-           "reference_scores", "runtime_scores", "ValidationError", "ShapeError", "AgreementError", "AtolError",
+           "reference_scores", "ValidationError", "ShapeError", "AgreementError", "AtolError",
            "MetricDropError", "DEFAULT_MAX_DROP"]
 
 
@@ -147,13 +147,6 @@ class ValidationReport:
             "device": self.device,
             "note": self.note,
         }
-
-
-def runtime_scores(path: str | Path, device: str = "cpu", threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """Return a function: uint8 pixels (N, H, W, C) -> float32 probabilities, run by ``edgetl_runtime``."""
-    import edgetl_runtime
-
-    return edgetl_runtime.load(path, device=device, threads=threads).scores
 
 
 def reference_scores(model: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
