@@ -13,6 +13,13 @@ Both formats that ``torch.save`` writes are supported:
 
 The pre-1.0 tar format is refused with a message that says how to convert the file.
 
+A weights file is also untrusted as to *size*: every declared size is checked against the bytes the
+file really holds before anything is allocated. A tensor may not hold more elements than its storage
+(a stride-0 tensor cannot declare gigabytes), the tensors together may not exceed
+:data:`MAX_EXPANSION` times the storages, a zip member is read only up to its declared size and only
+when that size is what the pickle declares (no deflate bombs), nesting is bounded
+(:data:`MAX_DEPTH`), and every failure is a :class:`WeightsFileError` that names the file.
+
 >>> from edgetl.weights.torch_pickle import ALLOWED_GLOBALS
 >>> ("torch._utils", "_rebuild_tensor_v2") in ALLOWED_GLOBALS
 True
@@ -33,8 +40,16 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from . import UnsafeWeightsFile, WeightsFileError
+from .pickle_depth import check_nesting
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
+
+MAX_FILE_BYTES = 2 << 30  # the largest weights file read (EfficientNet-Lite2 is 40 MB)
+MAX_PICKLE_BYTES = 64 << 20  # data.pkl of a zip checkpoint: names and shapes, never the tensors
+MAX_COMPRESSION_RATIO = 50  # deflated weights shrink by ~10 %; a bomb by 1000x
+MAX_EXPANSION = 4  # materialized tensors / storage bytes (views of one storage share it)
+MAX_DEPTH = 64  # nesting of dicts, lists and tuples in a checkpoint (a state_dict has 1 or 2)
+MAX_DIMS = 16
 
 # storage class name -> numpy dtype (little-endian, as torch.save writes on every platform we know)
 STORAGE_DTYPES: dict[str, str] = {
@@ -64,7 +79,9 @@ class _StorageType:
 class _Storage:
     """A storage referenced by a persistent id; its bytes are attached once they are read."""
 
-    def __init__(self, storage_type: _StorageType, key: str, numel: int):
+    def __init__(self, storage_type: _StorageType, key: str, numel: int, source: str):
+        if numel < 0:
+            raise WeightsFileError(f"{source}: storage {key} declares a negative size ({numel}); the file is corrupt or hostile")
         self.dtype = storage_type.dtype
         self.key = key
         self.numel = numel
@@ -84,6 +101,15 @@ class _PendingTensor:
             raise WeightsFileError(f"{source}: storage {self.storage.key} is referenced but missing; the file is truncated")
         if self.offset < 0 or any(s < 0 for s in self.stride) or any(n < 0 for n in self.size):
             raise WeightsFileError(f"{source}: a tensor has a negative offset, size or stride; the file is corrupt or hostile")
+        if len(self.size) > MAX_DIMS or len(self.stride) != len(self.size):
+            raise WeightsFileError(f"{source}: a tensor has {len(self.size)} sizes and {len(self.stride)} strides; the file is corrupt")
+        elements = int(np.prod(self.size, dtype=object)) if self.size else 1
+        if elements > max(flat.size, 1):
+            raise WeightsFileError(
+                f"{source}: a tensor of shape {self.size} declares {elements:,} elements from storage {self.storage.key}, "
+                f"which holds {flat.size:,} (strides {self.stride} repeat them); a weights file never does this, "
+                "the file is corrupt or hostile"
+            )
         if self.offset >= max(flat.size, 1) and self.size and min(self.size) > 0:
             raise WeightsFileError(f"{source}: a tensor starts past the end of storage {self.storage.key}; the file is corrupt")
         if not self.size:
@@ -144,46 +170,108 @@ class _SafeUnpickler(pickle.Unpickler):
         return self._load_storage(pid)
 
 
-def _resolve(obj: Any, source: str) -> Any:
-    """Replace every pending tensor in ``obj`` (dicts, lists, tuples) by its numpy array."""
-    if isinstance(obj, _PendingTensor):
-        return obj.materialize(source)
-    if isinstance(obj, dict):
-        return type(obj)((k, _resolve(v, source)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_resolve(v, source) for v in obj)
-    return obj
+class _Resolver:
+    """Replaces every pending tensor (in dicts, lists, tuples) by its array, within the size and depth bounds.
+
+    A tensor referenced twice (pickle memo) is materialized once; the total bytes materialized may not
+    exceed :data:`MAX_EXPANSION` times the storages' bytes.
+    """
+
+    def __init__(self, source: str, storage_bytes: int):
+        self.source = source
+        self.budget = MAX_EXPANSION * storage_bytes + (1 << 20)
+        self.done: dict[int, np.ndarray] = {}
+
+    def __call__(self, obj: Any, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise WeightsFileError(
+                f"{self.source}: containers nested deeper than {MAX_DEPTH} levels; a state_dict is a flat dict of tensors"
+            )
+        if isinstance(obj, _PendingTensor):
+            if id(obj) not in self.done:
+                array = obj.materialize(self.source)
+                self.budget -= array.nbytes
+                if self.budget < 0:
+                    raise WeightsFileError(
+                        f"{self.source}: its tensors add up to more than {MAX_EXPANSION}x the bytes the file holds "
+                        "(views repeated over and over); the file is corrupt or hostile"
+                    )
+                self.done[id(obj)] = array
+            return self.done[id(obj)]
+        if isinstance(obj, dict):
+            return type(obj)((k, self(v, depth + 1)) for k, v in obj.items())
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self(v, depth + 1) for v in obj)
+        return obj
+
+
+
+def _unpickle(stream: BinaryIO, source: str, load_storage: Callable[[tuple], _Storage]) -> Any:
+    start = stream.tell()
+    check_nesting(stream, source, MAX_DEPTH)
+    stream.seek(start)
+    return _SafeUnpickler(stream, source, load_storage).load()
+
+
+def _storage_from_pid(pid: tuple, source: str) -> _Storage:
+    _, storage_type, key, _location, numel = pid[:5]
+    return _Storage(storage_type, str(key), int(numel), source)
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, size: int, source: str) -> bytes:
+    """Read a zip member of ``size`` declared bytes, never decompressing more than that."""
+    info = archive.getinfo(name)
+    if info.file_size != size:
+        raise WeightsFileError(
+            f"{source}: {name} holds {info.file_size:,} bytes but the checkpoint declares {size:,}; the file is corrupt or hostile"
+        )
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1024):
+        raise WeightsFileError(
+            f"{source}: {name} would expand {info.compress_size:,} compressed bytes to {info.file_size:,} "
+            f"(over {MAX_COMPRESSION_RATIO}x); weights do not compress like that, the file is a decompression bomb"
+        )
+    with archive.open(info) as member:
+        raw = member.read(size + 1)
+    if len(raw) != size:
+        raise WeightsFileError(f"{source}: {name} holds {len(raw):,} bytes, not the {size:,} it declares; the file is corrupt")
+    return raw
 
 
 def _load_zip(path: Path) -> Any:
     source = str(path)
     with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        pkl = next((n for n in names if n.endswith("/data.pkl") or n == "data.pkl"), None)
+        names = set(archive.namelist())
+        pkl = next((n for n in sorted(names) if n.endswith("/data.pkl") or n == "data.pkl"), None)
         if pkl is None:
             raise WeightsFileError(f"{source}: a zip file without data.pkl is not a PyTorch checkpoint")
         root = pkl[: -len("data.pkl")]
         byteorder = root + "byteorder"
-        if byteorder in names and archive.read(byteorder).strip() != b"little":
+        if byteorder in names and _read_member(archive, byteorder, archive.getinfo(byteorder).file_size, source)[:16].strip() != b"little":
             raise WeightsFileError(f"{source}: big-endian checkpoints are not supported; re-save it on a little-endian machine")
+        pkl_size = archive.getinfo(pkl).file_size
+        if pkl_size > MAX_PICKLE_BYTES:
+            raise WeightsFileError(f"{source}: data.pkl declares {pkl_size:,} bytes; a checkpoint's pickle holds names and shapes only")
+        storages: dict[str, _Storage] = {}
+        total = 0
 
         def load_storage(pid: tuple) -> _Storage:
-            _, storage_type, key, _location, numel = pid[:5]
-            storage = _Storage(storage_type, str(key), int(numel))
-            try:
-                raw = archive.read(f"{root}data/{key}")
-            except KeyError:
-                raise WeightsFileError(f"{source}: storage data/{key} is missing from the archive; the file is truncated") from None
-            storage.array = np.frombuffer(raw, dtype=storage.dtype)
+            nonlocal total
+            storage = _storage_from_pid(pid, source)
+            if storage.key in storages:
+                return storages[storage.key]
+            member = f"{root}data/{storage.key}"
+            if member not in names:
+                raise WeightsFileError(f"{source}: storage data/{storage.key} is missing from the archive; the file is truncated")
+            nbytes = storage.numel * storage.dtype.itemsize
+            total += nbytes
+            if total > MAX_FILE_BYTES:
+                raise WeightsFileError(f"{source}: its storages declare over {MAX_FILE_BYTES >> 30} GiB; edgetl reads smaller weights")
+            storage.array = np.frombuffer(_read_member(archive, member, nbytes, source), dtype=storage.dtype)
+            storages[storage.key] = storage
             return storage
 
-        try:
-            obj = _SafeUnpickler(io.BytesIO(archive.read(pkl)), source, load_storage).load()
-        except WeightsFileError:
-            raise
-        except Exception as exc:  # a damaged pickle fails in many ways
-            raise WeightsFileError(f"{source}: data.pkl is not a readable PyTorch checkpoint ({exc})") from exc
-    return _resolve(obj, source)
+        obj = _unpickle(io.BytesIO(_read_member(archive, pkl, pkl_size, source)), source, load_storage)
+    return _Resolver(source, total)(obj)
 
 
 def _load_legacy(path: Path) -> Any:
@@ -193,28 +281,22 @@ def _load_legacy(path: Path) -> Any:
     storages: dict[str, _Storage] = {}
 
     def load_storage(pid: tuple) -> _Storage:
-        _, storage_type, key, _location, numel = pid[:5]
-        key = str(key)
-        if key not in storages:
-            storages[key] = _Storage(storage_type, key, int(numel))
-        return storages[key]
+        storage = _storage_from_pid(pid, source)
+        return storages.setdefault(storage.key, storage)
 
     def header() -> Any:
-        return _SafeUnpickler(stream, source, load_storage).load()
+        return _unpickle(stream, source, load_storage)
 
-    try:
-        if header() != LEGACY_MAGIC:
-            raise WeightsFileError(f"{source}: not a PyTorch checkpoint (wrong magic number)")
-        header()  # protocol version
-        sys_info = header()
-        if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
-            raise WeightsFileError(f"{source}: big-endian checkpoints are not supported; re-save it on a little-endian machine")
-        obj = header()
-        keys = header()
-    except WeightsFileError:
-        raise
-    except Exception as exc:  # a damaged pickle fails in many ways (EOFError, UnpicklingError, TypeError...)
-        raise WeightsFileError(f"{source}: not a readable PyTorch checkpoint ({exc}); is the file complete?") from exc
+    if header() != LEGACY_MAGIC:
+        raise WeightsFileError(f"{source}: not a PyTorch checkpoint (wrong magic number)")
+    header()  # protocol version
+    sys_info = header()
+    if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
+        raise WeightsFileError(f"{source}: big-endian checkpoints are not supported; re-save it on a little-endian machine")
+    obj = header()
+    keys = header()
+    if not isinstance(keys, list):
+        raise WeightsFileError(f"{source}: the storage list is a {type(keys).__name__}; the file is corrupt")
     offset = stream.tell()
     for key in keys:
         storage = storages.get(str(key))
@@ -224,33 +306,50 @@ def _load_legacy(path: Path) -> Any:
             raise WeightsFileError(f"{source}: the file ends before storage {key}; it is truncated, download it again")
         (numel,) = struct.unpack_from("<q", data, offset)
         offset += 8
+        if numel != storage.numel:
+            raise WeightsFileError(
+                f"{source}: storage {key} holds {numel:,} elements but the checkpoint declares {storage.numel:,}; the file is corrupt"
+            )
         nbytes = numel * storage.dtype.itemsize
         if offset + nbytes > len(data):
             raise WeightsFileError(f"{source}: the file ends inside storage {key}; it is truncated, download it again")
         storage.array = np.frombuffer(data, dtype=storage.dtype, count=numel, offset=offset)
         offset += nbytes
-    return _resolve(obj, source)
+    return _Resolver(source, len(data))(obj)
 
 
 def load_torch_file(path: str | Path) -> Any:
     """Return the object stored in a ``torch.save`` file, tensors as numpy arrays, torch not needed.
 
     Raises :class:`UnsafeWeightsFile` when the file asks for anything but tensors and containers,
-    and :class:`WeightsFileError` when it is missing, truncated or in an unsupported format.
+    and :class:`WeightsFileError` (naming the file) when it is missing, truncated, in an unsupported
+    format, or declares more than it holds.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise WeightsFileError(f"{path}: no such weights file")
-    if zipfile.is_zipfile(path):
-        return _load_zip(path)
-    with path.open("rb") as f:
-        is_pickle = f.read(1) == b"\x80"  # the PROTO opcode that starts every legacy checkpoint
-    if not is_pickle and tarfile.is_tarfile(path):
-        raise WeightsFileError(
-            f"{path}: this is a pre-1.0 PyTorch tar checkpoint, which edgetl does not read; "
-            "load it with torch and re-save it with torch.save(state_dict, 'weights.pth')"
-        )
-    return _load_legacy(path)
+    if not path.is_file():
+        raise WeightsFileError(f"{path}: not a regular file; give the path of a .pth weights file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise WeightsFileError(f"{path}: {size:,} bytes; edgetl reads weights files up to {MAX_FILE_BYTES >> 30} GiB")
+    try:
+        if zipfile.is_zipfile(path):
+            return _load_zip(path)
+        with path.open("rb") as f:
+            is_pickle = f.read(1) == b"\x80"  # the PROTO opcode that starts every legacy checkpoint
+        if not is_pickle and tarfile.is_tarfile(path):
+            raise WeightsFileError(
+                f"{path}: this is a pre-1.0 PyTorch tar checkpoint, which edgetl does not read; "
+                "load it with torch and re-save it with torch.save(state_dict, 'weights.pth')"
+            )
+        return _load_legacy(path)
+    except WeightsFileError:
+        raise
+    except (MemoryError, RecursionError) as exc:  # a bound above was missed: still name the file, keep the process
+        raise WeightsFileError(f"{path}: too large or too deeply nested to read ({type(exc).__name__}); the file is corrupt or hostile") from None
+    except Exception as exc:  # a damaged pickle or zip fails in many ways (EOFError, UnpicklingError, BadZipFile, zlib.error...)
+        raise WeightsFileError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc!s:.200}); is the file complete?") from exc
 
 
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:

@@ -182,3 +182,106 @@ def test_missing_and_non_checkpoint_files(tmp_path):
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(WeightsFileError):
         load_state_dict(junk)
+
+
+# ------------------------------------------------------------------ declared sizes are not trusted (issue 11, class 2)
+
+
+def _refused(path: Path, match: str) -> str:
+    with pytest.raises(WeightsFileError, match=match) as info:
+        load_torch_file(path)
+    assert str(path) in str(info.value), "every refusal names the file"
+    return str(info.value)
+
+
+@pytest.mark.parametrize("save", [save_legacy, save_zip], ids=["legacy", "zip"])
+def test_stride_zero_tensor_declaring_tens_of_gib_is_refused_before_allocating(tmp_path, fake_torch, save):
+    one = _FakeStorage("0", np.zeros(1, dtype="float32"))
+    sd = collections.OrderedDict([("w", _FakeTensor(one, 0, (100_000, 100_000), (0, 0)))])  # 40 GB of one float
+    _refused(save(sd, [one], tmp_path / "stride0.pth", fake_torch), "declares 10,000,000,000 elements")
+
+
+@pytest.mark.parametrize("save", [save_legacy, save_zip], ids=["legacy", "zip"])
+def test_many_views_of_one_storage_cannot_multiply_memory(tmp_path, fake_torch, save):
+    big = _FakeStorage("0", np.zeros(1 << 18, dtype="float32"))  # 1 MiB
+    sd = collections.OrderedDict((f"v{i}", _FakeTensor(big, 0, (1 << 18,), (1,))) for i in range(64))  # 64 MiB of views
+    _refused(save(sd, [big], tmp_path / "views.pth", fake_torch), "more than 4x the bytes the file holds")
+
+
+@pytest.mark.parametrize("save", [save_legacy, save_zip], ids=["legacy", "zip"])
+def test_a_tensor_referenced_many_times_is_materialized_once(tmp_path, fake_torch, save):
+    big = _FakeStorage("0", np.arange(1 << 18, dtype="float32"))
+    tensor = _FakeTensor(big, 0, (1 << 18,), (1,))
+    sd = collections.OrderedDict((f"tied{i}", tensor) for i in range(64))  # pickle memo: one object, 64 names
+    loaded = load_state_dict(save(sd, [big], tmp_path / "tied.pth", fake_torch))
+    assert len(loaded) == 64 and loaded["tied0"] is loaded["tied63"]
+
+
+def _zip_with_member(path: Path, declared_numel: int, member: bytes, compress: int) -> Path:
+    """A zip checkpoint whose one tensor's storage data/0 is ``member`` (compressed with ``compress``)."""
+    body = (
+        b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nq\x00((X\x07\x00\x00\x00storageq\x01ctorch\nFloatStorage\n"
+        b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpu" + b"J" + struct.pack("<i", declared_numel) + b"tQ"
+        b"K\x00J" + struct.pack("<i", declared_numel) + b"\x85K\x01\x85\x89tR."
+    )
+    sd = b"\x80\x02}X\x01\x00\x00\x00w" + body[2:-1] + b"s."
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", sd)
+        z.writestr("archive/data/0", member, compress_type=compress)
+    return path
+
+
+def test_the_zip_member_builder_makes_a_readable_checkpoint(tmp_path):
+    path = _zip_with_member(tmp_path / "ok.pth", 4, np.arange(4, dtype="float32").tobytes(), zipfile.ZIP_DEFLATED)
+    np.testing.assert_array_equal(load_state_dict(path)["w"], np.arange(4, dtype="float32"))
+
+
+def test_deflate_bomb_is_refused_before_it_is_expanded(tmp_path):
+    numel = 16 << 20  # 64 MiB of zeros deflate to ~64 KiB: a 1000x ratio
+    path = _zip_with_member(tmp_path / "bomb.pth", numel, bytes(numel * 4), zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 1 << 20
+    _refused(path, "decompression bomb")
+
+
+def test_zip_member_larger_than_its_tensor_is_refused(tmp_path):
+    path = _zip_with_member(tmp_path / "lies.pth", 4, bytes(4 << 20), zipfile.ZIP_STORED)  # 4 floats declared, 4 MiB stored
+    _refused(path, "holds 4,194,304 bytes but the checkpoint declares 16")
+
+
+@pytest.mark.parametrize("numel", [-1, -(1 << 30)])
+def test_negative_storage_sizes_are_refused(tmp_path, numel):
+    _refused(_zip_with_member(tmp_path / "neg.pth", numel, b"", zipfile.ZIP_STORED), "negative")
+
+
+def test_negative_storage_record_in_a_legacy_file_is_refused(tmp_path, fake_torch):
+    s = _FakeStorage("0", np.zeros(4, dtype="float32"))
+    path = save_legacy({"w": _FakeTensor(s, 0, (4,), (1,))}, [s], tmp_path / "neg.pth", fake_torch)
+    data = bytearray(path.read_bytes())
+    at = len(data) - 16 - 8  # the int64 element count before the 16 storage bytes
+    data[at : at + 8] = struct.pack("<q", -4)
+    path.write_bytes(bytes(data))
+    _refused(path, "holds -4 elements but the checkpoint declares 4")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"]" * 200_000 + b"a" * 199_999,  # [[[[...]]]]: RecursionError once walked
+        b"}" + b")" + b"\x85" * 200_000 + b"K\x01s",  # {((((),),),): 1}: hashing the key segfaulted the interpreter
+    ],
+    ids=["nested-list", "nested-tuple-key"],
+)
+def test_200000_deep_nesting_is_refused_without_recursing(tmp_path, body):
+    path = tmp_path / "deep.pth"
+    path.write_bytes(b"\x80\x02" + body + b".")
+    _refused(path, "nested deeper than 64 levels")
+
+
+def test_special_files_and_unparseable_bytes_name_the_file(tmp_path):
+    fifo = tmp_path / "weights.pth"
+    os.mkfifo(fifo)
+    _refused(fifo, "not a regular file")
+    _refused(tmp_path, "not a regular file")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x80\x02X\xff\xff\xff\x7f")  # a string declaring 2 GiB in a 9-byte file
+    _refused(junk, "not a readable PyTorch checkpoint")
