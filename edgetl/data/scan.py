@@ -38,12 +38,53 @@ def _visible(name: str) -> bool:
     return not name.startswith((".", "__"))  # .DS_Store, .ipynb_checkpoints, __MACOSX
 
 
-def _images_under(folder: Path, top_level_only: bool = False) -> list[Path]:
-    """Return the visible image files in ``folder`` (recursively unless ``top_level_only``), sorted."""
-    if top_level_only:
-        return sorted(p for p in folder.iterdir() if p.is_file() and _visible(p.name) and is_image_file(p))
-    parts = (p for p in folder.rglob("*") if all(map(_visible, p.relative_to(folder).parts)))
-    return sorted(p for p in parts if p.is_file() and is_image_file(p))
+def _images_under(
+    folder: Path, top_level_only: bool = False, problems: list[str] | None = None, seen: set[tuple[int, int]] | None = None
+) -> list[Path]:
+    """Return the visible image files in ``folder`` (recursively unless ``top_level_only``), sorted.
+
+    Symlinked folders are followed, each real folder once (``seen``, shared between calls): a link
+    back to a folder already walked (a loop) is not entered again. Links that lead nowhere (broken, or a loop of links) and loops are
+    appended to ``problems`` so the caller can say what was left out.
+    """
+    problems = [] if problems is None else problems
+    found: list[Path] = []
+    seen = set() if seen is None else seen
+
+    def walk(current: Path, depth: int) -> None:
+        try:
+            stat = current.stat()
+            entries = sorted(current.iterdir())
+        except OSError as exc:
+            problems.append(f"{current}: cannot be listed ({exc.strerror or exc})")
+            return
+        if (stat.st_dev, stat.st_ino) in seen:
+            problems.append(f"{current}: links back to a folder already read (a symlink loop); not read twice")
+            return
+        seen.add((stat.st_dev, stat.st_ino))
+        for entry in entries:
+            if not _visible(entry.name):
+                continue
+            if entry.is_symlink() and not entry.exists():  # exists() follows the link: False when broken or looping
+                if is_image_file(entry) or not entry.suffix:
+                    problems.append(f"{entry}: a symlink that leads nowhere (broken, or a loop of links)")
+            elif entry.is_dir():
+                if not top_level_only and depth < 32:
+                    walk(entry, depth + 1)
+            elif entry.is_file() and is_image_file(entry):
+                found.append(entry)
+
+    walk(folder, 0)
+    return sorted(found)
+
+
+def _warn_left_out(problems: list[str]) -> None:
+    if problems:
+        from edgetl.console import err_console
+
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        err_console().print(f"[yellow]warning:[/] {len(problems)} path(s) of the data set were left out:")
+        err_console().print("\n".join(f"  {p}" for p in problems[:20]) + more, markup=False, highlight=False, soft_wrap=True)
 
 
 def _scan_folder(root: Path) -> ImageDataset:
@@ -54,8 +95,11 @@ def _scan_folder(root: Path) -> ImageDataset:
         raise DatasetError(f"{root}: found {what}; {EXPECTED_LAYOUT}")
     samples: list[Sample] = []
     empty: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    problems = [f"{p}: a symlink that leads nowhere (broken, or a loop of links)" for p in sorted(root.iterdir())
+                if p.is_symlink() and not p.exists() and _visible(p.name)]
     for d in class_dirs:
-        files = _images_under(d)
+        files = _images_under(d, problems=problems, seen=seen)
         if not files:
             empty.append(d.name)
         samples.extend(Sample(p, d.name) for p in files)
@@ -69,6 +113,7 @@ def _scan_folder(root: Path) -> ImageDataset:
             f"{root} looks like a folder of splits ({', '.join(sorted(names))}), each holding class folders; "
             f"point at one split instead, e.g. {root / ('train' if 'train' in names else sorted(names)[0])}"
         )
+    _warn_left_out(problems)
     if empty:
         raise DatasetError(
             f"{root}: class folder(s) {', '.join(repr(e) for e in empty)} contain no images; "
@@ -138,9 +183,12 @@ def scan_images(path: str | Path) -> ImageDataset:
         return _scan_csv(path, min_classes=1)
     if not path.is_dir():
         raise DatasetError(f"{path}: no such folder of images; pass a folder holding images (or <label>/ subfolders)")
-    samples = [Sample(p, None) for p in _images_under(path, top_level_only=True)]
+    problems: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    samples = [Sample(p, None) for p in _images_under(path, top_level_only=True, problems=problems, seen=seen)]
     for d in sorted((d for d in path.iterdir() if d.is_dir() and _visible(d.name)), key=lambda d: d.name):
-        samples.extend(Sample(p, d.name) for p in _images_under(d))
+        samples.extend(Sample(p, d.name) for p in _images_under(d, problems=problems, seen=seen))
+    _warn_left_out(problems)
     if not samples:
         raise DatasetError(f"{path}: no image files ({' '.join(IMAGE_SUFFIXES)}) in it or its subfolders")
     classes = tuple(sorted({s.label for s in samples if s.label is not None}))

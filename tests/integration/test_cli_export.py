@@ -57,6 +57,7 @@ def test_cli_failing_validation_exits_nonzero_keeps_the_report_and_writes_no_mod
     [
         ("no_model", "no trained model"),
         ("empty_calib", "unreadable"),
+        ("calib_folder_without_images", "no image files"),
         ("missing_dir", "does not exist"),
         ("onnx_dynamic", "Dynamic quantization is not offered for ONNX"),
         ("bad_suffix", "written as .onnx"),
@@ -76,6 +77,9 @@ def test_cli_bad_input_exits_2_without_traceback(tiny_run, tmp_path, case, messa
         (calib / "good" / "broken.png").write_bytes(b"not a png")
         (calib / "notes.txt").write_text("no images here")
         args += ["--quant", "int8", "--calib", calib]
+    elif case == "calib_folder_without_images":
+        (tmp_path / "nothing").mkdir()
+        args += ["--quant", "int8", "--calib", tmp_path / "nothing"]
     elif case == "missing_dir":
         args = [tiny_run, "-o", tmp_path / "missing" / "model.tflite"]
     elif case == "onnx_dynamic":

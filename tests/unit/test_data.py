@@ -55,6 +55,25 @@ def test_scan_folder_sorted_classes_and_counts(tmp_path: Path) -> None:
     assert all(s.path.is_absolute() and s.path.is_file() for s in ds.samples)
 
 
+def test_symlinks_are_followed_once_and_loops_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _folder(tmp_path / "ds", {"good": 2, "defect": 2})
+    elsewhere = _folder(tmp_path / "shared", {"lot9": 3})
+    (root / "good" / "lot9").symlink_to(elsewhere / "lot9")  # a linked folder of images: followed
+    (root / "good" / "again").symlink_to(root / "good")  # a folder loop: read once, reported
+    (root / "defect" / "a.png").symlink_to(root / "defect" / "b.png")  # a loop of file links
+    (root / "defect" / "b.png").symlink_to(root / "defect" / "a.png")
+    (root / "defect" / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")  # broken
+    (root / "scratch").symlink_to(root / "scratch")  # a class-folder-shaped loop at the top
+    ds = scan_dataset(root)
+    assert ds.counts() == {"defect": 2, "good": 5}
+    err = " ".join(capsys.readouterr().err.split())
+    assert "5 path(s) of the data set were left out" in err
+    for name in ("again: links back to a folder already read", "a.png: a symlink that leads nowhere",
+                 "b.png: a symlink", "gone.jpg: a symlink", "scratch: a symlink"):
+        assert name in err
+    assert len(scan_images(root / "good")) == 5
+
+
 def test_empty_folder_shows_expected_layout(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="expected one subfolder per class") as info:
         scan_dataset(tmp_path)
