@@ -173,6 +173,15 @@ def embed_tflite_metadata(model: bytes, spec: ModelSpec, export: ExportInfo | No
     Uses the TFLite schema's object API shipped with LiteRT (or TensorFlow); existing edgetl
     entries are replaced, other entries are kept.
     """
+    return embed_tflite_entries(model, _entries_to_embed(spec, export))
+
+
+def embed_tflite_entries(model: bytes, entries: dict[str, bytes]) -> bytes:
+    """Return ``model`` (TFLite bytes) with metadata ``entries`` (name -> raw bytes) set, others kept.
+
+    Raw bytes, unchecked: :func:`embed_tflite_metadata` writes valid contracts; the fuzz tests write
+    hostile ones with this.
+    """
     import flatbuffers
     import numpy as np
 
@@ -180,7 +189,7 @@ def embed_tflite_metadata(model: bytes, spec: ModelSpec, export: ExportInfo | No
     obj = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
     obj.metadata = list(obj.metadata or [])
     obj.buffers = list(obj.buffers or [])
-    for key, payload in _entries_to_embed(spec, export).items():
+    for key, payload in entries.items():
         data = np.frombuffer(payload, dtype=np.uint8)
         for entry in obj.metadata:
             name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
@@ -269,14 +278,22 @@ def onnx_metadata_props(model: bytes) -> dict[str, str]:
 
 def embed_onnx_metadata(model: Any, spec: ModelSpec, export: ExportInfo | None = None) -> Any:
     """Return a copy of ``onnx.ModelProto`` ``model`` with ``spec`` (and ``export``) in ``metadata_props``."""
+    entries = {k: v.decode("utf-8") for k, v in _entries_to_embed(spec, export).items()}
+    return embed_onnx_entries(model, entries, replace=(METADATA_KEY, EXPORT_KEY))
+
+
+def embed_onnx_entries(model: Any, entries: dict[str, str], replace: tuple[str, ...] = ()) -> Any:
+    """Return a copy of ``onnx.ModelProto`` ``model`` with ``entries`` in ``metadata_props`` (raw, unchecked).
+
+    Existing props named in ``entries`` or ``replace`` are dropped first; the others are kept.
+    """
     import onnx
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    entries = _entries_to_embed(spec, export)
-    kept = [(p.key, p.value) for p in out.metadata_props if p.key not in (METADATA_KEY, EXPORT_KEY)]
+    kept = [(p.key, p.value) for p in out.metadata_props if p.key not in entries and p.key not in replace]
     del out.metadata_props[:]
-    for key, value in [*kept, *((k, v.decode("utf-8")) for k, v in entries.items())]:
+    for key, value in [*kept, *entries.items()]:
         prop = out.metadata_props.add()
         prop.key, prop.value = key, value
     return out

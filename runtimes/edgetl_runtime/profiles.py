@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .backends import DEVICE_GRAMMAR, DeviceError, EngineOptionError, check_engine_options, parse_device
-from .contract import FORMATS, QUANTIZATIONS
+from .contract import FORMATS, MAX_INPUT_SIDE, QUANTIZATIONS
 from .errors import EdgetlRuntimeError
 
 if sys.version_info >= (3, 11):
@@ -52,6 +52,9 @@ REMOVED_FIELDS = {
 EDGETPU_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))
 # Which device kinds can run which export format (the exporter and runtime agree on these pairs).
 _DEVICES_OF_FORMAT = {"tflite": ("cpu",), "edgetpu": ("edgetpu",), "onnx": ("cpu", "cuda", "tensorrt")}
+
+
+MAX_THREADS = 256
 
 
 class ProfileError(EdgetlRuntimeError, ValueError):
@@ -221,8 +224,8 @@ class _Reader:
 
     def size(self, key: str) -> tuple[int, int]:
         value = self.get(key, list)
-        if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-            raise self.fail(key, f"must be [height, width] in pixels, two positive integers, got {value!r}")
+        if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_INPUT_SIDE for v in value):
+            raise self.fail(key, f"must be [height, width] in pixels, two integers from 1 to {MAX_INPUT_SIDE}, got {value!r:.80}")
         return (value[0], value[1])
 
     def sub(self, key: str, allowed: Iterable[str], default: Any = ...) -> _Reader:
@@ -258,7 +261,10 @@ def _parse(path: Path, data: dict[str, Any]) -> DeviceProfile:
         check_engine_options(export.format, device, options)
     except EngineOptionError as exc:
         raise r.fail("options", str(exc)) from None
-    runtime = RuntimeSettings(device, r.positive("threads", int), dict(options))
+    threads = r.positive("threads", int)
+    if threads > MAX_THREADS:
+        raise r.fail("threads", f"{threads} CPU threads; at most {MAX_THREADS} (edge devices have 4 to 12 cores)")
+    runtime = RuntimeSettings(device, threads, dict(options))
     b = top.sub("budget", ("p50_ms", "p99_ms", "memory_mb"))
     budget = Budget(float(b.positive("p50_ms")), float(b.positive("p99_ms")), float(b.positive("memory_mb")))
     if budget.p99_ms < budget.p50_ms:

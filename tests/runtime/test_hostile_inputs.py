@@ -150,3 +150,49 @@ def test_crafted_metadata_is_one_clear_error(text, found):
 
     with pytest.raises(MetadataError, match=found):
         parse_embedded({"edgetl": text})
+
+
+# ------------------------------------------------------------------ the probe: a model that crashes the engine (issue 11, class 4)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the probe forks (Linux)")
+def test_a_build_that_crashes_or_hangs_in_the_probe_child_is_a_model_format_error(tmp_path):
+    from edgetl_runtime import probe
+
+    def segfault():
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    def abort():
+        os.abort()
+
+    for build, name in ((segfault, "SIGSEGV"), (abort, "SIGABRT")):
+        with pytest.raises(ModelFormatError, match=f"crashed \\({name}\\)"):
+            probe.probe(tmp_path / "m.tflite", name.encode(), build)
+    with pytest.raises(ModelFormatError, match="did not finish .* within 1 s"):
+        probe.probe(tmp_path / "m.tflite", b"hangs", lambda: __import__("time").sleep(60), timeout=1)
+    # A Python error in the child is left to the caller (who reports it in-process) and not remembered as good.
+    probe.probe(tmp_path / "m.tflite", b"raises", lambda: 1 / 0)
+    assert __import__("hashlib").sha256(b"raises").digest() not in probe._verified
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the probe forks (Linux)")
+def test_load_refuses_a_tflite_whose_interpreter_crashes_and_the_process_lives_on(exported, tmp_path, monkeypatch):
+    import importlib
+
+    from edgetl_runtime import probe
+
+    model_module = importlib.import_module("edgetl_runtime.model")
+    calls = []
+    real = probe.probe
+
+    def crashing_engine(path, data, build, timeout=None):
+        calls.append(path)  # LiteRT dying on the file (other bytes: this file may be remembered as good already)
+        return real(path, data + b"crash", lambda: os.kill(os.getpid(), signal.SIGSEGV), timeout)
+
+    monkeypatch.setattr(model_module, "probe", crashing_engine)
+    with pytest.raises(ModelFormatError, match="crashed \\(SIGSEGV\\).*corrupt or crafted"):
+        edgetl_runtime.load(exported.tflite_fp32)
+    assert calls == [exported.tflite_fp32]
+    monkeypatch.setattr(model_module, "probe", real)
+    monkeypatch.setenv("EDGETL_PROBE", "0")
+    assert edgetl_runtime.load(exported.tflite_fp32).predict(exported.images[0]).top_class in ("defect", "good")

@@ -115,6 +115,8 @@ def _write_variant(tmp_path: Path, edit: str, name: str = "bad-device") -> Path:
         ("threads = 2=>threads = 2\nspeed = 3", "runtime.speed", "unknown key"),
         ('description = "=>colour = "red"\ndescription = "', "colour", "unknown key"),
         ("threads = 2=>threads = 2.5", "runtime.threads", "must be int"),
+        ("threads = 2=>threads = 1000000", "runtime.threads", "at most 256"),
+        ("input_size = [224, 224]=>input_size = [60000, 60000]", "export.input_size", "from 1 to 8192"),
         ('device = "cpu"=>device = "gpu0"', "runtime.device", "not a device string"),
         ('device = "cpu"=>device = "edgetpu:usb"', "runtime.device", "cannot run export format"),
         ('threads = 2=>threads = 2\nbackend = "litert"', "runtime.backend", "no longer a profile field"),

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import EdgetlRuntimeError, ModelFormatError
+
 from .base import (
     DEVICE_GRAMMAR,
     DEVICE_KINDS,
@@ -61,7 +63,22 @@ def open_backend(
 
     ``options``: engine options (see the module docstring). ``allow_cpu_fallback``: let ONNX
     Runtime run on the CPU when the requested GPU provider cannot start (otherwise an error).
+    Whatever else goes wrong while the engine reads the file (a damaged file makes engines raise
+    UnicodeDecodeError, IndexError, their own types...) is a :class:`ModelFormatError` naming it.
     """
+    try:
+        return _open_backend(path, data, fmt, device, threads, options, allow_cpu_fallback)
+    except (EdgetlRuntimeError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one place that turns engine surprises into one error type
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelFormatError(f"{path}: the inference engine could not read this model ({type(exc).__name__}: "
+                               f"{text:.200}); the file is corrupt: copy or export it again") from None
+
+
+def _open_backend(
+    path: Path, data: bytes, fmt: str, device: str, threads: int | None, options: dict | None, allow_cpu_fallback: bool
+) -> Backend:
     dev = parse_device(device)
     options = dict(options or {})
     if fmt == "onnx":
