@@ -1,4 +1,4 @@
-"""The nesting depth of a pickle, computed on its opcodes before anything is built.
+"""The nesting depth and memo indices of a pickle, checked on its opcodes before anything is built.
 
 Unpickling builds nested tuples without recursion, but hashing one as a dict key recurses in C: a
 200,000-deep tuple used as a key crashes the interpreter (a segfault, not an exception), and walking
@@ -6,6 +6,8 @@ a deep result in Python ends in RecursionError. :func:`check_nesting` simulates 
 stack with one depth number per value, so a too-deep file is refused before
 :class:`pickle.Unpickler` sees it. Mutable containers changed through a memo alias may be deeper
 than computed here; they cannot be dict keys, and the reader bounds its own walk over them.
+Memo indices that no pickler writes are refused too: the unpickler sizes its memo table by the
+largest index, so one index of 2**28 in a 1 KB file would allocate gigabytes.
 
 >>> import io, pickle
 >>> check_nesting(io.BytesIO(pickle.dumps({"a": [1, (2, 3)]})), "x.pth", max_depth=3)
@@ -46,11 +48,15 @@ def check_nesting(stream: BinaryIO, source: str, max_depth: int) -> None:
             )
         stack.append(depth)
 
-    for op, arg, _pos in pickletools.genops(stream):
+    for count, (op, arg, _pos) in enumerate(pickletools.genops(stream)):
         name = op.name
         if name == "STOP":
             return
         if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            # The unpickler sizes its memo table by the largest index: one index of 2**28 in a 1 KB
+            # file allocates gigabytes. A pickler numbers its memo entries in order, one per object.
+            if not 0 <= int(arg) <= count:
+                raise WeightsFileError(f"{source}: memo index {arg} after {count} opcodes; the file is corrupt or hostile")
             memo[arg] = stack[-1]
         elif name == "MEMOIZE":
             memo[len(memo)] = stack[-1]

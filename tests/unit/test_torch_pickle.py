@@ -285,3 +285,10 @@ def test_special_files_and_unparseable_bytes_name_the_file(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x80\x02X\xff\xff\xff\x7f")  # a string declaring 2 GiB in a 9-byte file
     _refused(junk, "not a readable PyTorch checkpoint")
+
+
+def test_a_huge_memo_index_is_refused_before_the_unpickler_allocates_for_it(tmp_path):
+    # Found by benchmarks/fuzz.py: one LONG_BINPUT of 171,079,263 in a 932-byte file made the reader allocate 2.6 GB.
+    path = tmp_path / "memo.pth"
+    path.write_bytes(b"\x80\x02}r" + struct.pack("<I", 171_079_263) + b".")
+    _refused(path, "memo index 171079263 after 2 opcodes")
