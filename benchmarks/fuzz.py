@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fuzz_cases import TARGETS, Corpus, make_case, write_weights_seeds  # noqa: E402
+from fuzz_cases import TARGETS, Corpus, make_case, write_run_seed, write_weights_seeds  # noqa: E402
 
 DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "runs" / "bench-cache" / "fuzz"
 BAD = ("traceback", "crash", "hang", "memory")
@@ -74,6 +74,9 @@ def _selftest(kind: str) -> None:
 def _worker(corpus: Corpus) -> None:
     """Read ``{"path", "target"}`` lines on stdin; answer one JSON line per case on stdout."""
     import edgetl_runtime
+    import shutil
+
+    from edgetl.run import RunError, load_run
     from edgetl.weights import WeightsFileError
     from edgetl.weights.torch_pickle import load_state_dict
     from edgetl_runtime.errors import EdgetlRuntimeError
@@ -83,7 +86,7 @@ def _worker(corpus: Corpus) -> None:
     image = corpus.images[0]
     model.predict(image)
     host = HostInfo.probe()
-    allowed = (EdgetlRuntimeError, WeightsFileError)
+    allowed = (EdgetlRuntimeError, WeightsFileError, RunError)
 
     def run(target: str, path: str) -> None:
         if target.endswith(("-bytes", "-metadata")):
@@ -98,6 +101,13 @@ def _worker(corpus: Corpus) -> None:
             edgetl_runtime.load(corpus.tflite[0], profile=profile, device="cpu").predict(image)
         elif target == "weights":
             load_state_dict(path)
+        elif target == "run-folder":
+            run_dir = Path(path).parent / "run"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.copytree(corpus.run, run_dir)
+            shutil.copyfile(path, run_dir / Path(path).name)
+            run = load_run(run_dir)
+            run.split("train"), run.split("val")
         elif target.startswith("selftest-"):  # proves the parent sees each kind of defect (tests only)
             _selftest(target.removeprefix("selftest-"))
 
@@ -296,7 +306,7 @@ def build_corpus(folder: Path) -> Corpus:
     labels = folder / "labels.txt"
     labels.write_text("defect\ngood\n")
     profiles = sorted((Path(__file__).resolve().parents[1] / "devices").glob("*.toml"))
-    return Corpus(models[:2], models[2:], images, labels, profiles, write_weights_seeds(folder))
+    return Corpus(models[:2], models[2:], images, labels, profiles, write_weights_seeds(folder), write_run_seed(folder, images))
 
 
 def _build_models(folder: Path, paths: list[Path]) -> None:

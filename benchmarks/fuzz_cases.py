@@ -14,9 +14,11 @@ image               a PNG/JPEG/BMP/GIF mutated, or with a huge header   ``model.
 labels              a labels file of odd bytes, lines, encodings        ``load(model, labels=file)`` + predict
 profile             a device TOML with mutated values or bytes          ``load_profile`` + ``detect`` + load
 weights             a .pth (legacy and zip) mutated                     ``load_state_dict(file)``
+run-folder          a run folder whose config.json, model_spec.json     ``load_run(folder)`` + its splits
+                    or split.json is mutated (bytes or JSON fields)
 ==================  ==================================================  ==================================
 
-Only the project's own errors may come out (``EdgetlRuntimeError``, ``WeightsFileError``).
+Only the project's own errors may come out (``EdgetlRuntimeError``, ``WeightsFileError``, ``RunError``).
 
 >>> data = bytes(range(64))
 >>> mutate_bytes(data, np.random.default_rng([0, 1])) == mutate_bytes(data, np.random.default_rng([0, 1]))
@@ -37,7 +39,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-TARGETS = ("tflite-bytes", "onnx-bytes", "tflite-metadata", "onnx-metadata", "image", "labels", "profile", "weights")
+TARGETS = ("tflite-bytes", "onnx-bytes", "tflite-metadata", "onnx-metadata", "image", "labels", "profile", "weights",
+           "run-folder")
+RUN_FILES = ("config.json", "model_spec.json", "split.json")
 INTERESTING_INT32 = (0, 1, -1, 2, 255, 256, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, -0x80000000, 60000, 1 << 20)
 
 
@@ -51,6 +55,7 @@ class Corpus:
     labels: Path  # fits the first tflite model
     profiles: list[Path]
     weights: list[Path] = field(default_factory=list)
+    run: Path | None = None  # a run folder (its model.keras is never loaded by the fuzz)
 
     def to_json(self) -> str:
         return json.dumps({k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in self.__dict__.items()})
@@ -58,7 +63,8 @@ class Corpus:
     @classmethod
     def from_json(cls, text: str) -> Corpus:
         raw = json.loads(text)
-        return cls(**{k: [Path(p) for p in v] if isinstance(v, list) else Path(v) for k, v in raw.items()})
+        return cls(**{k: [Path(p) for p in v] if isinstance(v, list) else (Path(v) if v != "None" else None)
+                      for k, v in raw.items()})
 
 
 # --------------------------------------------------------------------------- byte mutations
@@ -207,9 +213,11 @@ def mutate_image(data: bytes, rng: np.random.Generator) -> bytes:
 
 
 def mutate_labels(text: bytes, rng: np.random.Generator) -> bytes:
-    kind = int(rng.integers(0, 9))
+    kind = int(rng.integers(0, 10))
     if kind == 0:
         return b""
+    if kind == 8:  # pycoral's numbered form, with a number anywhere from plausible to absurd
+        return f"0 defect\n{int(rng.choice([1, 2, 99_999, 100_000, 10**9, 10**30]))} good\n".encode()
     if kind == 1:
         return "défaut\nbon\n".encode("latin-1")
     if kind == 2:
@@ -269,10 +277,31 @@ def make_case(target: str, corpus: Corpus, rng: np.random.Generator) -> tuple[by
         return mutate_profile(seed.read_bytes(), rng), seed.name
     if target == "weights":
         return mutate_bytes(pick(corpus.weights).read_bytes(), rng), "case.pth"
+    if target == "run-folder":  # the mutated file; the worker copies the rest of the seed run beside it
+        name = RUN_FILES[int(rng.integers(0, len(RUN_FILES)))]
+        raw = (corpus.run / name).read_bytes()
+        return (mutate_contract(raw, rng) if rng.random() < 0.7 else mutate_bytes(raw, rng)), name
     raise ValueError(f"unknown fuzz target {target!r}; one of {', '.join(TARGETS)}")
 
 
-# --------------------------------------------------------------------------- weights seeds without torch
+# --------------------------------------------------------------------------- seed files written without TensorFlow
+
+
+def write_run_seed(folder: Path, images: list[Path]) -> Path:
+    """Write a run folder as ``edgetl train`` leaves it, minus a loadable model (the fuzz never loads it)."""
+    from edgetl_runtime.contract import InputSpec, ModelSpec
+
+    run = folder / "seed-run"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "model.keras").write_bytes(b"PK\x03\x04 not loaded by the fuzz")
+    spec = ModelSpec(labels=("defect", "good"), good_labels=("good",), input=InputSpec(32, 32))
+    (run / "model_spec.json").write_text(spec.to_json())
+    config = {"backbone": "efficientnet_lite0", "input_size": [32, 32], "labels": ["defect", "good"], "epochs": 3,
+              "data": str(folder), "counts": {"train": {"defect": 1, "good": 1}, "val": {"defect": 1, "good": 1}}}
+    (run / "config.json").write_text(json.dumps(config, indent=2))
+    split = {"train": [[str(images[0]), "defect"], [str(images[1]), "good"]], "val": [[str(images[2]), "good"]]}
+    (run / "split.json").write_text(json.dumps(split, indent=2))
+    return run
 
 
 def write_weights_seeds(folder: Path) -> list[Path]:

@@ -28,6 +28,7 @@ the labels, input size and threshold in ``config.json``.
 from __future__ import annotations
 
 import json
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,47 @@ class RunError(ValueError):
     """A run folder or model path is missing a piece that the command needs."""
 
 
+MAX_JSON_BYTES = 256 * 2**20  # split.json of a million images is about 100 MB
+
+
+def read_json(path: Path, expect: type = dict) -> Any:
+    """Return the JSON value in run-folder file ``path``, which must be a ``expect`` (dict or list).
+
+    Raises :class:`RunError` naming the file when it is not a regular file, over
+    :data:`MAX_JSON_BYTES`, not UTF-8 JSON, nested deeper than Python parses, or of another type.
+    """
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise RunError(f"{path}: not a regular file")
+        if st.st_size > MAX_JSON_BYTES:
+            raise RunError(f"{path}: {st.st_size:,} bytes, more than a run folder's JSON files hold; the file was replaced")
+        value = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise RunError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
+        raise RunError(f"{path}: not valid JSON ({exc.__class__.__name__}: {str(exc)[:120]}); the file is damaged: "
+                       "restore it, or retrain") from None  # fmt: skip
+    if not isinstance(value, expect):
+        raise RunError(f"{path}: holds a JSON {type(value).__name__}, not the {expect.__name__} edgetl wrote; "
+                       "the file is damaged: restore it, or retrain")  # fmt: skip
+    return value
+
+
+def read_split(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """Return ``{"train": [(path, label), ...], "val": [...]}`` from a run's ``split.json``, checked."""
+    raw = read_json(path)
+    split: dict[str, list[tuple[str, str]]] = {}
+    for name in ("train", "val"):
+        entries = raw.get(name, [])
+        if not isinstance(entries, list) or not all(
+            isinstance(e, list) and len(e) == 2 and all(isinstance(v, str) for v in e) for e in entries
+        ):
+            raise RunError(f"{path}: '{name}' is not a list of [path, label] pairs; the file is damaged: restore it, or retrain")
+        split[name] = [(p, label) for p, label in entries]
+    return split
+
+
 @dataclass(frozen=True)
 class Run:
     """A finished training run: its folder, its model contract, its config and where its model lives."""
@@ -77,9 +119,9 @@ class Run:
     def split(self, name: str) -> list[tuple[str, str]]:
         """Return the ``train`` or ``val`` file list recorded by the run (empty if unknown)."""
         path = self.run_dir / SPLIT_FILE
-        if not path.is_file():
+        if not path.exists():
             return []
-        return [(p, label) for p, label in json.loads(path.read_text())[name]]
+        return read_split(path)[name]
 
     def load_model(self):
         """Return the trained Keras model (not compiled); see :func:`load_keras_model`."""
@@ -158,7 +200,7 @@ def load_run(path: str | Path) -> Run:
             f"{run_dir}`"
         )
     config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
+    if not config_path.exists():
         raise RunError(f"{run_dir}: {CONFIG_FILE} is missing; the run is incomplete, retrain it")
-    config = json.loads(config_path.read_text())
+    config = read_json(config_path)
     return Run(run_dir=run_dir, model_path=model_path, spec=_read_spec(run_dir, config), config=config)

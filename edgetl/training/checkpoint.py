@@ -11,7 +11,6 @@ SIGINT aborts at once.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import threading
@@ -72,7 +71,9 @@ class CheckpointStore:
         return self.state_path.is_file()
 
     def load_state(self) -> dict[str, Any]:
-        return json.loads(self.state_path.read_text()) if self.exists() else {}
+        from ..run import read_json
+
+        return read_json(self.state_path) if self.exists() else {}
 
     def save_state(self, state: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

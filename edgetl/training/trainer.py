@@ -19,7 +19,7 @@ from edgetl_runtime.contract import InputSpec, ModelSpec, Provenance, default_go
 from .. import __version__
 from .._tf import keras, tensorflow
 from ..console import debug, err_console
-from ..run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError, write_spec
+from ..run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError, read_json, read_split, write_spec
 from .augment import Augmentation, epoch_dataset, eval_dataset
 from .checkpoint import CheckpointStore, StopFlag, TrainingInterrupted, epoch_callback
 from .options import TrainOptions, TrainResult, auto_unfreeze, class_weights
@@ -47,12 +47,17 @@ class Trainer:
                 if (run_dir / MODEL_FILE).is_file():
                     raise RunError(f"{run_dir}: this run already finished; nothing to resume")
                 raise RunError(f"{run_dir}: no interrupted run to resume (no checkpoints/state.json)")
-            saved = json.loads((self.store.dir / "options.json").read_text())
-            saved["augmentation"] = Augmentation(**saved["augmentation"])
-            if saved.get("good_labels") is not None:
-                saved["good_labels"] = tuple(saved["good_labels"])
-            # How much to print is the resuming command's choice, not the interrupted one's.
-            return TrainOptions(**{**saved, "verbose": options.verbose})
+            saved_path = self.store.dir / "options.json"
+            saved = read_json(saved_path)
+            try:
+                saved["augmentation"] = Augmentation(**saved["augmentation"])
+                if saved.get("good_labels") is not None:
+                    saved["good_labels"] = tuple(saved["good_labels"])
+                # How much to print is the resuming command's choice, not the interrupted one's.
+                return TrainOptions(**{**saved, "verbose": options.verbose})
+            except (TypeError, ValueError, KeyError) as exc:
+                raise RunError(f"{saved_path}: not the options of an interrupted edgetl run ({exc}); "
+                               "start a new run in a new -o folder") from None
         if (run_dir / MODEL_FILE).is_file() or self.store.exists():
             raise RunError(
                 f"{run_dir}: already holds a run. Choose a new -o folder, or add --resume to "
@@ -72,7 +77,7 @@ class Trainer:
         self.size = (height, width)
         dataset = scan_dataset(self.data)
         if self.resume and (self.run_dir / SPLIT_FILE).is_file():
-            split = json.loads((self.run_dir / SPLIT_FILE).read_text())
+            split = read_split(self.run_dir / SPLIT_FILE)
 
             def part(name: str) -> ImageDataset:
                 samples = tuple(Sample(Path(p), label) for p, label in split[name])

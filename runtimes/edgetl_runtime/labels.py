@@ -7,18 +7,32 @@
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 from typing import Sequence
 
+from .contract import MAX_LABEL_CHARS, MAX_LABELS
 from .errors import MetadataError
+
+MAX_LABELS_FILE_BYTES = 32 * 2**20  # 100,000 labels of 256 characters and their line numbers fit
 
 
 def read_labels(source: str | Path | Sequence[str]) -> tuple[str, ...]:
     """Return labels from a file (one per line, or pycoral's ``"0 cat"`` / ``"0: cat"``) or a list."""
     if not isinstance(source, (str, Path)):
         return tuple(str(s) for s in source)
+    path = Path(source)
     try:
-        lines = [line.strip() for line in Path(source).read_text(encoding="utf-8").splitlines()]
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise MetadataError(f"{source}: not a regular file; give the path of a text file with one label per line")
+        if st.st_size > MAX_LABELS_FILE_BYTES:
+            raise MetadataError(f"{source}: {st.st_size:,} bytes is not a labels file (at most {MAX_LABELS:,} labels "
+                                f"of {MAX_LABEL_CHARS} characters, {MAX_LABELS_FILE_BYTES >> 20} MiB)")
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 2 * MAX_LABELS:  # before splitting: 16 million short lines would take a gigabyte
+            raise MetadataError(f"{source}: {text.count(chr(10)):,} lines; a model has at most {MAX_LABELS:,} labels")
+        lines = [line.strip() for line in text.splitlines()]
     except OSError as exc:
         raise MetadataError(f"{source}: cannot read labels file ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
@@ -28,6 +42,8 @@ def read_labels(source: str | Path | Sequence[str]) -> tuple[str, ...]:
     numbered = [re.match(r"^(\d+)[:\s]\s*(.+)$", line) for line in lines]
     if lines and all(numbered):
         by_id = {int(m.group(1)): m.group(2).strip() for m in numbered if m}
+        if max(by_id) >= MAX_LABELS:
+            raise MetadataError(f"{source}: label number {max(by_id)} is past the {MAX_LABELS:,} labels a model may have")
         return tuple(by_id.get(i, str(i)) for i in range(max(by_id) + 1))
     if not lines:
         raise MetadataError(f"{source}: labels file is empty; write one label per line")

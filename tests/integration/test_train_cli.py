@@ -79,3 +79,14 @@ def test_an_existing_run_folder_is_bad_input(tiny_dataset: Path, tmp_path: Path)
     (tmp_path / "run" / "model.keras").write_bytes(b"")
     result = _train(tiny_dataset, tmp_path / "run")
     assert result.exit_code == 2 and "already holds a run" in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"{broken", b'{"epochs": 3, "colour": "red"}'], ids=["junk", "foreign"])
+def test_resume_with_damaged_saved_options_is_bad_input(tiny_dataset: Path, tmp_path: Path, content: bytes) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "state.json").write_text('{"epoch": 1}')
+    (run / "checkpoints" / "options.json").write_bytes(content)
+    result = _train(tiny_dataset, run, "--resume")
+    assert result.exit_code == 2, result.output
+    assert "options.json" in result.output and "Traceback" not in result.output

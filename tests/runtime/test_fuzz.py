@@ -23,7 +23,7 @@ CASES_PER_TARGET = 300
 
 sys.path.insert(0, str(BENCHMARKS))
 fuzz = importlib.import_module("fuzz")
-from fuzz_cases import TARGETS, Corpus, expected_weights, write_weights_seeds  # noqa: E402
+from fuzz_cases import TARGETS, Corpus, expected_weights, write_run_seed, write_weights_seeds  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +39,18 @@ def corpus(exported, tmp_path_factory) -> Corpus:
     labels.write_text("defect\ngood\n")
     profiles = sorted((BENCHMARKS.parent / "devices").glob("*.toml"))
     return Corpus([exported.tflite_int8, exported.tflite_fp32], [exported.onnx], images, labels, profiles,
-                  write_weights_seeds(folder))
+                  write_weights_seeds(folder), write_run_seed(folder, images))
 
 
 def test_the_seeds_are_valid(corpus):
+    from edgetl.run import load_run
     from edgetl.weights.torch_pickle import load_state_dict
 
     for path in corpus.weights:
         got = load_state_dict(path)
         assert all(np.array_equal(got[k], v) for k, v in expected_weights().items())
+    run = load_run(corpus.run)
+    assert run.spec.labels == ("defect", "good") and len(run.split("train")) == 2
 
 
 def test_fuzz_gives_only_edgetl_errors_no_hang_no_crash_no_memory_blowup(corpus, tmp_path):

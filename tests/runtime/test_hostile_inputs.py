@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import edgetl_runtime
 from edgetl_runtime.cli import main
-from edgetl_runtime.errors import EdgetlRuntimeError, ImageError, ModelFormatError
+from edgetl_runtime.errors import EdgetlRuntimeError, ImageError, MetadataError, ModelFormatError
 
 
 def test_a_fifo_given_as_the_model_is_refused_without_hanging(tmp_path):
@@ -196,3 +196,19 @@ def test_load_refuses_a_tflite_whose_interpreter_crashes_and_the_process_lives_o
     monkeypatch.setattr(model_module, "probe", real)
     monkeypatch.setenv("EDGETL_PROBE", "0")
     assert edgetl_runtime.load(exported.tflite_fp32).predict(exported.images[0]).top_class in ("defect", "good")
+
+
+def test_labels_files_cannot_hang_or_exhaust_memory(exported, tmp_path):
+    cases = {
+        "numbered.txt": (b"0 defect\n1000000000 good\n", "label number 1000000000 is past the 100,000"),
+        "lines.txt": (b"x\n" * 300_000, "300,000 lines"),
+        "big.txt": (b"a" * (33 << 20), "is not a labels file"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(MetadataError, match=message):
+            edgetl_runtime.load(exported.tflite_int8, labels=tmp_path / name)
+    fifo = tmp_path / "labels.fifo"
+    os.mkfifo(fifo)  # before: read_text() blocked forever
+    with pytest.raises(MetadataError, match="not a regular file"):
+        edgetl_runtime.load(exported.tflite_int8, labels=fifo)
