@@ -149,6 +149,10 @@ def _scan_csv(csv_path: Path, min_classes: int = 2) -> ImageDataset:
                 samples.append(Sample(file, row[il].strip()))
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{csv_path}: not a UTF-8 text CSV file ({exc}); save it as UTF-8 CSV") from None
+    except csv.Error as exc:  # a field over csv's 128 KiB limit, a NUL byte in older Pythons, ...
+        raise DatasetError(f"{csv_path}, line {reader.line_num}: not a readable CSV row ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(f"{csv_path}: cannot be read ({exc.strerror or exc})") from None
     if missing:
         shown = "\n  ".join(missing[:10]) + (f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise DatasetError(f"{csv_path}: {len(missing)} listed file(s) do not exist:\n  {shown}\nfix the paths (relative ones are relative to {base})")

@@ -372,3 +372,10 @@ def _empty(tmp_path: Path) -> Path:
     folder = tmp_path / "empty"
     folder.mkdir()
     return folder
+
+
+def test_csv_with_a_giant_field_is_a_dataset_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n" + "a" * 200_000 + ",good\n")  # before: _csv.Error traceback
+    with pytest.raises(DatasetError, match=r"m.csv, line 2: not a readable CSV row \(field larger"):
+        scan_dataset(manifest)
