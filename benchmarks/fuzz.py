@@ -176,7 +176,8 @@ class Result:
 
 class _Worker:
     def __init__(self, corpus: Corpus, log: Path, address_space_mb: int | None):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONFAULTHANDLER="1")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONFAULTHANDLER="1",
+                   EDGETL_PROBE_CACHE=str(log.parent / "probed-models"))  # not the user's cache
 
         def limit() -> None:
             if address_space_mb:

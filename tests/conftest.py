@@ -20,6 +20,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _probe_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Models the tests load are remembered as probed in the session's tmp folder, not in ~/.cache."""
+    os.environ["EDGETL_PROBE_CACHE"] = str(tmp_path_factory.mktemp("probe-cache") / "probed-models")
+    yield
+    os.environ.pop("EDGETL_PROBE_CACHE", None)
+
+
 @pytest.fixture
 def device_option(request: pytest.FixtureRequest) -> str | None:
     return request.config.getoption("--profile")

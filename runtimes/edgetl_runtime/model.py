@@ -28,7 +28,8 @@ from .decision import defect_scores
 from .labels import fit_labels, read_labels
 from .errors import MetadataError, ModelFormatError
 from .preprocess import ImageSource, load_image, to_model_input
-from .probe import probe
+from .probe import enabled as probe_enabled
+from .probe import engine_settings, probe
 
 # MobileNet convention for bare float/int8 models: pixels scaled to [-1, 1].
 MOBILENET_MEAN, MOBILENET_STD = (127.5,), (127.5,)
@@ -383,8 +384,10 @@ def load(
         raise ModelFormatError(f"{path}: not a model: {exc}; the file may be truncated, copy it again") from None
     except MetadataError as exc:
         raise MetadataError(f"{path}: {exc}") from None
-    if fmt == "tflite" and (device or "cpu") == "cpu":  # LiteRT can crash on a bad file: try it in a child first
-        probe(path, data, lambda: _warm_up(open_backend(path, data, fmt, "cpu", threads, engine_options or {}, False), path))
+    # LiteRT can crash on a bad file (a segfault, not an exception): build and run it in a child first.
+    if fmt == "tflite" and (device or "cpu") == "cpu" and probe_enabled():
+        probe(path, data, lambda: _warm_up(open_backend(path, data, fmt, "cpu", threads, engine_options or {}, False), path),
+              settings=engine_settings(threads, engine_options))
     backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {}, allow_cpu_fallback)
     _warm_up(backend, path)
     n_outputs = _output_size(backend.output)

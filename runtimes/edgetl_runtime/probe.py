@@ -7,21 +7,23 @@ interpreter for a model it has not opened before, a forked child builds one and 
 inference. When the child dies by a signal or does not finish within the timeout, :func:`probe`
 raises :class:`~edgetl_runtime.errors.ModelFormatError` and this process never touches the file's
 graph. When the child fails with a Python error, this process goes on and reports that error
-itself. Verified contents are remembered by SHA-256 for the life of the process.
+itself.
 
-The cost is one fork plus one interpreter build and inference in the child (milliseconds for the
-edge models edgetl exports; see docs/BENCHMARKS.md). Linux only (``fork``); on other systems, and
-with ``EDGETL_PROBE=0``, models are opened directly. ONNX Runtime checks a model's protobuf and
+A model that passed is remembered by the SHA-256 of its bytes and the engine settings, in this
+process and in ``~/.cache/edgetl/probed-models`` (``$XDG_CACHE_HOME``, or the file named by
+``EDGETL_PROBE_CACHE``; a cache that cannot be written is skipped), so only the first load of a model on a machine pays for the probe: about
+35 ms for the int8 MobileNetV3-Small (docs/BENCHMARKS.md). Linux only (``fork``); on other
+systems, and with ``EDGETL_PROBE=0``, models are opened directly. ONNX Runtime checks a model's protobuf and
 graph itself, and no ONNX case in the fuzz runs crashed it, so ONNX files are not probed.
 
->>> probe("<none>", b"bytes", lambda: None)  # a build that works: nothing raised, remembered
->>> hashlib.sha256(b"bytes").digest() in _verified
+>>> probe("<none>", b"bytes", lambda: None, remember=False)  # a build that works: nothing raised
+>>> _key(b"bytes", "") in _verified
 True
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import signal
 import sys
@@ -35,10 +37,58 @@ from .errors import ModelFormatError
 
 PROBE_ENV = "EDGETL_PROBE"
 TIMEOUT_ENV = "EDGETL_PROBE_TIMEOUT"
+CACHE_ENV = "EDGETL_PROBE_CACHE"
 DEFAULT_TIMEOUT_S = 60.0
 
-_verified: set[bytes] = set()
+CACHE_ENTRIES = 1000  # digests kept on disk (most recent last)
+
+_verified: set[str] = set()
 _lock = threading.Lock()
+
+
+def _key(data: bytes, settings: str) -> str:
+    import hashlib  # here: OpenSSL's import costs 5 ms, paid only when probing
+
+    return hashlib.sha256(data + b"\0" + settings.encode()).hexdigest()
+
+
+def _cache_file() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgetl" / "probed-models"
+
+
+def engine_settings(threads: int | None, options: dict | None) -> str:
+    """Return what a LiteRT build depends on besides the model (engine and version, threads, options), as text."""
+    import sys as _sys
+
+    from .backends.litert import import_interpreter_module
+
+    module = import_interpreter_module()
+    package = _sys.modules.get(module.__name__.split(".")[0])
+    engine = f"{module.__name__} {getattr(package, '__version__', '?')}"
+    return json.dumps([engine, threads, options or {}], sort_keys=True, default=str)
+
+
+def _on_disk(key: str) -> bool:
+    try:
+        return key in _cache_file().read_text().split()
+    except (OSError, ValueError):
+        return False
+
+
+def _remember(key: str) -> None:
+    """Add ``key`` to the on-disk cache (atomically, keeping the newest entries); skipped when it cannot be written."""
+    from .atomic import write_bytes
+
+    path = _cache_file()
+    try:
+        keys = [k for k in (path.read_text().split() if path.exists() else []) if len(k) == 64 and k != key]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, ("\n".join([*keys[-(CACHE_ENTRIES - 1):], key]) + "\n").encode())
+    except (OSError, ValueError):
+        pass
 
 
 def enabled() -> bool:
@@ -46,14 +96,23 @@ def enabled() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "fork") and os.environ.get(PROBE_ENV, "1") != "0"
 
 
-def probe(path: str | Path, data: bytes, build: Callable[[], None], timeout: float | None = None) -> None:
-    """Run ``build`` (open the engine on ``data``, run one inference) in a forked child; raise if it crashes or hangs."""
+def probe(path: str | Path, data: bytes, build: Callable[[], None], timeout: float | None = None,
+          settings: str = "", remember: bool = True) -> None:
+    """Run ``build`` (open the engine on ``data``, run one inference) in a forked child; raise if it crashes or hangs.
+
+    ``settings``: what else the build depends on (engine version, threads, options), part of the
+    cache key. ``remember``: also record a pass in the on-disk cache.
+    """
     if not enabled():
         return
-    digest = hashlib.sha256(data).digest()
+    key = _key(data, settings)
     with _lock:
-        if digest in _verified:
+        if key in _verified:
             return
+    if _on_disk(key):
+        with _lock:
+            _verified.add(key)
+        return
     timeout = timeout if timeout is not None else float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
     try:
         with warnings.catch_warnings():
@@ -90,7 +149,9 @@ def probe(path: str | Path, data: bytes, build: Callable[[], None], timeout: flo
         )
     if os.WEXITSTATUS(status) == 0:
         with _lock:
-            _verified.add(digest)
+            _verified.add(key)
+        if remember:
+            _remember(key)
 
 
 def _wait(pid: int, timeout: float) -> int | None:

@@ -185,9 +185,9 @@ def test_load_refuses_a_tflite_whose_interpreter_crashes_and_the_process_lives_o
     calls = []
     real = probe.probe
 
-    def crashing_engine(path, data, build, timeout=None):
+    def crashing_engine(path, data, build, timeout=None, settings=""):
         calls.append(path)  # LiteRT dying on the file (other bytes: this file may be remembered as good already)
-        return real(path, data + b"crash", lambda: os.kill(os.getpid(), signal.SIGSEGV), timeout)
+        return real(path, data + b"crash", lambda: os.kill(os.getpid(), signal.SIGSEGV), timeout, settings)
 
     monkeypatch.setattr(model_module, "probe", crashing_engine)
     with pytest.raises(ModelFormatError, match="crashed \\(SIGSEGV\\).*corrupt or crafted"):
@@ -212,3 +212,20 @@ def test_labels_files_cannot_hang_or_exhaust_memory(exported, tmp_path):
     os.mkfifo(fifo)  # before: read_text() blocked forever
     with pytest.raises(MetadataError, match="not a regular file"):
         edgetl_runtime.load(exported.tflite_int8, labels=fifo)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the probe forks (Linux)")
+def test_a_probed_model_is_remembered_on_disk_and_not_probed_again(tmp_path, monkeypatch):
+    from edgetl_runtime import probe
+
+    cache = tmp_path / "probed-models"
+    monkeypatch.setenv("EDGETL_PROBE_CACHE", str(cache))
+    marker = tmp_path / "built"
+    probe.probe("m.tflite", b"model bytes", lambda: marker.write_text("child ran"), settings="threads=1")
+    assert marker.read_text() == "child ran" and len(cache.read_text().split()) == 1
+    marker.unlink()
+    probe._verified.clear()  # a new process: only the disk remembers
+    probe.probe("m.tflite", b"model bytes", lambda: marker.write_text("child ran"), settings="threads=1")
+    assert not marker.exists()
+    probe.probe("m.tflite", b"model bytes", lambda: marker.write_text("child ran"), settings="threads=4")
+    assert marker.exists(), "other engine settings are another key"
