@@ -13,7 +13,7 @@ import sys
 import click
 
 from ..console import err_console, verbosity_options
-from . import InputError, table_console
+from . import InputError, check_output_files, table_console
 
 
 class AllRowsFailed(click.ClickException):
@@ -68,6 +68,7 @@ def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, max_d
 
     from edgetl_runtime.host import BusyMachineError, busy_warning, machine_state, require_idle
 
+    check_output_files(json_out, md_out)  # before the minutes of exporting and timing
     err = err_console()
     state = machine_state()
     warning = busy_warning(state)

@@ -11,7 +11,7 @@ import warnings
 import click
 
 from ..console import err_console, verbosity, verbosity_options
-from . import InputError, table_console
+from . import InputError, check_output_files, table_console
 
 METRIC_ROWS = (
     ("decision_accuracy", "decision accuracy", "share of images whose verdict (defect/good) is right"),
@@ -51,6 +51,7 @@ def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_r
 
     from ..evaluation import evaluate
 
+    check_output_files(json_file)
     err = err_console()
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -20,7 +20,7 @@ import click
 from ..console import QUIET, verbosity, verbosity_options
 from ..training import TrainOptions
 from ..weights import WeightsFileError, WeightsUnavailable
-from . import InputError
+from . import InputError, check_output_files
 
 
 @click.command()
@@ -75,6 +75,7 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
 
     if unfreeze != "auto" and not unfreeze.isdigit():
         raise click.BadParameter("must be 'auto' or a number of blocks", param_hint="--unfreeze")
+    check_output_files(json_file)  # before the training, not after it
     try:
         options = TrainOptions(
             backbone=backbone, weights=weights, input_size=input_size, alpha=alpha, val_split=val_split,

@@ -167,6 +167,51 @@ def tflite_metadata_entries(model: bytes) -> dict[str, bytes]:
         raise ModelFormatError(f"truncated or corrupt TFLite flatbuffer ({exc})") from exc
 
 
+# bytes per element of each TFLite TensorType (schema.fbs); unknown types count 16 bytes
+_TFLITE_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 15: 4, 16: 2, 17: 1, 18: 2}
+MAX_TENSOR_BYTES = 2**30  # one tensor: an edge model's largest activation is tens of MB
+MAX_TENSORS_TOTAL_BYTES = 4 * 2**30  # all tensors together, an upper bound of what the engine allocates
+
+
+def check_tflite_tensor_sizes(model: bytes) -> None:
+    """Raise :class:`ModelFormatError` when the tensors a TFLite flatbuffer declares would need too much memory.
+
+    The engine allocates what the shapes declare: one damaged dimension (found by the fuzz suite:
+    1x13x13x16,711,688 floats) makes it allocate 11 GB before it runs anything. The shapes are read
+    here, before any engine sees the file.
+    """
+    fb = _FlatBuffer(model)
+    total = 0
+    try:
+        subgraphs_pos = fb.field(fb.indirect(0), 2)
+        if subgraphs_pos is None:
+            return
+        sg_start, n_subgraphs = fb.vector(subgraphs_pos)
+        for s in range(n_subgraphs):
+            tensors_pos = fb.field(fb.indirect(sg_start + 4 * s), 0)
+            if tensors_pos is None:
+                continue
+            t_start, n_tensors = fb.vector(tensors_pos)
+            for t in range(n_tensors):
+                tensor = fb.indirect(t_start + 4 * t)
+                shape_pos, type_pos = fb.field(tensor, 0), fb.field(tensor, 1)
+                elements = 1
+                if shape_pos is not None:
+                    d_start, n_dims = fb.vector(shape_pos)
+                    for d in range(min(n_dims, 64)):
+                        elements *= max(fb.i32(d_start + 4 * d), 1)
+                itemsize = _TFLITE_ITEMSIZE.get(fb.buf[type_pos] if type_pos is not None else 0, 16)
+                size = elements * itemsize
+                total += size
+                if size > MAX_TENSOR_BYTES or total > MAX_TENSORS_TOTAL_BYTES:
+                    raise ModelFormatError(
+                        f"its tensors declare {max(size, total) / 2**30:.1f} GiB (tensor {t} of subgraph {s}: "
+                        f"{elements:,} elements); the file is damaged (a corrupted shape) or not an edge model"
+                    )
+    except (struct.error, IndexError) as exc:
+        raise ModelFormatError(f"truncated or corrupt TFLite flatbuffer ({exc})") from exc
+
+
 def embed_tflite_metadata(model: bytes, spec: ModelSpec, export: ExportInfo | None = None) -> bytes:
     """Return ``model`` (TFLite bytes) with ``spec`` (and ``export``) stored as metadata entries.
 

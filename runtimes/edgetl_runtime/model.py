@@ -380,6 +380,8 @@ def load(
     fmt, data = _read_model_file(path)
     try:
         embedded = md.parse_embedded(md.file_entries(data, fmt))
+        if fmt == "tflite":
+            md.check_tflite_tensor_sizes(data)
     except ModelFormatError as exc:
         raise ModelFormatError(f"{path}: not a model: {exc}; the file may be truncated, copy it again") from None
     except MetadataError as exc:

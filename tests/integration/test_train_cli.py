@@ -90,3 +90,9 @@ def test_resume_with_damaged_saved_options_is_bad_input(tiny_dataset: Path, tmp_
     result = _train(tiny_dataset, run, "--resume")
     assert result.exit_code == 2, result.output
     assert "options.json" in result.output and "Traceback" not in result.output
+
+
+def test_json_file_into_a_missing_folder_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
+    result = _train(tiny_dataset, tmp_path / "run", "--json-file", str(tmp_path / "absent" / "train.json"))
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written

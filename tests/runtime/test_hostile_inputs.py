@@ -229,3 +229,19 @@ def test_a_probed_model_is_remembered_on_disk_and_not_probed_again(tmp_path, mon
     assert not marker.exists()
     probe.probe("m.tflite", b"model bytes", lambda: marker.write_text("child ran"), settings="threads=4")
     assert marker.exists(), "other engine settings are another key"
+
+
+def test_a_tflite_declaring_huge_tensors_is_refused_before_any_engine_allocates(exported, tmp_path):
+    # Found by the fuzz: one damaged dimension (1x13x13x16,711,688 floats) made LiteRT allocate 11 GB at load.
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    obj = schema.ModelT.InitFromPackedBuf(bytearray(exported.tflite_fp32.read_bytes()), 0)
+    tensor = max(obj.subgraphs[0].tensors, key=lambda t: len(t.shape))
+    tensor.shape = np.array([1, 13, 13, 16_711_688], dtype=np.int32)
+    builder = flatbuffers.Builder(0)
+    builder.Finish(obj.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path / "huge.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    with pytest.raises(ModelFormatError, match=r"tensors declare 10\.5 GiB"):
+        edgetl_runtime.load(path)
