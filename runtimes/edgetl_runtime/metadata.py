@@ -198,15 +198,16 @@ def check_tflite_tensor_sizes(model: bytes) -> None:
                 elements = 1
                 if shape_pos is not None:
                     d_start, n_dims = fb.vector(shape_pos)
-                    for d in range(min(n_dims, 64)):
-                        elements *= max(fb.i32(d_start + 4 * d), 1)
+                    for d in range(min(n_dims, 64)):  # capped: 64 dims of 2**31 would be a 2,000-bit number
+                        elements = min(elements * max(fb.i32(d_start + 4 * d), 1), MAX_TENSORS_TOTAL_BYTES + 1)
                 itemsize = _TFLITE_ITEMSIZE.get(fb.buf[type_pos] if type_pos is not None else 0, 16)
                 size = elements * itemsize
                 total += size
                 if size > MAX_TENSOR_BYTES or total > MAX_TENSORS_TOTAL_BYTES:
+                    what = f"{elements:,} elements" if elements <= MAX_TENSORS_TOTAL_BYTES else "over 4 billion elements"
                     raise ModelFormatError(
-                        f"its tensors declare {max(size, total) / 2**30:.1f} GiB (tensor {t} of subgraph {s}: "
-                        f"{elements:,} elements); the file is damaged (a corrupted shape) or not an edge model"
+                        f"its tensors declare {max(size, total) / 2**30:.1f} GiB or more (tensor {t} of subgraph {s}: "
+                        f"{what}); the file is damaged (a corrupted shape) or not an edge model"
                     )
     except (struct.error, IndexError) as exc:
         raise ModelFormatError(f"truncated or corrupt TFLite flatbuffer ({exc})") from exc

@@ -65,8 +65,8 @@ def test_fuzz_gives_only_edgetl_errors_no_hang_no_crash_no_memory_blowup(corpus,
 
 
 def test_the_harness_sees_every_kind_of_defect(corpus, tmp_path):
-    kinds = ("traceback", "hang", "crash", "memory")
-    result = fuzz.run_fuzz(corpus, tmp_path, cases=4, targets=tuple(f"selftest-{k}" for k in kinds), timeout=3, rss_limit_mb=200)
-    assert {d["target"]: d["outcome"] for d in result.defects} == {f"selftest-{k}": k for k in kinds}
-    assert result.restarts == 3  # after the hang, the crash and the blow-up; a traceback keeps the worker
+    kinds = ("traceback", "hang", "crash", "memory", "child-memory")
+    result = fuzz.run_fuzz(corpus, tmp_path, cases=5, targets=tuple(f"selftest-{k}" for k in kinds), timeout=3, rss_limit_mb=200)
+    assert {d["target"]: d["outcome"] for d in result.defects} == {f"selftest-{k}": k.removeprefix("child-") for k in kinds}
+    assert result.restarts == 4  # after the hang, the crash and the blow-ups; a traceback keeps the worker
     assert "KeyError" in result.defects[0]["traceback"]
