@@ -239,7 +239,7 @@ class _Worker:
 
 
 def run_fuzz(corpus: Corpus, work: Path, seed: int = 0, cases: int | None = None, seconds: float | None = None,
-             targets: tuple[str, ...] = TARGETS, timeout: float = 20.0, rss_limit_mb: float = 1024,
+             targets: tuple[str, ...] = TARGETS, timeout: float = 20.0, rss_limit_mb: float = 1536,
              address_space_mb: int | None = None, progress: bool = False) -> Result:
     """Run ``cases`` cases (or as many as fit in ``seconds``), cycling through ``targets``; return the outcomes.
 
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds one case may take before it counts as a hang")
-    parser.add_argument("--rss-limit-mb", type=float, default=1024, help="peak RSS growth in one case that counts as a blow-up")
+    parser.add_argument("--rss-limit-mb", type=float, default=1536, help="peak RSS growth in one case that counts as a blow-up")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--keep", type=Path, default=None, help="folder for defective cases (default: CACHE/run-SEED)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")

@@ -169,8 +169,8 @@ def tflite_metadata_entries(model: bytes) -> dict[str, bytes]:
 
 # bytes per element of each TFLite TensorType (schema.fbs); unknown types count 16 bytes
 _TFLITE_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 15: 4, 16: 2, 17: 1, 18: 2}
-MAX_TENSOR_BYTES = 2**30  # one tensor: an edge model's largest activation is tens of MB
-MAX_TENSORS_TOTAL_BYTES = 4 * 2**30  # all tensors together, an upper bound of what the engine allocates
+MAX_TENSOR_BYTES = 512 * 2**20  # one tensor; the largest activation of Lite0 fp32 at 224 px is 4.6 MB
+MAX_ACTIVATION_BYTES = 2**30  # all tensors without data, an upper bound of what the engine allocates (Lite0: 28 MB)
 
 
 def check_tflite_tensor_sizes(model: bytes) -> None:
@@ -178,14 +178,25 @@ def check_tflite_tensor_sizes(model: bytes) -> None:
 
     The engine allocates what the shapes declare: one damaged dimension (found by the fuzz suite:
     1x13x13x16,711,688 floats) makes it allocate 11 GB before it runs anything. The shapes are read
-    here, before any engine sees the file.
+    here, before any engine sees the file: one tensor may declare up to 512 MiB, the tensors the
+    engine allocates (those without data in the file) up to 1 GiB together.
     """
     fb = _FlatBuffer(model)
-    total = 0
+    activations = 0
     try:
-        subgraphs_pos = fb.field(fb.indirect(0), 2)
+        root = fb.indirect(0)
+        subgraphs_pos, buffers_pos = fb.field(root, 2), fb.field(root, 4)
         if subgraphs_pos is None:
             return
+        buffers_start, n_buffers = fb.vector(buffers_pos) if buffers_pos is not None else (0, 0)
+
+        def has_data(index: int) -> bool:
+            if not 0 < index < n_buffers:
+                return False
+            buffer = fb.indirect(buffers_start + 4 * index)
+            data_pos, offset_pos = fb.field(buffer, 0), fb.field(buffer, 1)
+            return (data_pos is not None and fb.vector(data_pos)[1] > 0) or offset_pos is not None
+
         sg_start, n_subgraphs = fb.vector(subgraphs_pos)
         for s in range(n_subgraphs):
             tensors_pos = fb.field(fb.indirect(sg_start + 4 * s), 0)
@@ -194,20 +205,20 @@ def check_tflite_tensor_sizes(model: bytes) -> None:
             t_start, n_tensors = fb.vector(tensors_pos)
             for t in range(n_tensors):
                 tensor = fb.indirect(t_start + 4 * t)
-                shape_pos, type_pos = fb.field(tensor, 0), fb.field(tensor, 1)
+                shape_pos, type_pos, buffer_pos = fb.field(tensor, 0), fb.field(tensor, 1), fb.field(tensor, 2)
                 elements = 1
                 if shape_pos is not None:
                     d_start, n_dims = fb.vector(shape_pos)
                     for d in range(min(n_dims, 64)):  # capped: 64 dims of 2**31 would be a 2,000-bit number
-                        elements = min(elements * max(fb.i32(d_start + 4 * d), 1), MAX_TENSORS_TOTAL_BYTES + 1)
-                itemsize = _TFLITE_ITEMSIZE.get(fb.buf[type_pos] if type_pos is not None else 0, 16)
-                size = elements * itemsize
-                total += size
-                if size > MAX_TENSOR_BYTES or total > MAX_TENSORS_TOTAL_BYTES:
-                    what = f"{elements:,} elements" if elements <= MAX_TENSORS_TOTAL_BYTES else "over 4 billion elements"
+                        elements = min(elements * max(fb.i32(d_start + 4 * d), 1), MAX_ACTIVATION_BYTES + 1)
+                size = elements * _TFLITE_ITEMSIZE.get(fb.buf[type_pos] if type_pos is not None else 0, 16)
+                if buffer_pos is None or not has_data(fb.u32(buffer_pos)):
+                    activations += size
+                if size > MAX_TENSOR_BYTES or activations > MAX_ACTIVATION_BYTES:
+                    what = f"{elements:,} elements" if elements <= MAX_ACTIVATION_BYTES else "over a billion elements"
                     raise ModelFormatError(
-                        f"its tensors declare {max(size, total) / 2**30:.1f} GiB or more (tensor {t} of subgraph {s}: "
-                        f"{what}); the file is damaged (a corrupted shape) or not an edge model"
+                        f"its tensors declare {max(size, activations) / 2**30:.1f} GiB or more (tensor {t} of subgraph "
+                        f"{s}: {what}); the file is damaged (a corrupted shape) or not an edge model"
                     )
     except (struct.error, IndexError) as exc:
         raise ModelFormatError(f"truncated or corrupt TFLite flatbuffer ({exc})") from exc

@@ -1,7 +1,7 @@
 """The fuzz suite (issue 11): hostile models, contracts, images, labels, profiles and weights files.
 
 Each case runs in a worker process watched by the test (``benchmarks/fuzz.py``): only edgetl's
-own errors may come out, no case may hang (20 s) or grow the worker's memory by more than 512 MB,
+own errors may come out, no case may hang (20 s) or grow the memory of the worker (or of its probe children) by more than 1.5 GB,
 and the worker may not crash. The cases are seeded, so a failure names the seed and case index
 that rebuild the file (kept under the test's tmp folder). ``benchmarks/fuzz.py --minutes 10`` is
 the long run recorded in docs/RELIABILITY.md.
@@ -54,7 +54,7 @@ def test_the_seeds_are_valid(corpus):
 
 
 def test_fuzz_gives_only_edgetl_errors_no_hang_no_crash_no_memory_blowup(corpus, tmp_path):
-    result = fuzz.run_fuzz(corpus, tmp_path, seed=0, cases=CASES_PER_TARGET * len(TARGETS), timeout=20, rss_limit_mb=512)
+    result = fuzz.run_fuzz(corpus, tmp_path, seed=0, cases=CASES_PER_TARGET * len(TARGETS), timeout=20, rss_limit_mb=1536)
     print(result.table())
     details = "\n".join(f"{d['outcome']} {d['target']} case {d['index']} ({d['file']}): {d.get('traceback') or d.get('error')}"
                         for d in result.defects[:5])

@@ -243,5 +243,5 @@ def test_a_tflite_declaring_huge_tensors_is_refused_before_any_engine_allocates(
     builder.Finish(obj.Pack(builder), file_identifier=b"TFL3")
     path = tmp_path / "huge.tflite"
     path.write_bytes(bytes(builder.Output()))
-    with pytest.raises(ModelFormatError, match=r"tensors declare 10\.5 GiB"):
+    with pytest.raises(ModelFormatError, match=r"tensors declare [0-9.]+ GiB or more"):
         edgetl_runtime.load(path)
