@@ -1,8 +1,8 @@
 """The fuzz suite (issue 11): hostile models, contracts, images, labels, profiles and weights files.
 
 Each case runs in a worker process watched by the test (``benchmarks/fuzz.py``): only edgetl's
-own errors may come out, no case may hang (20 s) or grow the memory of the worker (or of its probe children) by more than 1.5 GB,
-and the worker may not crash. The cases are seeded, so a failure names the seed and case index
+own errors may come out, no case may hang (20 s) or grow the memory of the worker (or of its
+probe children) by more than 1.5 GB, and the worker may not crash. The cases are seeded, so a failure names the seed and case index
 that rebuild the file (kept under the test's tmp folder). ``benchmarks/fuzz.py --minutes 10`` is
 the long run recorded in docs/RELIABILITY.md.
 """
