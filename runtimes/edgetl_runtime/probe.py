@@ -134,6 +134,8 @@ def probe(path: str | Path, data: bytes, build: Callable[[], None], timeout: flo
         finally:
             os._exit(code)
     status = _wait(pid, timeout)
+    if status == _UNKNOWN:
+        return  # open the model directly, as without the probe; nothing remembered
     if status is None:
         raise ModelFormatError(
             f"{path}: the inference engine did not finish building and running this model within {timeout:.0f} s "
@@ -154,17 +156,23 @@ def probe(path: str | Path, data: bytes, build: Callable[[], None], timeout: flo
             _remember(key)
 
 
+_UNKNOWN = -1  # the child was reaped by someone else (SIGCHLD ignored, a reaper thread): no verdict
+
+
 def _wait(pid: int, timeout: float) -> int | None:
-    """Return the child's wait status, or None after killing it when ``timeout`` passed."""
+    """Return the child's wait status, None after killing it when ``timeout`` passed, or ``_UNKNOWN``."""
     deadline = time.monotonic() + timeout
     pause = 0.001
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return None
-        time.sleep(pause)
-        pause = min(pause * 2, 0.02)
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+    except ChildProcessError:  # an application that ignores SIGCHLD: its children are reaped automatically
+        return _UNKNOWN

@@ -245,3 +245,15 @@ def test_a_tflite_declaring_huge_tensors_is_refused_before_any_engine_allocates(
     path.write_bytes(bytes(builder.Output()))
     with pytest.raises(ModelFormatError, match=r"tensors declare [0-9.]+ GiB or more"):
         edgetl_runtime.load(path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the probe forks (Linux)")
+def test_the_probe_works_in_an_application_that_ignores_sigchld(exported, tmp_path):
+    code = textwrap.dedent(f"""
+        import signal, edgetl_runtime
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel: waitpid has nothing to wait for
+        print(edgetl_runtime.load({str(exported.tflite_int8)!r}).predict({exported.images[0]!r}).verdict)
+    """)
+    env = {**os.environ, "EDGETL_PROBE_CACHE": str(tmp_path / "probed-models")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() in ("defect", "good"), proc.stderr[-2000:]
