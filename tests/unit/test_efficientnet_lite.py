@@ -1,4 +1,4 @@
-"""The Keras EfficientNet-Lite0 port: ImageNet predictions, exact stem, blocks, save/load."""
+"""The Keras EfficientNet-Lite0/1/2 port: ImageNet predictions on photos, exact stem, blocks, save/load."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from edgetl.backbones import backbone_blocks, load_backbone
-from edgetl.weights.efficientnet_lite import NUM_BLOCKS, packaged_weights_path
+from edgetl.weights import WeightsFileError
+from edgetl.weights.efficientnet_lite import NUM_BLOCKS, VARIANTS, block_configs, packaged_weights_path
 from edgetl.weights.torch_pickle import load_state_dict
 
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -18,14 +19,14 @@ def _pixels(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), dtype="float32")
 
 
-@pytest.fixture(scope="module")
-def classifier():
-    return load_backbone("efficientnet_lite0", weights="imagenet", include_top=True)
-
-
-def test_imagenet_top5_recognizes_cat_and_coffee(classifier):
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_imagenet_top5_recognizes_cat_and_coffee(name):
     from skimage import data as skdata  # a dev dependency: the test must run, never skip
-    batch = np.stack([_pixels(skdata.chelsea(), 224), _pixels(skdata.coffee(), 224)])
+
+    classifier = load_backbone(name, weights="imagenet", include_top=True)  # at its native resolution
+    size = VARIANTS[name][2]
+    assert classifier.input_shape == (None, size, size, 3)
+    batch = np.stack([_pixels(skdata.chelsea(), size), _pixels(skdata.coffee(), size)])
     probs = classifier.predict(batch, verbose=0)
     assert probs.shape == (2, 1000)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)  # softmax output, not logits
@@ -92,3 +93,16 @@ def test_saved_keras_file_and_weights_files_reload(tmp_path):
 def test_alpha_is_rejected_for_efficientnet_lite0():
     with pytest.raises(ValueError, match="alpha"):
         load_backbone("efficientnet_lite0", weights=None, alpha=0.5)
+
+
+@pytest.mark.parametrize("name, blocks, head_in", [("efficientnet_lite1", 21, 320), ("efficientnet_lite2", 21, 352)])
+def test_lite1_and_lite2_have_the_published_shape_and_any_input_size(name, blocks, head_in):
+    assert len(block_configs(name)) == blocks and block_configs(name)[-1]["out"] == head_in
+    model = load_backbone(name, weights="imagenet", input_size=(300, 300))  # ELPV's native size
+    assert model.output_shape == (None, 10, 10, 1280)
+    assert len(backbone_blocks(model, name)) == blocks + 2
+
+
+def test_a_state_dict_of_another_variant_is_refused_by_name(tmp_path):
+    with pytest.raises(WeightsFileError, match="21 blocks, but efficientnet_lite0 has 16"):
+        load_backbone("efficientnet_lite0", weights=str(packaged_weights_path("efficientnet_lite2")), input_size=64)
