@@ -323,11 +323,15 @@ def _warm_up(backend: Backend, path: Path) -> None:
     """Run one inference on a blank input, so a corrupted model fails at load and not in the middle of a batch."""
     shape = [d if d > 0 else 1 for d in backend.input.shape]
     try:
-        backend.run(np.zeros(shape, np.dtype(backend.input.dtype)))
+        out = np.asarray(backend.run(np.zeros(shape, np.dtype(backend.input.dtype))))
     except Exception as exc:  # the engines raise RuntimeError, ValueError or their own types
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelFormatError(f"{path}: the model does not run ({text}); the file is probably corrupted: "
                                "copy it again or export it again") from None  # fmt: skip
+    declared, produced = _output_size(backend.output), int(out.size // max(len(out), 1))
+    if declared and produced != declared:  # found by the fuzz: a damaged shape made predict index past the labels
+        raise ModelFormatError(f"{path}: the model declares {declared} outputs but produces {produced}; the file is "
+                               "corrupted: copy it again or export it again")  # fmt: skip
 
 
 def load(

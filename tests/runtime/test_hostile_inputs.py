@@ -257,3 +257,22 @@ def test_the_probe_works_in_an_application_that_ignores_sigchld(exported, tmp_pa
     env = {**os.environ, "EDGETL_PROBE_CACHE": str(tmp_path / "probed-models")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() in ("defect", "good"), proc.stderr[-2000:]
+
+
+def test_a_model_that_produces_more_outputs_than_it_declares_is_refused_at_load(exported, tmp_path):
+    # Found by the fuzz: the last op rewired to a bigger tensor; the declared output (1, 2) became (1, 13, 13, 8)
+    # at allocation, and predict indexed past the labels (an IndexError in the middle of a batch).
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    obj = schema.ModelT.InitFromPackedBuf(bytearray(exported.tflite_fp32.read_bytes()), 0)
+    graph = obj.subgraphs[0]
+    sizes = [int(np.prod(t.shape)) if t.shape is not None and i not in list(graph.inputs) else 0
+             for i, t in enumerate(graph.tensors)]
+    graph.operators[-1].inputs = np.array([int(np.argmax(sizes))], dtype=np.int32)  # the softmax reads a feature map
+    builder = flatbuffers.Builder(0)
+    builder.Finish(obj.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path / "rewired.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    with pytest.raises(ModelFormatError, match="declares 2 outputs but produces"):
+        edgetl_runtime.load(path)
