@@ -14,6 +14,7 @@ Prediction(verdict='defect', defect_score=0.97, threshold=0.5, top_class='defect
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from . import metadata as md
-from .backends import Backend, TensorSpec, open_backend
+from .backends import Backend, TensorSpec, is_edgetpu_model, open_backend
 from .contract import ExportInfo, InputSpec, ModelSpec, OutputSpec, default_good_labels
 from .decision import defect_scores
 from .labels import fit_labels, read_labels
@@ -391,9 +392,12 @@ def load(
     except MetadataError as exc:
         raise MetadataError(f"{path}: {exc}") from None
     # LiteRT can crash on a bad file (a segfault, not an exception): build and run it in a child first.
-    if fmt == "tflite" and (device or "cpu") == "cpu" and probe_enabled():
+    # Not a model compiled for the Edge TPU: its delegate (the device itself) belongs to this process.
+    if fmt == "tflite" and (device or "cpu") == "cpu" and probe_enabled() and not is_edgetpu_model(data):
+        confirm = [sys.executable, "-m", "edgetl_runtime.probe", str(path),
+                   json.dumps({"threads": threads, "options": engine_options or {}})]
         probe(path, data, lambda: _warm_up(open_backend(path, data, fmt, "cpu", threads, engine_options or {}, False), path),
-              settings=engine_settings(threads, engine_options))
+              settings=engine_settings(threads, engine_options), confirm=confirm)
     backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {}, allow_cpu_fallback)
     _warm_up(backend, path)
     n_outputs = _output_size(backend.output)

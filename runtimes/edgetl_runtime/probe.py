@@ -97,11 +97,14 @@ def enabled() -> bool:
 
 
 def probe(path: str | Path, data: bytes, build: Callable[[], None], timeout: float | None = None,
-          settings: str = "", remember: bool = True) -> None:
+          settings: str = "", remember: bool = True, confirm: list[str] | None = None) -> None:
     """Run ``build`` (open the engine on ``data``, run one inference) in a forked child; raise if it crashes or hangs.
 
     ``settings``: what else the build depends on (engine version, threads, options), part of the
-    cache key. ``remember``: also record a pass in the on-disk cache.
+    cache key. ``remember``: also record a pass in the on-disk cache. ``confirm``: a command that
+    does the same build in a fresh process (``python -m edgetl_runtime.probe ...``); a crash of the
+    forked child is confirmed with it before the model is refused, because a fork of a process
+    whose other threads hold native locks can itself crash, whatever the model.
     """
     if not enabled():
         return
@@ -142,6 +145,14 @@ def probe(path: str | Path, data: bytes, build: Callable[[], None], timeout: flo
             f"(checked in a child process, which was stopped); the file is corrupt or crafted. Export it again; "
             f"if the model is just very slow to build, raise {TIMEOUT_ENV}"
         )
+    if os.WIFSIGNALED(status) and confirm:
+        status = _fresh_process(confirm, timeout)
+        if status is None:
+            raise ModelFormatError(
+                f"{path}: the inference engine did not finish building and running this model within {timeout:.0f} s "
+                f"(checked in a child process, which was stopped); the file is corrupt or crafted. Export it again; "
+                f"if the model is just very slow to build, raise {TIMEOUT_ENV}"
+            )
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
@@ -154,6 +165,31 @@ def probe(path: str | Path, data: bytes, build: Callable[[], None], timeout: flo
             _verified.add(key)
         if remember:
             _remember(key)
+
+
+def _fresh_process(command: list[str], timeout: float) -> int | None:
+    """Run ``command`` and return its wait status (as ``os.waitpid`` gives it), None when it timed out."""
+    import subprocess
+
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=timeout, env={**os.environ, PROBE_ENV: "0"})
+    except subprocess.TimeoutExpired:
+        return None
+    code = done.returncode
+    return (-code & 0x7F) if code < 0 else (code & 0xFF) << 8  # the encoding WIFSIGNALED/WEXITSTATUS read
+
+
+def main(argv: list[str]) -> int:
+    """``python -m edgetl_runtime.probe MODEL SETTINGS_JSON``: build MODEL on the CPU and run one inference."""
+    from .backends import open_backend
+    from .model import _read_model_file, _warm_up
+
+    path = Path(argv[0])
+    options = json.loads(argv[1])
+    fmt, data = _read_model_file(path)
+    _warm_up(open_backend(path, data, fmt, "cpu", options["threads"], options["options"], False), path)
+    return 0
 
 
 _UNKNOWN = -1  # the child was reaped by someone else (SIGCHLD ignored, a reaper thread): no verdict
@@ -176,3 +212,7 @@ def _wait(pid: int, timeout: float) -> int | None:
             pause = min(pause * 2, 0.02)
     except ChildProcessError:  # an application that ignores SIGCHLD: its children are reaped automatically
         return _UNKNOWN
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
