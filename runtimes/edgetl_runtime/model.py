@@ -335,6 +335,13 @@ def _warm_up(backend: Backend, path: Path) -> None:
                                "corrupted: copy it again or export it again")  # fmt: skip
 
 
+def probe_build(path: str, settings: str) -> None:
+    """Build the model at ``path`` on the CPU and run one inference (the probe's check in a fresh process)."""
+    options = json.loads(settings)
+    fmt, data = _read_model_file(Path(path))
+    _warm_up(open_backend(Path(path), data, fmt, "cpu", options["threads"], options["options"], False), Path(path))
+
+
 def load(
     path: str | Path,
     device: str | None = None,
@@ -394,8 +401,8 @@ def load(
     # LiteRT can crash on a bad file (a segfault, not an exception): build and run it in a child first.
     # Not a model compiled for the Edge TPU: its delegate (the device itself) belongs to this process.
     if fmt == "tflite" and (device or "cpu") == "cpu" and probe_enabled() and not is_edgetpu_model(data):
-        confirm = [sys.executable, "-m", "edgetl_runtime.probe", str(path),
-                   json.dumps({"threads": threads, "options": engine_options or {}})]
+        confirm = [sys.executable, "-c", "import sys; from edgetl_runtime.model import probe_build; probe_build(*sys.argv[1:])",
+                   str(path), json.dumps({"threads": threads, "options": engine_options or {}})]
         probe(path, data, lambda: _warm_up(open_backend(path, data, fmt, "cpu", threads, engine_options or {}, False), path),
               settings=engine_settings(threads, engine_options), confirm=confirm)
     backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {}, allow_cpu_fallback)

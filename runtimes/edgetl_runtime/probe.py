@@ -61,12 +61,10 @@ def _cache_file() -> Path:
 
 def engine_settings(threads: int | None, options: dict | None) -> str:
     """Return what a LiteRT build depends on besides the model (engine and version, threads, options), as text."""
-    import sys as _sys
-
     from .backends.litert import import_interpreter_module
 
     module = import_interpreter_module()
-    package = _sys.modules.get(module.__name__.split(".")[0])
+    package = sys.modules.get(module.__name__.split(".")[0])
     engine = f"{module.__name__} {getattr(package, '__version__', '?')}"
     return json.dumps([engine, threads, options or {}], sort_keys=True, default=str)
 
@@ -102,7 +100,7 @@ def probe(path: str | Path, data: bytes, build: Callable[[], None], timeout: flo
 
     ``settings``: what else the build depends on (engine version, threads, options), part of the
     cache key. ``remember``: also record a pass in the on-disk cache. ``confirm``: a command that
-    does the same build in a fresh process (``python -m edgetl_runtime.probe ...``); a crash of the
+    does the same build in a fresh process (see ``model.probe_build``); a crash of the
     forked child is confirmed with it before the model is refused, because a fork of a process
     whose other threads hold native locks can itself crash, whatever the model.
     """
@@ -180,18 +178,6 @@ def _fresh_process(command: list[str], timeout: float) -> int | None:
     return (-code & 0x7F) if code < 0 else (code & 0xFF) << 8  # the encoding WIFSIGNALED/WEXITSTATUS read
 
 
-def main(argv: list[str]) -> int:
-    """``python -m edgetl_runtime.probe MODEL SETTINGS_JSON``: build MODEL on the CPU and run one inference."""
-    from .backends import open_backend
-    from .model import _read_model_file, _warm_up
-
-    path = Path(argv[0])
-    options = json.loads(argv[1])
-    fmt, data = _read_model_file(path)
-    _warm_up(open_backend(path, data, fmt, "cpu", options["threads"], options["options"], False), path)
-    return 0
-
-
 _UNKNOWN = -1  # the child was reaped by someone else (SIGCHLD ignored, a reaper thread): no verdict
 
 
@@ -212,7 +198,3 @@ def _wait(pid: int, timeout: float) -> int | None:
             pause = min(pause * 2, 0.02)
     except ChildProcessError:  # an application that ignores SIGCHLD: its children are reaped automatically
         return _UNKNOWN
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
