@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import shutil
 import hashlib
 import json
 import sys
@@ -280,8 +282,6 @@ class Trainer:
 
     def _discard(self, created: bool) -> None:
         """Remove what this run wrote before its first epoch: the folder if it made it, else its files."""
-        import shutil
-
         if created:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             return
@@ -292,8 +292,11 @@ class Trainer:
         opts = self.options
         tf = tensorflow()
         strategy = make_strategy(opts.strategy)  # first: multi-worker must exist before TF starts
+        chief_dir = None
         if not is_chief(strategy):
-            # Every worker trains; only the chief's files are the run (Keras' multi-worker pattern).
+            # Every worker trains; only the chief's files are the run (Keras' multi-worker pattern). A worker
+            # writes in a hidden folder of the run, kept for --resume and removed once training is done.
+            chief_dir = self.run_dir
             self.run_dir = self.run_dir / f".worker-{strategy.cluster_resolver.task_id}"
             self.store = CheckpointStore(self.run_dir)
         created = not self.run_dir.exists()
@@ -313,7 +316,11 @@ class Trainer:
                 self._phase1()
                 self._phase2()
             self.store.save_state(self.state)
-            return self._finish(start, precision, strategy)
+            result = self._finish(start, precision, strategy)
+            if chief_dir is not None:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+                result = dataclasses.replace(result, run_dir=chief_dir, model_path=chief_dir / MODEL_FILE)
+            return result
         except (TrainingInterrupted, KeyboardInterrupt):
             raise  # checkpoints stay for --resume
         except BaseException:

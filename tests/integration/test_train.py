@@ -199,3 +199,41 @@ def test_a_training_that_fails_before_its_first_epoch_does_not_block_the_retry(t
         train(tiny_dataset, options=TrainOptions(**TINY), output=existing, resume=True)
     result = train(tiny_dataset, options=TrainOptions(**{**TINY, "epochs": 1, "fine_tune_epochs": 0}), output=existing)
     assert result.model_path.is_file()
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_one_run_like_a_single_worker(tiny_dataset: Path, tmp_path: Path) -> None:
+    """MultiWorkerMirroredStrategy with two processes on localhost (TF_CONFIG), CPU: one run folder, the chief's."""
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            return s.getsockname()[1]
+
+    cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+    script = f"""
+import json
+from edgetl.training import TrainOptions, train
+options = TrainOptions(**{json.dumps({**TINY, 'epochs': 2, 'fine_tune_epochs': 1})}, strategy="multi-worker")
+result = train({str(tiny_dataset)!r}, options=options, output={str(tmp_path / 'run')!r})
+print(json.dumps({{"replicas": result.config["replicas"], "strategy": result.config["strategy"],
+                  "run_dir": str(result.run_dir), "accuracy": result.metrics["decision_accuracy"]}}))
+"""
+    procs = []
+    for index in range(2):
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CONFIG": json.dumps(task)}
+        procs.append(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env))
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert [(r["replicas"], r["strategy"], r["run_dir"]) for r in results] == [
+        (2, "CollectiveAllReduceStrategy", str(tmp_path / "run"))] * 2
+    run = tmp_path / "run"
+    single = train(tiny_dataset, options=TrainOptions(**{**TINY, "epochs": 2, "fine_tune_epochs": 1}), output=tmp_path / "one")
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in single.run_dir.iterdir())  # no worker debris
+    assert abs(results[0]["accuracy"] - single.metrics["decision_accuracy"]) <= 0.25  # tiny validation set: noisy
