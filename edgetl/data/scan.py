@@ -44,8 +44,9 @@ def _images_under(
     """Return the visible image files in ``folder`` (recursively unless ``top_level_only``), sorted.
 
     Symlinked folders are followed, each real folder once (``seen``, shared between calls): a link
-    back to a folder already walked (a loop) is not entered again. Links that lead nowhere (broken, or a loop of links) and loops are
-    appended to ``problems`` so the caller can say what was left out.
+    back to a folder already walked (a loop) is not entered again. Links that lead nowhere (broken,
+    or a loop of links), loops and folders nested deeper than 32 levels are appended to
+    ``problems`` so the caller can say what was left out.
     """
     problems = [] if problems is None else problems
     found: list[Path] = []
@@ -69,7 +70,11 @@ def _images_under(
                 if is_image_file(entry) or not entry.suffix:
                     problems.append(f"{entry}: a symlink that leads nowhere (broken, or a loop of links)")
             elif entry.is_dir():
-                if not top_level_only and depth < 32:
+                if top_level_only:
+                    continue
+                if depth >= 32:
+                    problems.append(f"{entry}: nested deeper than 32 folders; not read")
+                else:
                     walk(entry, depth + 1)
             elif entry.is_file() and is_image_file(entry):
                 found.append(entry)
