@@ -130,6 +130,9 @@ def probe(path: str | Path, data: bytes, build: Callable[[], None], timeout: flo
             # Output is discarded anyway; this also keeps the child off the stderr filter's lock,
             # which another thread of the parent may have held at the fork.
             os.environ["EDGETL_NATIVE_LOGS"] = "1"
+            import faulthandler
+
+            faulthandler.disable()  # a crash here is the expected answer, not a dump on the parent's terminal
             build()
             code = 0
         finally:
