@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -115,12 +116,21 @@ def probe(path: str | Path, data: bytes, build: Callable[[], None], timeout: flo
             _verified.add(key)
         return
     timeout = timeout if timeout is not None else float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    # No garbage collection across the fork: Python's after-fork handler in the child could collect the
+    # parent's LiteRT interpreters, whose destructors crash there (seen in CI), whatever the model.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12 warns on fork with threads
             pid = os.fork()
     except OSError:
-        return  # no process to spare: open the model directly, as without the probe
+        pid = None  # no process to spare: open the model directly, as without the probe
+    finally:
+        if collecting and pid != 0:
+            gc.enable()  # in the parent; the short-lived child never collects
+    if pid is None:
+        return
     if pid == 0:  # the child: no output, no return into the caller's code
         code = 1
         try:
