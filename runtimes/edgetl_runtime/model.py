@@ -335,11 +335,16 @@ def _warm_up(backend: Backend, path: Path) -> None:
                                "corrupted: copy it again or export it again")  # fmt: skip
 
 
+def _cpu_build(path: Path, data: bytes, fmt: str, threads: int | None, options: dict) -> None:
+    """Build the model on the CPU and run one inference: what the probe checks, in a child or a fresh process."""
+    _warm_up(open_backend(path, data, fmt, "cpu", threads, options, False), path)
+
+
 def probe_build(path: str, settings: str) -> None:
-    """Build the model at ``path`` on the CPU and run one inference (the probe's check in a fresh process)."""
+    """The probe's check in a fresh process: :func:`_cpu_build` of the model at ``path``."""
     options = json.loads(settings)
     fmt, data = _read_model_file(Path(path))
-    _warm_up(open_backend(Path(path), data, fmt, "cpu", options["threads"], options["options"], False), Path(path))
+    _cpu_build(Path(path), data, fmt, options["threads"], options["options"])
 
 
 def load(
@@ -403,7 +408,7 @@ def load(
     if fmt == "tflite" and (device or "cpu") == "cpu" and probe_enabled() and not is_edgetpu_model(data):
         confirm = [sys.executable, "-c", "import sys; from edgetl_runtime.model import probe_build; probe_build(*sys.argv[1:])",
                    str(path), json.dumps({"threads": threads, "options": engine_options or {}})]
-        probe(path, data, lambda: _warm_up(open_backend(path, data, fmt, "cpu", threads, engine_options or {}, False), path),
+        probe(path, data, lambda: _cpu_build(path, data, fmt, threads, engine_options or {}),
               settings=engine_settings(threads, engine_options), confirm=confirm)
     backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {}, allow_cpu_fallback)
     _warm_up(backend, path)
