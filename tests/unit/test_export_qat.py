@@ -64,3 +64,48 @@ def test_qat_on_mobilenet_v3_small_converts_to_full_int8_and_runs(tmp_path):
     assert report.fully_mapped, report.summary()
     scores = edgetl_runtime.load(out).scores(pixels[:2])
     assert scores.shape == (2, 2) and np.all(np.isfinite(scores))
+
+
+def _fresh_quantized(model):
+    from edgetl.exporters.qat import quantized
+
+    return quantized(annotate(model)[0])
+
+
+def test_calibrated_ranges_are_the_activations_min_max_not_tfmots_initial_six(tiny_run):
+    from edgetl._tf import keras
+    from edgetl.exporters.qat import _moving_average_ranges, calibrate_ranges
+
+    model = load_run(tiny_run).load_model()
+    pixels = np.random.default_rng(1).uniform(0, 255, (24, 32, 32, 3)).astype(np.float32)
+    qmodel = _fresh_quantized(model)
+    ranges = {r["max_var"].name.split("/")[0]: r for r in _moving_average_ranges(qmodel)}
+    assert set(ranges) == {"quant_relu1", "quant_relu2", "quant_relu3", "quant_pool", "quant_scores"}
+    assert all(float(r["max_var"].numpy()) == 6.0 for r in ranges.values())  # tfmot's start: what QAT used to keep
+    assert calibrate_ranges(qmodel, pixels, batch_size=8) == len(ranges)
+
+    probe = keras().Model(model.input, [model.get_layer(name).output for name in ("relu3", "pool")])
+    relu3, pool = (np.asarray(t) for t in probe(pixels))
+    kernel, bias = model.get_layer("scores").get_weights()
+    logits = pool @ kernel + bias
+    for name, values in (("quant_relu3", relu3), ("quant_pool", pool), ("quant_scores", logits)):
+        low, high = float(ranges[name]["min_var"].numpy()), float(ranges[name]["max_var"].numpy())
+        span = float(max(values.max(), 0) - min(values.min(), 0))
+        assert high == pytest.approx(float(max(values.max(), 0.0)), abs=0.05 * span), name
+        assert low == pytest.approx(float(min(values.min(), 0.0)), abs=0.05 * span), name
+
+
+def test_qat_follows_the_float_model_closely_on_held_out_images(tiny_run, tiny_dataset):
+    """The drop is bounded: with tfmot's ±6 starting ranges the fake-quant scores were off by up to 0.1."""
+    from edgetl_runtime.preprocess import load_image
+
+    model = load_run(tiny_run).load_model()
+    files = sorted(tiny_dataset.glob("*/*.png"))
+    pixels = np.stack([load_image(str(p), (32, 32)) for p in files]).astype(np.uint8)
+    labels = np.array([0 if p.parent.name == "defect" else 1 for p in files])
+    train, held = np.arange(len(files)) % 4 != 0, np.arange(len(files)) % 4 == 0
+    result = quantize_aware(model, pixels[train], labels[train], epochs=2, batch_size=8)
+    float_scores = model(pixels[held].astype(np.float32)).numpy()
+    qat_scores = result.model(pixels[held].astype(np.float32), training=False).numpy()
+    assert np.abs(qat_scores - float_scores).max() < 0.01
+    assert (qat_scores.argmax(1) == float_scores.argmax(1)).mean() == 1.0
