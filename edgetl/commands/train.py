@@ -47,19 +47,29 @@ from . import InputError, check_output_files
               help="Weight classes inversely to their frequency (defects are usually rare).")
 @click.option("--patience", type=int, default=TrainOptions.patience, show_default=True,
               help="Early stopping: epochs without a lower validation loss.")
+@click.option("--label-smoothing", type=float, default=TrainOptions.label_smoothing, show_default=True,
+              help="Train on (1 - s) * one-hot + s / classes targets.")
+@click.option("--teacher", type=click.Path(exists=True), default=None,
+              help="Distil from this finished run folder (same classes): the model also learns its soft labels.")
+@click.option("--distill-weight", type=float, default=TrainOptions.distill_weight, show_default=True,
+              help="Share of the teacher's soft labels in the loss (with --teacher).")
+@click.option("--distill-temperature", type=float, default=TrainOptions.distill_temperature, show_default=True,
+              help="Softmax temperature of the distillation term (with --teacher).")
 @click.option("--good-class", "good_classes", multiple=True, help="Class meaning 'no defect' (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]), default="auto",
               show_default=True, help="multi-worker reads the cluster from TF_CONFIG.")
-@click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--mixed-precision", type=click.Choice(["auto", "on", "bfloat16", "off"]), default="auto",
+              show_default=True, help="auto: float16 on a GPU that has it; on: float16; bfloat16: e.g. on CPUs with AMX.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in the -o folder.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result as one JSON object on stdout (progress stays on stderr).")
 @click.option("--json-file", type=click.Path(dir_okay=False), default=None, help="Also write the JSON result here.")
 @verbosity_options
 def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs, fine_tune_epochs, unfreeze,
-          batch_size, learning_rate, fine_tune_lr, augment, class_weight, patience, good_classes, seed,
-          strategy, mixed_precision, resume, as_json, json_file):
+          batch_size, learning_rate, fine_tune_lr, augment, class_weight, patience, label_smoothing, teacher,
+          distill_weight, distill_temperature, good_classes, seed, strategy, mixed_precision, resume, as_json,
+          json_file):
     """Fine-tune a defect classifier on DATA (class folders or a path,label CSV) into RUN_DIR.
 
     \b
@@ -67,6 +77,7 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
       edgetl train data/elpv/train -o runs/elpv
       edgetl train data/elpv/train -o runs/elpv --resume      # after an interruption
       edgetl train data/elpv/train -o runs/elpv --json > train.json
+      edgetl train data/elpv/train -o runs/small --teacher runs/big     # knowledge distillation
 
     Exit codes: 0 trained, 2 bad input, 130 interrupted (continue with --resume).
     """
@@ -82,7 +93,9 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
             epochs=epochs, fine_tune_epochs=fine_tune_epochs,
             unfreeze=unfreeze if unfreeze == "auto" else int(unfreeze), batch_size=batch_size,
             learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_lr, augment=augment,
-            class_weight=class_weight, patience=patience, seed=seed, strategy=strategy,
+            class_weight=class_weight, patience=patience, label_smoothing=label_smoothing,
+            teacher=str(teacher) if teacher else None, distill_weight=distill_weight,
+            distill_temperature=distill_temperature, seed=seed, strategy=strategy,
             mixed_precision=mixed_precision, good_labels=tuple(good_classes) or None,
             verbose=0 if verbosity() <= QUIET else 1,  # 0: no progress bars
         )

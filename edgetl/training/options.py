@@ -36,10 +36,14 @@ class TrainOptions:
     augment_head: bool = False  # also augment phase 1 (then features cannot be cached)
     augmentation: Augmentation = field(default_factory=Augmentation)
     class_weight: str = "balanced"  # "balanced" or "none": defects are usually rare
+    label_smoothing: float = 0.0  # training targets (1 - s) * one-hot + s / classes
+    teacher: str | None = None  # a finished run folder whose soft labels the model learns (distillation)
+    distill_weight: float = 0.5  # share of the teacher's soft labels in the loss when teacher is set
+    distill_temperature: float = 2.0  # softmax temperature of the distillation term
     patience: int = 12  # early stopping on validation loss (epochs); phase 2's cosine decay makes late epochs best
     seed: int = 0
     strategy: str = "auto"  # auto | default | mirrored | multi-worker
-    mixed_precision: str = "auto"  # auto (GPU with compute capability >= 7) | on | off
+    mixed_precision: str = "auto"  # auto (GPU with compute capability >= 7) | on (float16) | bfloat16 | off
     good_labels: tuple[str, ...] | None = None  # classes meaning "no defect"; None: by name
     verbose: int = 1
 
@@ -54,6 +58,9 @@ class TrainOptions:
             "dropout": 0.0 <= self.dropout < 1.0,
             "patience": self.patience >= 1,
             "input_size": self.input_size is None or self.input_size >= 32,
+            "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
+            "distill_weight": 0.0 <= self.distill_weight <= 1.0,
+            "distill_temperature": self.distill_temperature > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -61,7 +68,8 @@ class TrainOptions:
             raise ValueError(
                 f"invalid training options: {values} (epochs, batch size and patience >= 1; "
                 "fine-tune epochs >= 0; 0 < val split < 1; learning rates > 0; 0 <= dropout < 1; "
-                "input size >= 32 px)"
+                "input size >= 32 px; 0 <= label smoothing < 1; 0 <= distill weight <= 1; "
+                "distill temperature > 0)"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,13 +34,17 @@ def configure_precision(mode: str) -> str:
     policy = "float32"
     if mode == "on":
         policy = "mixed_float16"
+    elif mode == "bfloat16":
+        # bfloat16 keeps float32's exponent range (no loss scaling); CPUs with AVX512-BF16/AMX and TPUs
+        # run it natively. On this project's 2-core Xeon (AMX) it was slower than float32: see BENCHMARKS.md.
+        policy = "mixed_bfloat16"
     elif mode == "auto":
         for gpu in tf.config.list_physical_devices("GPU"):
             capability = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
             if capability and capability[0] >= 7:
                 policy = "mixed_float16"
     elif mode != "off":
-        raise ValueError(f"mixed_precision must be auto, on or off, got {mode!r}")
+        raise ValueError(f"mixed_precision must be auto, on, bfloat16 or off, got {mode!r}")
     keras().mixed_precision.set_global_policy(policy)
     return policy
 

@@ -24,6 +24,7 @@ from ..console import debug, err_console
 from ..run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError, read_json, read_split, write_spec
 from .augment import Augmentation, epoch_dataset, eval_dataset
 from .checkpoint import CheckpointStore, StopFlag, TrainingInterrupted, epoch_callback
+from .objective import make_accuracy, make_loss, pack_targets, teacher_probabilities
 from .options import TrainOptions, TrainResult, auto_unfreeze, class_weights
 from .setup import configure_precision, is_chief, make_strategy
 
@@ -65,6 +66,8 @@ class Trainer:
                 f"{run_dir}: already holds a run. Choose a new -o folder, or add --resume to "
                 "continue an interrupted one"
             )
+        if options.teacher:  # absolute, so that --resume from another directory finds it
+            options = dataclasses.replace(options, teacher=str(Path(options.teacher).expanduser().resolve()))
         return options
 
     def _load_data(self) -> None:
@@ -112,6 +115,35 @@ class Trainer:
         self.skipped = [[str(p), r] for p, r in [*train_imgs.skipped, *val_imgs.skipped]]
         weights = class_weights(self.y_train, len(self.labels), opts.class_weight)
         self.sample_weight = None if weights is None else weights[self.y_train]
+        teacher = self._teacher_probabilities(train_imgs.samples)
+        self.t_train = pack_targets(self.y_train, len(self.labels), teacher, train=True)
+        self.t_val = pack_targets(self.y_val, len(self.labels), train=False)  # plain cross-entropy
+
+    def _teacher_probabilities(self, samples) -> np.ndarray | None:
+        """Return the teacher's soft labels for the training images (cached in the run), or None."""
+        opts = self.options
+        if not opts.teacher:
+            return None
+        teacher = Path(opts.teacher)
+        model_file = teacher / MODEL_FILE if teacher.is_dir() else teacher
+        digest = hashlib.sha256()
+        if model_file.is_file():
+            with open(model_file, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        digest.update(json.dumps([str(s.path) for s in samples]).encode())
+        path = self.run_dir / "cache" / f"teacher-{digest.hexdigest()[:16]}.npz"
+        if path.is_file():
+            with np.load(path) as cached:
+                return cached["probs"]
+        err_console().print(f"[bold]teacher[/] {teacher}: scoring the {len(samples)} training images once "
+                            "(4 flips each)")
+        probs = teacher_probabilities(teacher, [s.path for s in samples], self.labels, progress=opts.verbose > 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, probs=probs)
+        return probs
 
     def _build(self) -> None:
         from ..backbones import backbone_blocks
@@ -192,7 +224,10 @@ class Trainer:
             # The schedule reads optimizer.iterations, which the checkpoint restores on --resume.
             lr = k.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, epochs * steps))
         optimizer = k.optimizers.Adam(lr)
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        n = len(self.labels)
+        loss = make_loss(n, opts.label_smoothing, opts.distill_weight if opts.teacher else 0.0,
+                         opts.distill_temperature)
+        model.compile(optimizer=optimizer, loss=loss, metrics=[make_accuracy(n)])
         if ph.get("last"):
             self.store.restore(model, optimizer, ph["last"])
             err_console().print(f"[bold]{phase}[/] resuming at epoch {first + 1}/{epochs}")
@@ -219,14 +254,14 @@ class Trainer:
         if opts.augment_head:
             aug = opts.augmentation
             self._fit(self.model, "phase1", lambda first: epoch_dataset(
-                self.x_train, self.y_train, self.sample_weight, bs, opts.seed, first, opts.epochs, aug),
-                eval_dataset(self.x_val, self.y_val, bs), opts.epochs, opts.learning_rate, steps)
+                self.x_train, self.t_train, self.sample_weight, bs, opts.seed, first, opts.epochs, aug),
+                eval_dataset(self.x_val, self.t_val, bs), opts.epochs, opts.learning_rate, steps)
         else:
             f_train, f_val = self._cached_features()
             tf = tensorflow()
-            val = tf.data.Dataset.from_tensor_slices((f_val, self.y_val)).batch(256)
+            val = tf.data.Dataset.from_tensor_slices((f_val, self.t_val)).batch(256)
             self._fit(self.head, "phase1", lambda first: epoch_dataset(
-                f_train, self.y_train, self.sample_weight, bs, opts.seed, first, opts.epochs, None),
+                f_train, self.t_train, self.sample_weight, bs, opts.seed, first, opts.epochs, None),
                 val, opts.epochs, opts.learning_rate, steps)
         # The cached-feature head shares its Dense layer with the full model: restoring the head's
         # best checkpoint sets the full model's classifier.
@@ -252,8 +287,8 @@ class Trainer:
         aug = opts.augmentation if opts.augment else None
         steps = int(np.ceil(len(self.x_train) / bs))
         self._fit(self.model, "phase2", lambda first: epoch_dataset(
-            self.x_train, self.y_train, self.sample_weight, bs, opts.seed, first, opts.fine_tune_epochs, aug),
-            eval_dataset(self.x_val, self.y_val, bs), opts.fine_tune_epochs, opts.fine_tune_learning_rate, steps)
+            self.x_train, self.t_train, self.sample_weight, bs, opts.seed, first, opts.fine_tune_epochs, aug),
+            eval_dataset(self.x_val, self.t_val, bs), opts.fine_tune_epochs, opts.fine_tune_learning_rate, steps)
         # Keep phase 2 only if it beat the head alone on validation loss.
         if self.state["phase2"]["best_loss"] <= self.state["phase1"]["best_loss"]:
             self.store.restore(self.model, None, self.state["phase2"]["best"])

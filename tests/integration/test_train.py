@@ -237,3 +237,68 @@ print(json.dumps({{"replicas": result.config["replicas"], "strategy": result.con
     single = train(tiny_dataset, options=TrainOptions(**{**TINY, "epochs": 2, "fine_tune_epochs": 1}), output=tmp_path / "one")
     assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in single.run_dir.iterdir())  # no worker debris
     assert abs(results[0]["accuracy"] - single.metrics["decision_accuracy"]) <= 0.25  # tiny validation set: noisy
+
+
+def _probs(run_dir: Path, data: Path) -> np.ndarray:
+    from edgetl.run import load_run
+    from edgetl_runtime.preprocess import load_image
+
+    files = sorted(data.glob("*/*.png"))
+    x = np.stack([load_image(str(p), (32, 32)) for p in files]).astype(np.float32)
+    return load_run(run_dir).load_model().predict(x, verbose=0)
+
+
+def test_a_student_distilled_from_a_teacher_learns_the_teachers_scores(tiny_dataset: Path, tmp_path: Path) -> None:
+    teacher = train(tiny_dataset, options=TrainOptions(**{**TINY, "epochs": 8}), output=tmp_path / "teacher").run_dir
+    student_options = {**TINY, "seed": 1, "fine_tune_epochs": 4}
+    plain = train(tiny_dataset, options=TrainOptions(**student_options), output=tmp_path / "plain").run_dir
+    runner = CliRunner()
+    args = ["train", str(tiny_dataset), "-o", str(tmp_path / "student"), "--teacher", str(teacher),
+            "--distill-weight", "1.0", "--distill-temperature", "1.0", "--backbone", "mobilenet_v2",
+            "--weights", "none", "--alpha", "0.35", "--input-size", "32", "--epochs", "3",
+            "--fine-tune-epochs", "4", "--unfreeze", "2", "--batch-size", "8", "--patience", "50",
+            "--seed", "1", "--json"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    student = tmp_path / "student"
+    config = json.loads((student / "config.json").read_text())
+    assert config["options"]["teacher"] == str(teacher.resolve())
+    assert list((student / "cache").glob("teacher-*.npz"))  # scored once, reused by --resume
+
+    t, s, p = (_probs(r, tiny_dataset) for r in (teacher, student, plain))
+
+    def kl(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = np.clip(a, 1e-7, 1), np.clip(b, 1e-7, 1)
+        return float((a * np.log(a / b)).sum(-1).mean())
+
+    # Same data, seed and schedule: only the targets differ, and the distilled model is the one
+    # whose scores follow the teacher's.
+    assert kl(t, s) < 0.5 * kl(t, p), (kl(t, s), kl(t, p))
+
+
+def test_a_teacher_with_other_classes_is_refused_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from edgetl.run import RunError
+
+    other = tmp_path / "other"
+    for src, dst in (("good", "ok"), ("defect", "crack")):
+        shutil.copytree(tiny_dataset / src, other / dst)
+    teacher = train(other, options=TrainOptions(**{**TINY, "epochs": 1, "fine_tune_epochs": 0},
+                                                good_labels=("ok",)), output=tmp_path / "t").run_dir
+    with pytest.raises(RunError, match=r"teacher's classes \['crack', 'ok'\] differ from this data set's \['defect', 'good'\]"):
+        train(tiny_dataset, options=TrainOptions(**TINY, teacher=str(teacher)), output=tmp_path / "s")
+    assert not (tmp_path / "s").exists()  # nothing left to block the retry
+
+
+def test_bfloat16_mixed_precision_trains_on_cpu_and_saves_a_float32_model(tiny_dataset: Path, tmp_path: Path) -> None:
+    from edgetl._tf import keras
+
+    result = train(tiny_dataset, options=TrainOptions(**{**TINY, "epochs": 2, "fine_tune_epochs": 2},
+                                                      mixed_precision="bfloat16"), output=tmp_path / "run")
+    assert result.config["precision_policy"] == "mixed_bfloat16"
+    assert keras().mixed_precision.global_policy().name == "float32"  # the process is left as it was
+    model = __import__("edgetl.run", fromlist=["load_run"]).load_run(result.run_dir).load_model()
+    assert {w.dtype.name for w in model.weights} == {"float32"}
+    history = json.loads((result.run_dir / "metrics.json").read_text())["history"]["phase2"]
+    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
