@@ -192,8 +192,6 @@ def quantize_aware(
     from edgetl._tf import keras as get_keras
 
     keras = get_keras()
-    import tensorflow_model_optimization as tfmot
-
     labelled = np.flatnonzero(np.asarray(labels) >= 0)
     if not labelled.size:
         raise QatError(
