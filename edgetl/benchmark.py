@@ -42,6 +42,7 @@ class Candidate:
     threads: int
     note: str = ""
     options: dict[str, Any] = field(default_factory=dict, hash=False)
+    tta: bool = False  # scores averaged over four flips inside the graph (export --tta)
 
 
 def candidates(profile: DeviceProfile, threads: int | None = None) -> list[Candidate]:
@@ -99,6 +100,7 @@ class BenchmarkRow:
     error: str | None = None
     failed_at: str | None = None  # export | accuracy | benchmark
     note: str = ""
+    tta: bool = False  # four-flip test-time augmentation inside the exported graph
 
     @property
     def size_mb(self) -> float | None:
@@ -249,10 +251,10 @@ def _row(cand: Candidate, run: Any, out_dir: Path, pixels: np.ndarray, labels: n
     from .exporters import ExportOptions, export
     from .exporters.validate import compare
 
-    row = BenchmarkRow(cand.format, cand.quantization, cand.device, note=cand.note)
+    row = BenchmarkRow(cand.format, cand.quantization, cand.device, note=cand.note, tta=cand.tta)
     try:
-        options = ExportOptions(format=cand.format, quantization=cand.quantization, validate=False)
-        name = f"model-{cand.format}-{cand.quantization}{options.suffix}"
+        options = ExportOptions(format=cand.format, quantization=cand.quantization, validate=False, tta=cand.tta)
+        name = f"model-{cand.format}-{cand.quantization}{'-tta' if cand.tta else ''}{options.suffix}"
         result = export(run, options, out_dir / name)
         path = result.path  # the artifact that ships (for the Edge TPU: the compiled file)
         row = replace(row, path=str(path), size_bytes=result.size_bytes)
@@ -293,6 +295,7 @@ def benchmark(
     output_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     max_drop: float = 1.0,
+    tta: bool = False,
 ) -> BenchmarkTable:
     """Return the :class:`BenchmarkTable` of every export of ``run_dir`` that ``device`` supports.
 
@@ -303,6 +306,9 @@ def benchmark(
     ``output_dir``: where the exports go (default ``RUN_DIR/benchmark``). ``progress`` is
     called with one line per step. ``max_drop``: as for the export validation (points of decision
     accuracy or defect recall a row may lose against the float model before it is flagged).
+    ``tta``: add a row with four-flip test-time augmentation (``export --tta``) for the profile's
+    target (or for each selected row when the target is not selected); its Δ is against the plain
+    float model, so it shows what the averaging gains, and its latency what it costs.
     """
     from .run import RunError, load_run
 
@@ -325,6 +331,9 @@ def benchmark(
         except (ValueError, OSError) as exc:
             raise BenchmarkError(str(exc)) from None
     todo = select(candidates(chosen, threads), formats)
+    if tta:
+        base = [c for c in todo if c.note == "profile target"] or list(todo)
+        todo += [replace(c, tta=True, note="TTA: 4 flips averaged in the graph") for c in base]
     out_dir = Path(output_dir) if output_dir is not None else run.run_dir / "benchmark"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ class BusyMachine(click.ClickException):
               help="Only these rows: format or format:quant, comma-separated or repeated (e.g. tflite:int8,onnx).")
 @click.option("--max-drop", type=click.FloatRange(0, 100), default=1.0, show_default=True,
               help="Flag a row whose decision accuracy or defect recall is more than this many points below the float model's.")
+@click.option("--tta", is_flag=True, help="Add a row with test-time augmentation (export --tta) for the target.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON on stdout (nothing else there).")
 @click.option("--json-file", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the table as JSON to this file.")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None,
@@ -45,7 +46,7 @@ class BusyMachine(click.ClickException):
 @click.option("--allow-busy", is_flag=True, help="Write --markdown even from a busy machine (the table says so).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Folder for the exported models [RUN_DIR/benchmark].")
-def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, max_drop, as_json, json_out, md_out,
+def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, max_drop, tta, as_json, json_out, md_out,
               allow_busy, output):
     """Export RUN_DIR in every format and quantization the device supports; compare size, accuracy, speed.
 
@@ -81,7 +82,7 @@ def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, max_d
             raise BusyMachine(str(exc)) from None
     try:
         table = run_benchmark(run_dir, profile=profile_name, data=data, runs=runs, warmup=warmup, threads=threads,
-                              formats=formats, output_dir=output, max_drop=max_drop,
+                              formats=formats, output_dir=output, max_drop=max_drop, tta=tta,
                               progress=lambda msg: err.print(f"[dim]{msg}[/dim]"))  # fmt: skip
     except (BenchmarkError, ValueError, OSError) as exc:
         raise InputError(str(exc)) from None

@@ -45,11 +45,13 @@ class ValidationFailed(click.ClickException):
               help="Fail when decision accuracy or defect recall on the validation images falls by more than "
                    "this many points against the float model.")
 @click.option("--no-validate", is_flag=True, help="Skip validation against the float model.")
+@click.option("--tta", is_flag=True,
+              help="Average the scores over the image's four flips inside the model (4 inferences per image).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (nothing else there).")
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Output file (default: RUN_DIR/export/model-<format>-<quant>.<ext>).")
 def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile_name, atol, min_agreement, max_drop,
-           no_validate, as_json, output):
+           no_validate, tta, as_json, output):
     """Export the model of RUN_DIR (a `edgetl train` folder) for an edge device.
 
     \b
@@ -58,6 +60,7 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile
       edgetl export runs/elpv --format edgetpu -o coral.tflite
       edgetl export runs/elpv --format onnx --quant fp16 -o model.onnx
       edgetl export runs/elpv --profile raspberry-pi-4 -o pi.tflite
+      edgetl export runs/elpv --quant int8 --tta -o model-tta.tflite   # flips averaged in the graph
 
     The validation report is written beside the model as OUTPUT.report.json.
     """
@@ -67,7 +70,7 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile
 
     fields = dict(calib_data=Path(calib) if calib else None, calib_samples=calib_samples,
                   val_data=Path(val_data) if val_data else None, validate=not no_validate,
-                  atol=atol, min_agreement=min_agreement, max_drop=max_drop)  # fmt: skip
+                  atol=atol, min_agreement=min_agreement, max_drop=max_drop, tta=tta)  # fmt: skip
     try:
         if profile_name:
             if fmt or quant:

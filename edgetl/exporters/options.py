@@ -41,6 +41,9 @@ class ExportOptions:
     ``atol`` / ``min_agreement``: override the validation tolerances of
     :data:`edgetl.exporters.validate.TOLERANCES` (an explicit ``min_agreement`` counts every image,
     not only the decisive ones) - e.g. a stricter gate in CI.
+    ``tta``: average the scores over the image's four flips inside the exported graph (test-time
+    augmentation; four inferences per image). Validation compares against the float model with
+    the same averaging.
     ``max_drop``: points of decision accuracy or defect recall the export may lose against the
     float model on the validation images (default 1.0); more fails the export.
     """
@@ -62,6 +65,7 @@ class ExportOptions:
     atol: float | None = None
     min_agreement: float | None = None
     max_drop: float = 1.0
+    tta: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

@@ -106,7 +106,8 @@ def report_path_for(output: str | Path) -> Path:
 
 def default_output(run_dir: str | Path, options: ExportOptions) -> Path:
     """Return the default file name for an export of the run in ``run_dir``: ``<run>/export/model-<format>-<quant><suffix>``."""
-    return Path(run_dir) / "export" / f"model-{options.format}-{options.quantization}{options.suffix}"
+    tta = "-tta" if options.tta else ""
+    return Path(run_dir) / "export" / f"model-{options.format}-{options.quantization}{tta}{options.suffix}"
 
 
 def options_for_profile(profile_name: str, **overrides: Any) -> tuple[ExportOptions, Any]:
@@ -221,14 +222,19 @@ def export(
     calibration, calib_labels, qat = None, None, None
     if options.is_integer:
         calibration, calib_labels = _images(source, options.calib_data, "train", options.calib_samples, "calibration")
-    model = source.model
+    model, reference = source.model, source.model
     if options.quantization == "qat":
         model, qat = _quantize_aware(model, calibration, calib_labels, options)
+    if options.tta:
+        from .tta import with_tta
+
+        model, reference = with_tta(model), with_tta(source.model)
 
     from edgetl import __version__
 
     info = ExportInfo(format=options.format, quantization=options.quantization, io_type=options.effective_io_type,
                       opset=options.opset if options.format == "onnx" else None, sdk_version=__version__,
+                      tta=options.tta,
                       created=datetime.now(timezone.utc).replace(microsecond=0).isoformat())  # fmt: skip
     data = target.embed(target.convert(model, options, calibration), source.spec, info)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
@@ -238,7 +244,7 @@ def export(
         if options.validate:
             plan = target.validation_plan(final)
             pixels, labels = _images(source, options.val_data, "val", options.val_samples, "validation")
-            report = validate(plan.path, source.model, pixels, labels, options.quantization, _tolerance(options),
+            report = validate(plan.path, reference, pixels, labels, options.quantization, _tolerance(options),
                               plan.device, spec=source.spec, max_drop=options.max_drop)  # fmt: skip
             if plan.note:
                 report = dataclasses.replace(report, note="; ".join(filter(None, (plan.note, report.note))))

@@ -280,6 +280,7 @@ class ExportInfo:
     compiled_for: str | None = None  # "edgetpu" once edgetpu_compiler has run
     created: str | None = None
     sdk_version: str | None = None
+    tta: bool = False  # the scores are averaged over the image's four flips inside the graph
 
     def __post_init__(self) -> None:
         _one_of(self.format, FORMATS, "export format")

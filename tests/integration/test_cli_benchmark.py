@@ -109,3 +109,15 @@ def test_bad_input_exits_2_with_a_reason(tiny_run, tmp_path):
     assert result.exit_code == 2 and "unknown device profile" in result.output
     result = _run(tiny_run, "--data", tmp_path / "nowhere", "--formats", "tflite:fp32")
     assert result.exit_code == 2 and "nowhere" in result.output
+
+
+def test_tta_adds_a_row_for_the_profile_target_with_its_latency(tiny_run, tmp_path):
+    out_json = tmp_path / "bench.json"
+    result = _run(tiny_run, "--profile", "cpu-x86_64", "--formats", "tflite:int8", "--tta", "--runs", 3,
+                  "--warmup", 1, "--json-file", out_json, "-o", tmp_path / "exports")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plain, tta = json.loads(out_json.read_text())["rows"]
+    assert (plain["tta"], tta["tta"]) == (False, True) and "TTA" in tta["note"]
+    assert (tta["format"], tta["quantization"]) == ("tflite", "int8") and tta["error"] is None
+    assert tta["p50_ms"] > 0 and tta["metrics"]["decision_accuracy"] is not None
+    assert (tmp_path / "exports" / "model-tflite-int8-tta.tflite").is_file()
