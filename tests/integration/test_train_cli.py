@@ -42,6 +42,9 @@ def test_json_is_the_only_thing_on_stdout_and_tensorflow_noise_is_off(tiny_datas
     assert any(cmd.startswith(f"edgetl eval {run}") for cmd in result["next"])
     assert json.loads((tmp_path / "train.json").read_text()) == result
     assert "phase1" in proc.stderr  # progress went to stderr
+    # stderr is a pipe here, as in a CI log: one line per epoch, no carriage-return progress bars.
+    assert "\r" not in proc.stderr and "\x1b[" not in proc.stderr
+    assert sum(" - loss: " in line for line in proc.stderr.splitlines()) == 1  # the one epoch, one line
     for noise in ("oneDNN custom operations", "absl::InitializeLog", "Could not find cuda drivers", "cuInit"):
         assert noise not in proc.stderr, noise
 
