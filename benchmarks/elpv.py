@@ -20,6 +20,10 @@ JSON, or plain strings):
 protocol of the 4-class results in the literature; levels 0 and 1/3 are marked good, so the decision
 metrics stay comparable with the binary runs, and ``class accuracy`` is the 4-class figure.
 
+A string value may name the split seed as ``{seed}``, e.g. a teacher per split for distillation:
+
+    python benchmarks/elpv.py --recipe distilled --set teacher=runs/bench-elpv/big/seed{seed}
+
 Runs are kept in ``--out/RECIPE/seedN`` and reused (or resumed) when the script runs again.
 Published baselines: 88.42 % (fine-tuned VGG-19, Deitsch et al., Solar Energy 2019), 91.74 %
 (NAS + distillation, 1.85 M parameters, Zhang et al. 2024).
@@ -28,6 +32,7 @@ Published baselines: 88.42 % (fine-tuned VGG-19, Deitsch et al., Solar Energy 20
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -112,12 +117,14 @@ def main() -> int:
             parts = _level_manifests(data)
             train_data, test_data = parts["train"], parts["test"]
         run_dir = out / f"seed{seed}"
+        per_seed = {k: v.format(seed=seed) for k, v in overrides.items() if isinstance(v, str) and "{seed}" in v}
+        seed_options = dataclasses.replace(options, **per_seed)
         t0 = time.perf_counter()
         if (run_dir / "model.keras").is_file():
             print(f"{run_dir} exists: evaluating it again", file=sys.stderr)
             train_s = json.loads((run_dir / "config.json").read_text())["train_seconds"]
         else:
-            train_s = train(train_data, options=options, output=run_dir, resume=(run_dir / "checkpoints").is_dir()).seconds
+            train_s = train(train_data, options=seed_options, output=run_dir, resume=(run_dir / "checkpoints").is_dir()).seconds
         row = {"seed": seed, "train_seconds": round(train_s, 1),
                "float": evaluate(run_dir, test_data, progress=False, write_report=False).metrics}
         if not args.no_int8:
