@@ -101,8 +101,8 @@ def main() -> int:
         overrides[field] = _value(value)
     if args.levels:
         overrides.setdefault("good_labels", list(GOOD_LEVELS))
-    options = TrainOptions(**{**overrides, **({"good_labels": tuple(overrides["good_labels"])}
-                                               if "good_labels" in overrides else {})})  # fails here on a bad field
+    fields = {**overrides, **({"good_labels": tuple(overrides["good_labels"])} if "good_labels" in overrides else {})}
+    options = TrainOptions(**fields)  # fails here, before any work, on an unknown field or value
     metrics = METRICS + (LEVEL_METRICS if args.levels else ())
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out) / args.recipe

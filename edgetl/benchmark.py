@@ -248,14 +248,13 @@ def _row(cand: Candidate, run: Any, out_dir: Path, pixels: np.ndarray, labels: n
     import edgetl_runtime
     from edgetl_runtime.bench import run_benchmark
 
-    from .exporters import ExportOptions, export
+    from .exporters import ExportOptions, default_output, export
     from .exporters.validate import compare
 
     row = BenchmarkRow(cand.format, cand.quantization, cand.device, note=cand.note, tta=cand.tta)
     try:
         options = ExportOptions(format=cand.format, quantization=cand.quantization, validate=False, tta=cand.tta)
-        name = f"model-{cand.format}-{cand.quantization}{'-tta' if cand.tta else ''}{options.suffix}"
-        result = export(run, options, out_dir / name)
+        result = export(run, options, out_dir / default_output(run.run_dir, options).name)
         path = result.path  # the artifact that ships (for the Edge TPU: the compiled file)
         row = replace(row, path=str(path), size_bytes=result.size_bytes)
         if cand.format == "edgetpu" and result.note:
