@@ -15,6 +15,7 @@ JSON, or plain strings):
         --set unfreeze=21 --set fine_tune_epochs=25
     python benchmarks/elpv.py --recipe defaults --seeds 0 --markdown out.md
     python benchmarks/elpv.py --recipe defaults-4class --levels    # the four probability levels as classes
+    python benchmarks/elpv.py --recipe rot-gamma --set augmentation.rotate=10 --set augmentation.gamma=0.2
 
 ``--levels`` trains on the four defect-probability levels (0, 1/3, 2/3, 1) as classes, the
 protocol of the 4-class results in the literature; levels 0 and 1/3 are marked good, so the decision
@@ -92,16 +93,23 @@ def main() -> int:
     from edgetl.evaluation import evaluate
     from edgetl.exporters import ExportOptions, export
     from edgetl.training import TrainOptions, train
+    from edgetl.training.augment import Augmentation
 
-    overrides = {}
+    overrides, augmentation = {}, {}
     for item in args.sets:
         field, sep, value = item.partition("=")
         if not sep:
             parser.error(f"--set takes FIELD=VALUE, got {item!r}")
+        if field.startswith("augmentation."):  # e.g. --set augmentation.rotate=10
+            augmentation[field.partition(".")[2]] = _value(value)
         overrides[field] = _value(value)
     if args.levels:
         overrides.setdefault("good_labels", list(GOOD_LEVELS))
-    fields = {**overrides, **({"good_labels": tuple(overrides["good_labels"])} if "good_labels" in overrides else {})}
+    fields = {k: v for k, v in overrides.items() if not k.startswith("augmentation.")}
+    if "good_labels" in fields:
+        fields["good_labels"] = tuple(fields["good_labels"])
+    if augmentation:
+        fields["augmentation"] = Augmentation(**augmentation)
     options = TrainOptions(**fields)  # fails here, before any work, on an unknown field or value
     metrics = METRICS + (LEVEL_METRICS if args.levels else ())
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -117,7 +125,7 @@ def main() -> int:
             parts = _level_manifests(data)
             train_data, test_data = parts["train"], parts["test"]
         run_dir = out / f"seed{seed}"
-        per_seed = {k: v.format(seed=seed) for k, v in overrides.items() if isinstance(v, str) and "{seed}" in v}
+        per_seed = {k: v.format(seed=seed) for k, v in fields.items() if isinstance(v, str) and "{seed}" in v}
         seed_options = dataclasses.replace(options, **per_seed)
         t0 = time.perf_counter()
         if (run_dir / "model.keras").is_file():

@@ -19,6 +19,7 @@ import click
 
 from ..console import QUIET, verbosity, verbosity_options
 from ..training import TrainOptions
+from ..training.augment import Augmentation
 from ..weights import WeightsFileError, WeightsUnavailable
 from . import InputError, check_output_files
 
@@ -42,7 +43,19 @@ from . import InputError, check_output_files
               help="Phase 1 (head) learning rate.")
 @click.option("--fine-tune-lr", type=float, default=TrainOptions.fine_tune_learning_rate, show_default=True,
               help="Phase 2 learning rate.")
+@click.option("--warmup-epochs", type=float, default=TrainOptions.warmup_epochs, show_default=True,
+              help="Phase 2: linear learning-rate warm-up over this many epochs before the cosine decay.")
+@click.option("--layer-decay", type=float, default=TrainOptions.layer_decay, show_default=True,
+              help="Phase 2: each block below the top learns at this factor of the one above (1: off).")
+@click.option("--ema", type=float, default=TrainOptions.ema, show_default=True,
+              help="Phase 2: keep a moving average of the weights with this momentum, e.g. 0.99 (0: off).")
+@click.option("--select", type=click.Choice(["loss", "auc"]), default=TrainOptions.select, show_default=True,
+              help="Keep the epoch with the lowest validation loss, or the highest validation ROC AUC.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Augment during fine-tuning.")
+@click.option("--rotate", type=float, default=0.0, show_default=True,
+              help="Augmentation: also rotate by up to this many degrees.")
+@click.option("--gamma", type=float, default=0.0, show_default=True,
+              help="Augmentation: also apply a gamma from [1/(1+g), 1+g].")
 @click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="balanced", show_default=True,
               help="Weight classes inversely to their frequency (defects are usually rare).")
 @click.option("--patience", type=int, default=TrainOptions.patience, show_default=True,
@@ -67,7 +80,8 @@ from . import InputError, check_output_files
 @click.option("--json-file", type=click.Path(dir_okay=False), default=None, help="Also write the JSON result here.")
 @verbosity_options
 def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs, fine_tune_epochs, unfreeze,
-          batch_size, learning_rate, fine_tune_lr, augment, class_weight, patience, label_smoothing, teacher,
+          batch_size, learning_rate, fine_tune_lr, warmup_epochs, layer_decay, ema, select, augment, rotate, gamma,
+          class_weight, patience, label_smoothing, teacher,
           distill_weight, distill_temperature, good_classes, seed, strategy, mixed_precision, resume, as_json,
           json_file):
     """Fine-tune a defect classifier on DATA (class folders or a path,label CSV) into RUN_DIR.
@@ -92,7 +106,9 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
             backbone=backbone, weights=weights, input_size=input_size, alpha=alpha, val_split=val_split,
             epochs=epochs, fine_tune_epochs=fine_tune_epochs,
             unfreeze=unfreeze if unfreeze == "auto" else int(unfreeze), batch_size=batch_size,
-            learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_lr, augment=augment,
+            learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_lr, warmup_epochs=warmup_epochs,
+            layer_decay=layer_decay, ema=ema, select=select, augment=augment,
+            augmentation=Augmentation(rotate=rotate, gamma=gamma),
             class_weight=class_weight, patience=patience, label_smoothing=label_smoothing,
             teacher=str(teacher) if teacher else None, distill_weight=distill_weight,
             distill_temperature=distill_temperature, seed=seed, strategy=strategy,

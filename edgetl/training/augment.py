@@ -1,7 +1,9 @@
 """Augmentation for inspection images and the seeded input pipelines used by the trainer.
 
 Inspection images have no canonical orientation (a crack is a crack at any angle) and vary in
-exposure, so the defaults are flips, 90-degree rotations, small shifts, brightness and contrast.
+exposure, so the defaults are flips, 90-degree rotations, small shifts, brightness and contrast;
+small free rotations and gamma are available, off by default (docs/BENCHMARKS.md shows what they
+did on ELPV).
 Every random draw is a *stateless* op seeded from (seed, epoch, sample index): the same seed gives
 the same batches, and a resumed run sees exactly the batches an uninterrupted run would have.
 
@@ -28,17 +30,43 @@ class Augmentation:
     shift: float = 0.05  # max translation as a fraction of height/width
     brightness: float = 0.1  # max brightness change as a fraction of 255
     contrast: float = 0.1  # contrast factor drawn from [1 - c, 1 + c]
+    rotate: float = 0.0  # max rotation in degrees (any angle; edges filled by reflection)
+    gamma: float = 0.0  # gamma drawn log-uniformly from [1 / (1 + g), 1 + g]
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.shift < 0.5 and self.brightness >= 0 and 0.0 <= self.contrast < 1.0
+                and 0.0 <= self.rotate <= 180.0 and self.gamma >= 0):
+            raise ValueError(f"invalid augmentation {self.to_dict()}: 0 <= shift < 0.5, brightness >= 0, "
+                             "0 <= contrast < 1, 0 <= rotate <= 180 degrees, gamma >= 0")
 
     @property
     def enabled(self) -> bool:
-        return self.flip or self.rotate90 or self.shift > 0 or self.brightness > 0 or self.contrast > 0
+        return (self.flip or self.rotate90 or self.shift > 0 or self.brightness > 0 or self.contrast > 0
+                or self.rotate > 0 or self.gamma > 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def off(cls) -> Augmentation:
-        return cls(flip=False, rotate90=False, shift=0.0, brightness=0.0, contrast=0.0)
+        return cls(flip=False, rotate90=False, shift=0.0, brightness=0.0, contrast=0.0, rotate=0.0, gamma=0.0)
+
+
+def _rotate(image, degrees):
+    """Rotate one HxWxC image by ``degrees`` about its centre (bilinear; reflected edges, no black corners)."""
+    tf = tensorflow()
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    angle = degrees * (np.pi / 180.0)
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    # Output pixel (x, y) samples the input at the inverse rotation about the centre.
+    dx = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / 2.0
+    dy = ((h - 1) - (sin * (w - 1) + cos * (h - 1))) / 2.0
+    transform = tf.stack([cos, -sin, dx, sin, cos, dy, 0.0, 0.0])[None]
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform, output_shape=shape[:2], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="REFLECT")
+    return tf.reshape(out[0], shape)
 
 
 def augment_image(image, seed, aug: Augmentation):
@@ -68,6 +96,16 @@ def augment_image(image, seed, aug: Augmentation):
         image = tf.image.stateless_random_brightness(image, aug.brightness * 255.0, seeds[4])
     if aug.contrast > 0:
         image = tf.image.stateless_random_contrast(image, 1 - aug.contrast, 1 + aug.contrast, seeds[5])
+    # Later additions draw from seeds folded in from the same seed: the draws above stay as they were.
+    if aug.rotate > 0:
+        degrees = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 6),
+                                              -aug.rotate, aug.rotate)
+        image = _rotate(image, degrees)
+    if aug.gamma > 0:
+        log_g = float(np.log1p(aug.gamma))
+        gamma = tf.exp(tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7),
+                                                   -log_g, log_g))
+        image = 255.0 * tf.pow(tf.clip_by_value(image, 0.0, 255.0) / 255.0, gamma)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 

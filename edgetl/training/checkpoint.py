@@ -114,32 +114,60 @@ class CheckpointStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def epoch_callback(store: CheckpointStore, state: dict[str, Any], phase: str, stop: StopFlag, patience: int):
+def best_value(ph: dict[str, Any]) -> float:
+    """The monitored value of a phase's kept epoch, lower is better (runs before ``select``: its loss)."""
+    value = ph.get("best_value")
+    return float(ph["best_loss"] if value is None else value)
+
+
+def epoch_callback(store: CheckpointStore, state: dict[str, Any], phase: str, stop: StopFlag, patience: int,
+                   select: str = "loss"):
     """Return a Keras callback that checkpoints each epoch, tracks the best, and honours ``stop``.
 
-    Early stopping on ``val_loss`` with ``patience`` epochs; the best epoch's weights are kept
-    as a ``{phase}-best-eNNN`` checkpoint and restored by the trainer at the end of the phase.
+    Early stopping with ``patience`` epochs on the lowest ``val_loss`` (``select="loss"``) or the
+    highest ``val_auc`` (``select="auc"``); the best epoch's weights are kept as a
+    ``{phase}-best-eNNN`` checkpoint and restored by the trainer at the end of the phase. When the
+    optimizer averages the weights (EMA), validation and the best checkpoint use the average, and
+    training (and the per-epoch checkpoint for ``--resume``) continues from the raw weights.
     """
+    from .optim import swap_in_average
+
     k = keras()
 
     class EpochCheckpoint(k.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.average = None
+
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             if stop:
                 self.model.stop_training = True
 
+        def on_test_begin(self, logs: Any = None) -> None:
+            self.average = swap_in_average(self.model)
+            self.average.swap_in()
+
+        def _raw_weights(self) -> None:
+            if self.average is not None:
+                self.average.swap_out()
+                self.average = None
+
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             if stop:  # the epoch did not finish cleanly: keep the previous checkpoint
+                self._raw_weights()
                 return
             logs = {key: float(v) for key, v in (logs or {}).items()}
             ph = state.setdefault(phase, {"history": [], "best_loss": None, "best_epoch": None, "wait": 0})
             ph["history"].append(logs)
             loss = logs.get("val_loss", logs.get("loss"))
-            if ph["best_loss"] is None or loss < ph["best_loss"] - 1e-6:
-                ph["best_loss"], ph["best_epoch"], ph["wait"] = loss, epoch, 0
+            value = -logs["val_auc"] if select == "auc" and "val_auc" in logs else loss
+            if ph["best_loss"] is None or value < best_value(ph) - 1e-6:
+                ph["best_loss"], ph["best_value"], ph["best_epoch"], ph["wait"] = loss, value, epoch, 0
                 # A new tag per best epoch: the previous best stays intact until state.json moves on.
                 ph["best"] = store.write(self.model, None, f"{phase}-best-e{epoch:03d}")
             else:
                 ph["wait"] += 1
+            self._raw_weights()
             ph["last"] = store.write(self.model, self.model.optimizer, f"{phase}-epoch{epoch:03d}")
             ph["next_epoch"] = epoch + 1
             store.save_state(state)

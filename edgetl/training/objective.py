@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 
-from .._tf import tensorflow
+from .._tf import keras, tensorflow
 
 EPSILON = 1e-7  # Keras' own clip for cross-entropy on probabilities
 
@@ -64,6 +64,25 @@ def make_accuracy(n_classes: int):
         return tf.cast(tf.equal(truth, tf.argmax(y_pred, axis=-1)), tf.float32)
 
     return accuracy
+
+
+def make_auc(n_classes: int, defect_indices: list[int]):
+    """Return the Keras metric ``auc``: ROC AUC of the defect score (the defect classes' summed probability).
+
+    It is the quantity a user thresholds on the line, so ``select="auc"`` keeps the epoch that ranks
+    good against defective images best, whatever its calibration.
+    """
+    tf, k = tensorflow(), keras()
+    idx = tf.constant(list(defect_indices), tf.int32)
+
+    class DefectAUC(k.metrics.AUC):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            onehot = tf.cast(y_true[:, :n_classes], tf.float32)
+            truth = tf.reduce_sum(tf.gather(onehot, idx, axis=1), axis=1)
+            score = tf.reduce_sum(tf.gather(tf.cast(y_pred, tf.float32), idx, axis=1), axis=1)
+            return super().update_state(truth, score)  # every image counts once, whatever its class weight
+
+    return DefectAUC(num_thresholds=1000, name="auc")
 
 
 def teacher_probabilities(teacher_path: str | Path, samples: list[Path], labels: tuple[str, ...],

@@ -31,6 +31,10 @@ class TrainOptions:
     batch_size: int = 32
     learning_rate: float = 1e-3  # phase 1
     fine_tune_learning_rate: float = 2e-4  # phase 2 peak, cosine-decayed to 0
+    warmup_epochs: float = 0.0  # phase 2: linear warm-up from 0 to the peak over this many epochs
+    layer_decay: float = 1.0  # phase 2: each block below the top learns at this factor of the one above (1: off)
+    ema: float = 0.0  # phase 2: momentum of an exponential moving average of the weights (0: off; e.g. 0.99)
+    select: str = "loss"  # the epoch kept and early stopping: lowest validation "loss", or highest "auc"
     dropout: float = 0.2
     augment: bool = True  # augmentation during phase 2
     augment_head: bool = False  # also augment phase 1 (then features cannot be cached)
@@ -61,6 +65,10 @@ class TrainOptions:
             "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
             "distill_weight": 0.0 <= self.distill_weight <= 1.0,
             "distill_temperature": self.distill_temperature > 0,
+            "warmup_epochs": 0.0 <= self.warmup_epochs <= self.fine_tune_epochs,
+            "layer_decay": 0.0 < self.layer_decay <= 1.0,
+            "ema": 0.0 <= self.ema < 1.0,
+            "select": self.select in ("loss", "auc"),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -69,7 +77,8 @@ class TrainOptions:
                 f"invalid training options: {values} (epochs, batch size and patience >= 1; "
                 "fine-tune epochs >= 0; 0 < val split < 1; learning rates > 0; 0 <= dropout < 1; "
                 "input size >= 32 px; 0 <= label smoothing < 1; 0 <= distill weight <= 1; "
-                "distill temperature > 0)"
+                "distill temperature > 0; 0 <= warm-up epochs <= fine-tune epochs; 0 < layer decay <= 1; "
+                "0 <= ema < 1; select is 'loss' or 'auc')"
             )
 
     def to_dict(self) -> dict[str, Any]:

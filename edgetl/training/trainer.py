@@ -23,8 +23,9 @@ from .._tf import keras, tensorflow
 from ..console import debug, err_console
 from ..run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError, read_json, read_split, write_spec
 from .augment import Augmentation, epoch_dataset, eval_dataset
-from .checkpoint import CheckpointStore, StopFlag, TrainingInterrupted, epoch_callback
-from .objective import make_accuracy, make_loss, pack_targets, teacher_probabilities
+from .checkpoint import CheckpointStore, StopFlag, TrainingInterrupted, best_value, epoch_callback
+from .objective import make_accuracy, make_auc, make_loss, pack_targets, teacher_probabilities
+from .optim import block_multipliers, make_optimizer
 from .options import TrainOptions, TrainResult, auto_unfreeze, class_weights
 from .setup import configure_precision, is_chief, make_strategy
 
@@ -218,21 +219,31 @@ class Trainer:
         first = int(ph.get("next_epoch", 0))
         if ph.get("done") or ph.get("early_stopped") or first >= epochs:
             return
+        multipliers, ema = None, 0.0
         if phase == "phase2":
             # Cosine decay to zero over the phase: large early steps adapt the unfrozen blocks, small
             # late ones stop the validation loss from jumping around (seen on ELPV at a constant rate).
             # The schedule reads optimizer.iterations, which the checkpoint restores on --resume.
-            lr = k.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, epochs * steps))
-        optimizer = k.optimizers.Adam(lr)
+            warmup = int(round(opts.warmup_epochs * steps))
+            if warmup:
+                lr = k.optimizers.schedules.CosineDecay(0.0, decay_steps=max(1, epochs * steps - warmup),
+                                                        warmup_target=float(lr), warmup_steps=warmup)
+            else:
+                lr = k.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, epochs * steps))
+            multipliers, ema = self._layer_multipliers(), opts.ema
+        optimizer = make_optimizer(lr, multipliers, ema)
         n = len(self.labels)
         loss = make_loss(n, opts.label_smoothing, opts.distill_weight if opts.teacher else 0.0,
                          opts.distill_temperature)
-        model.compile(optimizer=optimizer, loss=loss, metrics=[make_accuracy(n)])
+        metrics = [make_accuracy(n)]
+        if opts.select == "auc":
+            metrics.append(make_auc(n, [i for i, name in enumerate(self.labels) if name not in self.good_labels]))
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
         if ph.get("last"):
             self.store.restore(model, optimizer, ph["last"])
             err_console().print(f"[bold]{phase}[/] resuming at epoch {first + 1}/{epochs}")
         callbacks = [
-            epoch_callback(self.store, self.state, phase, self.stop, opts.patience),
+            epoch_callback(self.store, self.state, phase, self.stop, opts.patience, opts.select),
             k.callbacks.TensorBoard(log_dir=str(self.run_dir / "logs" / phase), profile_batch=0),
         ]
         err_console().print(f"[bold]{phase}[/] up to {epochs} epochs")
@@ -246,6 +257,16 @@ class Trainer:
             raise TrainingInterrupted(str(self.run_dir))
         self.state[phase]["done"] = True
         self.store.save_state(self.state)
+
+    def _layer_multipliers(self) -> list[tuple[object, float]] | None:
+        """Pair each fine-tuned backbone variable with its block's learning-rate factor (layer decay)."""
+        if self.options.layer_decay == 1.0:
+            return None
+        pairs = []
+        for block, factor in zip(self.blocks, block_multipliers(len(self.blocks), self.options.layer_decay)):
+            for layer in block:
+                pairs.extend((v, factor) for v in layer.trainable_weights)
+        return pairs
 
     def _phase1(self) -> None:
         opts = self.options
@@ -289,12 +310,13 @@ class Trainer:
         self._fit(self.model, "phase2", lambda first: epoch_dataset(
             self.x_train, self.t_train, self.sample_weight, bs, opts.seed, first, opts.fine_tune_epochs, aug),
             eval_dataset(self.x_val, self.t_val, bs), opts.fine_tune_epochs, opts.fine_tune_learning_rate, steps)
-        # Keep phase 2 only if it beat the head alone on validation loss.
-        if self.state["phase2"]["best_loss"] <= self.state["phase1"]["best_loss"]:
+        # Keep phase 2 only if it beat the head alone on validation loss (or AUC, with select="auc").
+        if best_value(self.state["phase2"]) <= best_value(self.state["phase1"]):
             self.store.restore(self.model, None, self.state["phase2"]["best"])
         else:
             self.store.restore(self.model, None, self.state["phase1"]["model"])
-            self.state["unfreeze"]["kept"] = "phase 1 weights (fine-tuning did not lower validation loss)"
+            self.state["unfreeze"]["kept"] = (f"phase 1 weights (fine-tuning did not improve validation "
+                                              f"{self.options.select})")
 
     def _pretrained(self) -> bool:
         return str(self.options.weights).lower() not in ("none", "")
