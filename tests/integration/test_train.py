@@ -302,3 +302,22 @@ def test_bfloat16_mixed_precision_trains_on_cpu_and_saves_a_float32_model(tiny_d
     assert {w.dtype.name for w in model.weights} == {"float32"}
     history = json.loads((result.run_dir / "metrics.json").read_text())["history"]["phase2"]
     assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+
+
+def test_the_fine_tuning_recipe_flags_train_and_select_on_validation_auc(tiny_dataset: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["train", str(tiny_dataset), "-o", str(run_dir), "--backbone", "mobilenet_v2", "--weights", "none",
+            "--alpha", "0.35", "--input-size", "32", "--epochs", "3", "--fine-tune-epochs", "4", "--unfreeze", "3",
+            "--batch-size", "8", "--patience", "50", "--warmup-epochs", "1", "--layer-decay", "0.7",
+            "--ema", "0.9", "--select", "auc", "--rotate", "10", "--gamma", "0.2", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    options = json.loads((run_dir / "config.json").read_text())["options"]
+    assert (options["warmup_epochs"], options["layer_decay"], options["ema"], options["select"]) == (1.0, 0.7, 0.9, "auc")
+    assert (options["augmentation"]["rotate"], options["augmentation"]["gamma"]) == (10.0, 0.2)
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert [len(history["phase1"]), len(history["phase2"])] == [3, 4]
+    assert all(0.0 <= h["val_auc"] <= 1.0 for phase in history.values() for h in phase)
+    # A bad value is refused before any work, with the rule that was broken.
+    bad = CliRunner().invoke(main, [*args[:3], str(tmp_path / "bad"), "--layer-decay", "1.5"])
+    assert bad.exit_code == 2 and "layer decay" in bad.output and not (tmp_path / "bad").exists()
