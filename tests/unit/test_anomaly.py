@@ -1,0 +1,112 @@
+"""Anomaly statistics from good images (issue 13): the numpy fit and scores, the Keras graph, int8 TFLite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from edgetl_runtime.decision import roc_auc
+
+from edgetl.anomaly import (anomaly_model, extract_features, feature_extractor, fit_padim, image_scores,
+                            score_maps, tap_layers, with_synthetic_anomalies)
+from edgetl.backbones import load_backbone
+
+
+def _aligned_part(rng: np.random.Generator, kind: int, defect: bool, size: int = 96) -> np.ndarray:
+    """A grey 'cell' with busbars at fixed places and one of two textures; defects: a dark scratch or spot."""
+    img = rng.normal(150, 6, (size, size))
+    img[:, size // 4 :: size // 4][:, :3] -= 50  # busbars, always at the same columns
+    if kind == 1:  # the second kind of good part: a coarse grain texture
+        img += np.kron(rng.normal(0, 15, (size // 8, size // 8)), np.ones((8, 8)))
+    if defect:
+        if rng.random() < 0.5:
+            r = int(rng.integers(size // 5, 4 * size // 5))
+            img[r : r + 4, size // 6 : 5 * size // 6] = 40.0
+        else:
+            r, c = (int(v) for v in rng.integers(size // 5, 4 * size // 5, 2))
+            img[r : r + 10, c : c + 10] = 245.0
+    return np.repeat(img.clip(0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+@pytest.fixture(scope="module")
+def lite0_features():
+    backbone = load_backbone("efficientnet_lite0", weights="imagenet", input_size=96)
+    return feature_extractor(backbone, "efficientnet_lite0")
+
+
+def test_the_taps_are_the_last_residual_blocks_at_strides_8_16_32():
+    backbone = load_backbone("efficientnet_lite0", weights="none", input_size=224)
+    assert tap_layers(backbone, "efficientnet_lite0") == ["block04_add", "block10_add", "block14_add"]
+    mobilenet = load_backbone("mobilenet_v2", weights="none", input_size=96, alpha=0.35)
+    assert len(tap_layers(mobilenet, "mobilenet_v2")) == 3
+
+
+def test_the_features_share_one_grid_of_a_16th_of_the_input(lite0_features):
+    assert tuple(lite0_features.output.shape[1:3]) == (6, 6)
+    assert lite0_features.output.shape[-1] == 40 + 112 + 192
+
+
+def test_a_far_feature_scores_where_it_is_and_two_kinds_are_both_normal():
+    rng = np.random.default_rng(0)
+    kinds = np.concatenate([rng.normal(0, 1, (60, 3, 3, 8)), rng.normal(6, 1, (60, 3, 3, 8))]).astype(np.float32)
+    one, two = fit_padim(kinds, dims=8, clusters=1), fit_padim(kinds, dims=8, clusters=2)
+    assert sorted(two.cluster_sizes) == [60, 60]
+    probe = np.concatenate([rng.normal(0, 1, (5, 3, 3, 8)), rng.normal(6, 1, (5, 3, 3, 8))]).astype(np.float32)
+    odd = probe[:1].copy()
+    odd[0, 2, 1] -= 5.0  # one position far from both kinds (every channel 5 standard deviations off)
+    maps = score_maps(two, np.concatenate([probe, odd]))
+    assert np.unravel_index(maps[-1].argmax(), maps[-1].shape) == (2, 1)
+    assert image_scores(maps)[-1] > 2 * image_scores(maps)[:-1].max()
+    # One Gaussian over both kinds is wide: the same odd position stands out less against normal images.
+    single = image_scores(score_maps(one, np.concatenate([probe, odd])))
+    assert single[-1] / single[:-1].max() < image_scores(maps)[-1] / image_scores(maps)[:-1].max()
+
+
+def test_the_keras_graph_scores_as_the_numpy_reference(lite0_features):
+    rng = np.random.default_rng(1)
+    good = np.stack([_aligned_part(rng, i % 2, False) for i in range(24)])
+    test = np.stack([_aligned_part(rng, i % 2, i % 3 == 0) for i in range(9)])
+    stats = fit_padim(extract_features(lite0_features, good), dims=64, clusters=2)
+    model = anomaly_model(lite0_features, stats)
+    score, amap = model.predict_on_batch(test.astype(np.float32))
+    expected = score_maps(stats, extract_features(lite0_features, test))
+    np.testing.assert_allclose(amap, expected, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(score[:, 0], image_scores(expected), rtol=1e-3, atol=1e-3)
+
+
+def test_scratches_and_spots_are_found_from_good_images_only_also_through_int8_tflite(lite0_features):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgetl.exporters import ExportOptions
+    from edgetl.exporters.tflite import convert
+
+    rng = np.random.default_rng(2)
+    good = np.stack([_aligned_part(rng, i % 2, False) for i in range(60)])
+    labels = np.array([i % 2 == 0 for i in range(40)])
+    test = np.stack([_aligned_part(rng, i % 2 if i % 4 < 2 else 1 - i % 2, d) for i, d in enumerate(labels)])
+    fit, held_out = good[:40], good[40:]
+    stats = fit_padim(extract_features(lite0_features, fit), dims=32, clusters=2)
+    model = anomaly_model(lite0_features, stats)
+    float_scores = model.predict(test.astype(np.float32), verbose=0)[0][:, 0]
+    assert roc_auc(labels, float_scores) > 0.95
+
+    # Calibrated on held-out good images (the fitted ones sit closer to their own means than any new
+    # image does) and on copies of them with synthetic defects, so that defect scores do not saturate.
+    calibration = with_synthetic_anomalies(held_out)
+    assert len(calibration) == 2 * len(held_out) and not np.array_equal(calibration[20:], held_out)
+    interpreter = Interpreter(model_content=convert(model, ExportOptions(quantization="int8"), calibration))
+    interpreter.allocate_tensors()
+    (image,) = interpreter.get_input_details()
+    score_out = min(interpreter.get_output_details(), key=lambda o: len(o["shape"]))
+    scale, zero = score_out["quantization"]
+    int8_scores = []
+    for x in test:
+        interpreter.set_tensor(image["index"], x[None].astype(image["dtype"]))
+        interpreter.invoke()
+        int8_scores.append((float(interpreter.get_tensor(score_out["index"]).reshape(-1)[0]) - zero) * scale)
+    assert roc_auc(labels, np.array(int8_scores)) > 0.95
+    assert np.corrcoef(int8_scores, float_scores)[0, 1] > 0.95
+
+
+def test_too_few_good_images_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least 2 good images"):
+        fit_padim(np.zeros((1, 2, 2, 3), np.float32))
