@@ -110,3 +110,11 @@ def test_scratches_and_spots_are_found_from_good_images_only_also_through_int8_t
 def test_too_few_good_images_is_a_clear_error():
     with pytest.raises(ValueError, match="at least 2 good images"):
         fit_padim(np.zeros((1, 2, 2, 3), np.float32))
+
+
+def test_module_doctest() -> None:
+    import doctest
+
+    from edgetl.anomaly import padim
+
+    assert doctest.testmod(padim).failed == 0

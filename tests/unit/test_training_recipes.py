@@ -111,3 +111,11 @@ def test_impossible_augmentations_are_refused(bad):
 def test_impossible_recipe_options_are_refused(bad):
     with pytest.raises(ValueError, match="invalid training options"):
         TrainOptions(**bad)
+
+
+def test_module_doctest() -> None:
+    import doctest
+
+    from edgetl.training import optim
+
+    assert doctest.testmod(optim).failed == 0
