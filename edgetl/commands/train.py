@@ -59,7 +59,7 @@ from . import InputError, check_output_files
 @click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="balanced", show_default=True,
               help="Weight classes inversely to their frequency (defects are usually rare).")
 @click.option("--patience", type=int, default=TrainOptions.patience, show_default=True,
-              help="Early stopping: epochs without a lower validation loss.")
+              help="Early stopping: epochs without a better validation loss (AUC with --select auc).")
 @click.option("--label-smoothing", type=float, default=TrainOptions.label_smoothing, show_default=True,
               help="Train on (1 - s) * one-hot + s / classes targets.")
 @click.option("--teacher", type=click.Path(exists=True), default=None,

@@ -44,7 +44,7 @@ class TrainOptions:
     teacher: str | None = None  # a finished run folder whose soft labels the model learns (distillation)
     distill_weight: float = 0.5  # share of the teacher's soft labels in the loss when teacher is set
     distill_temperature: float = 2.0  # softmax temperature of the distillation term
-    patience: int = 12  # early stopping on validation loss (epochs); phase 2's cosine decay makes late epochs best
+    patience: int = 12  # early stopping on the selected validation metric (epochs); cosine decay makes late epochs best
     seed: int = 0
     strategy: str = "auto"  # auto | default | mirrored | multi-worker
     mixed_precision: str = "auto"  # auto (GPU with compute capability >= 7) | on (float16) | bfloat16 | off
