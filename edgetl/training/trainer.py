@@ -237,7 +237,11 @@ class Trainer:
                          opts.distill_temperature)
         metrics = [make_accuracy(n)]
         if opts.select == "auc":
-            metrics.append(make_auc(n, [i for i, name in enumerate(self.labels) if name not in self.good_labels]))
+            defects = [i for i, name in enumerate(self.labels) if name not in self.good_labels]
+            if not defects:
+                raise RunError(f"--select auc ranks defects against good images, but every class {list(self.labels)} "
+                               "is marked good; use --select loss or mark fewer --good-class")
+            metrics.append(make_auc(n, defects))
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
         if ph.get("last"):
             self.store.restore(model, optimizer, ph["last"])

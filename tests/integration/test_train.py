@@ -321,3 +321,12 @@ def test_the_fine_tuning_recipe_flags_train_and_select_on_validation_auc(tiny_da
     # A bad value is refused before any work, with the rule that was broken.
     bad = CliRunner().invoke(main, [*args[:3], str(tmp_path / "bad"), "--layer-decay", "1.5"])
     assert bad.exit_code == 2 and "layer decay" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_selecting_on_auc_with_every_class_good_is_refused_and_leaves_nothing(tiny_dataset: Path, tmp_path: Path) -> None:
+    from edgetl.run import RunError
+
+    options = TrainOptions(**TINY, select="auc", good_labels=("defect", "good"))
+    with pytest.raises(RunError, match="every class"):
+        train(tiny_dataset, options=options, output=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
