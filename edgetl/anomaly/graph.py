@@ -98,13 +98,11 @@ def anomaly_model(extractor: Any, stats: PadimStats) -> Any:
     return k.Model(extractor.input, [score, amap], name="edgetl_anomaly")
 
 
-def extract_features(extractor: Any, images: np.ndarray, batch_size: int = 32, progress: Any = None) -> np.ndarray:
+def extract_features(extractor: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Return ``extractor``'s features for uint8/float images (N, H, W, 3), in batches."""
     out = []
     for i in range(0, len(images), batch_size):
         out.append(np.asarray(extractor.predict_on_batch(images[i : i + batch_size].astype(np.float32))))
-        if progress is not None:
-            progress(min(len(images), i + batch_size))
     if not out:
         return np.zeros((0, *extractor.output.shape[1:]), np.float32)
     return np.concatenate(out)

@@ -32,17 +32,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class PadimStats:
-    """What scoring needs: the channels kept, and per kind (cluster) and position a mean and a precision.
+    """What scoring needs: the channels kept, and per kind (cluster) and position a mean and a precision factor.
 
-    ``channels`` (d,) indices into the concatenated features; ``mean`` (K, G, G, d); ``precision``
-    (K, G, G, d, d) the inverse of the shrunk covariance; ``cholesky`` (K, G, G, d, d) lower
-    triangular with ``L @ L.T == precision``, so that ``|L.T (x - mean)|`` is the Mahalanobis
-    distance (what the exported graph computes).
+    ``channels`` (d,) indices into the concatenated features; ``mean`` (K, G, G, d); ``cholesky``
+    (K, G, G, d, d) lower triangular with ``L @ L.T`` the inverse of the shrunk covariance, so that
+    ``|L.T (x - mean)|`` is the Mahalanobis distance (what the exported graph computes too).
     """
 
     channels: np.ndarray
     mean: np.ndarray
-    precision: np.ndarray
     cholesky: np.ndarray
     cluster_sizes: tuple[int, ...]
 
@@ -64,13 +62,12 @@ class PadimStats:
         return int(self.mean.size + self.cholesky.size) * 4
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"channels": self.channels, "mean": self.mean, "precision": self.precision,
-                "cholesky": self.cholesky, "cluster_sizes": np.asarray(self.cluster_sizes, np.int64)}
+        return {"channels": self.channels, "mean": self.mean, "cholesky": self.cholesky,
+                "cluster_sizes": np.asarray(self.cluster_sizes, np.int64)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PadimStats:
         return cls(channels=np.asarray(arrays["channels"], np.int64), mean=np.asarray(arrays["mean"], np.float32),
-                   precision=np.asarray(arrays["precision"], np.float32),
                    cholesky=np.asarray(arrays["cholesky"], np.float32),
                    cluster_sizes=tuple(int(n) for n in arrays["cluster_sizes"]))
 
@@ -117,7 +114,7 @@ def fit_padim(features: np.ndarray, dims: int = 150, clusters: int = 2, shrinkag
     k = max(1, min(clusters, n // max(min_cluster, 1)))
     assign = kmeans(x.mean(axis=(1, 2)), k, seed) if k > 1 else np.zeros(n, np.int64)
     kept = [j for j in range(k) if np.sum(assign == j) >= 2]
-    means, precisions, factors, sizes = [], [], [], []
+    means, factors, sizes = [], [], []
     eye = np.eye(len(channels))
     for j in kept:
         part = x[assign == j].astype(np.float64)
@@ -129,11 +126,10 @@ def fit_padim(features: np.ndarray, dims: int = 150, clusters: int = 2, shrinkag
         precision = np.linalg.inv(cov)
         precision = (precision + np.swapaxes(precision, -1, -2)) / 2
         means.append(mu)
-        precisions.append(precision)
         factors.append(np.linalg.cholesky(precision))
         sizes.append(int(len(part)))
     return PadimStats(channels=channels.astype(np.int64), mean=np.stack(means).astype(np.float32),
-                      precision=np.stack(precisions).astype(np.float32), cholesky=np.stack(factors).astype(np.float32),
+                      cholesky=np.stack(factors).astype(np.float32),
                       cluster_sizes=tuple(sizes))
 
 
@@ -143,8 +139,8 @@ def score_maps(stats: PadimStats, features: np.ndarray, batch: int = 64) -> np.n
     out = np.empty(x.shape[:3], np.float32)
     for i in range(0, len(x), batch):
         part = x[i : i + batch].astype(np.float64)
-        d2 = np.stack([np.einsum("nhwc,hwcd,nhwd->nhw", part - mu, p, part - mu)
-                       for mu, p in zip(stats.mean, stats.precision)])
+        d2 = np.stack([np.square(np.einsum("nhwc,hwcd->nhwd", part - mu, factor)).sum(-1)
+                       for mu, factor in zip(stats.mean, stats.cholesky)])
         out[i : i + batch] = np.sqrt(np.maximum(d2.min(0), 0.0))
     return out
 
