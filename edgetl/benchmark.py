@@ -216,6 +216,7 @@ class BenchmarkTable:
 def _test_images(run: Any, data: str | Path | None) -> tuple[np.ndarray, np.ndarray, str]:
     """Return ``(uint8 pixels, label index into the contract's labels, description)`` of the test images."""
     from .data import DatasetError, ImageDataset, Sample, load_images, scan_dataset
+    from .data.loading import unknown_classes
 
     spec = run.spec
     if data is not None:
@@ -223,7 +224,7 @@ def _test_images(run: Any, data: str | Path | None) -> tuple[np.ndarray, np.ndar
             dataset = scan_dataset(data)
         except DatasetError as exc:
             raise BenchmarkError(f"--data {data}: {exc}") from None
-        unknown = sorted(set(dataset.classes) - set(spec.labels))
+        unknown = unknown_classes(dataset.classes, spec)
         if unknown:
             raise BenchmarkError(f"{data}: classes {unknown} were not in the training data (model labels: {list(spec.labels)})")
         source = str(data)
@@ -234,7 +235,7 @@ def _test_images(run: Any, data: str | Path | None) -> tuple[np.ndarray, np.ndar
         dataset = ImageDataset(tuple(Sample(Path(p), label) for p, label in split), spec.labels, None)
         source = "the run's validation split"
     images = load_images(dataset, spec.input, progress=False)
-    return images.x, images.label_indices(spec.labels), source
+    return images.x, images.truth(spec), source
 
 
 def _first_line(exc: BaseException) -> str:

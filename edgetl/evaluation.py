@@ -200,7 +200,9 @@ def _scorer(model: Path, target_recall: float | None) -> tuple[ModelSpec, Callab
 
     run = load_run(model)
     keras_model = run.load_model()
-    return run.spec, lambda x: np.asarray(keras_model(x.astype(np.float32), training=False)), run
+    from .exporters.validate import first_output
+
+    return run.spec, lambda x: first_output(keras_model(x.astype(np.float32), training=False)), run
 
 
 def _probabilities(score: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray, batch_size: int) -> np.ndarray:
@@ -283,7 +285,7 @@ def evaluate(
         for note in notes:
             warnings.warn(note, stacklevel=2)
     dataset = scan_dataset(data)
-    _check_labels(dataset.classes, spec.labels, data)
+    _check_labels(dataset.classes, spec, data)
     if run is not None:
         leak = _leak_warning([s.path for s in dataset.samples], run)
         if leak:
@@ -291,7 +293,7 @@ def evaluate(
             warnings.warn(leak, stacklevel=2)
     images = load_images(dataset, spec.input, progress=progress)
     probs = _probabilities(score, images.x, batch_size)
-    result = evaluate_probs(probs, images.label_indices(spec.labels), spec, threshold)
+    result = evaluate_probs(probs, images.truth(spec), spec, threshold)
     result.metrics.update(chosen)
     result.metrics["threshold_source"] = "given to eval" if threshold is not None else spec.decision.threshold_source
     info = getattr(getattr(score, "__self__", None), "info", None)  # an exported file: what ran it
@@ -344,7 +346,9 @@ def _leak_warning(test_paths: Sequence[Path], run: Any) -> str:
             "data (edgetl data inspect lists duplicates)")  # fmt: skip
 
 
-def _check_labels(found: Sequence[str], expected: Sequence[str], data: str | Path) -> None:
-    unknown = sorted(set(found) - set(expected))
+def _check_labels(found: Sequence[str], spec: ModelSpec, data: str | Path) -> None:
+    from .data.loading import unknown_classes
+
+    unknown = unknown_classes(found, spec)
     if unknown:
-        raise ValueError(f"{data}: classes {unknown} were not in the training data (model labels: {list(expected)})")
+        raise ValueError(f"{data}: classes {unknown} were not in the training data (model labels: {list(spec.labels)})")

@@ -53,6 +53,7 @@ RUN_FILES = {
     "training_curves.png": "loss and accuracy per epoch",
     "confusion_matrix.png": "validation confusion matrix",
     "roc_curve.png": "validation ROC curve",
+    "anomaly_scores.png": "held-out anomaly scores against the threshold (anomaly runs)",
     "logs": "TensorBoard logs",
     "cache": "cached backbone features, safe to delete",
     "checkpoints": "resume state of an unfinished run",
@@ -161,7 +162,9 @@ def load_keras_model(path: str | Path):
         raise RunError(f"{path}: not a Keras model (a .keras file is a zip archive); the file may be truncated "
                        "or replaced; retrain, or restore it from the run's backup")  # fmt: skip
     try:
-        return keras().models.load_model(path, compile=False, safe_mode=True)
+        from .anomaly.graph import layer_classes  # an anomaly detector's layers: registered classes, no code
+
+        return keras().models.load_model(path, custom_objects=layer_classes(), compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for foreign or tampered archives
         raise RunError(f"{path}: cannot load the trained model ({exc.__class__.__name__}: "
                        f"{str(exc).splitlines()[0] if str(exc) else ''}); retrain or restore it") from None

@@ -8,6 +8,7 @@ and ONNX both convert.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -64,38 +65,95 @@ def feature_extractor(backbone: Any, name: str, strides: tuple[int, ...] = TAP_S
     return k.Model(backbone.input, features, name=f"features_{name}")
 
 
-def mahalanobis_layer(stats: PadimStats, name: str = "anomaly_map"):
-    """Return a Keras layer: features (N, G, G, C) -> anomaly map (N, G, G), the distance to the nearest kind."""
+@functools.cache
+def layer_classes() -> dict[str, Any]:
+    """Return the detector's two Keras layers by registered name (defined and registered on first use).
+
+    Registered serializable classes, not ``Lambda`` layers: a run's ``model.keras`` loads in Keras'
+    safe mode (:func:`edgetl.run.load_keras_model` passes these as custom objects), and the fitted
+    statistics are the layer's (non-trainable) weights.
+    """
     k, tf = keras(), tensorflow()
+    register = k.utils.register_keras_serializable(package="edgetl")
 
     class MahalanobisMap(k.layers.Layer):
-        def __init__(self, channels, mean, cholesky, **kwargs):
+        """features (N, G, G, C) -> (N, G, G): the Mahalanobis distance to the nearest kind of good part."""
+
+        def __init__(self, channels, clusters, grid, clip=0.0, **kwargs):
             super().__init__(**kwargs)
-            self.channels = np.asarray(channels, np.int32)
-            self.mean_value = np.asarray(mean, np.float32)
-            self.cholesky_value = np.asarray(cholesky, np.float32)
+            self.channels = [int(c) for c in channels]
+            self.clusters, self.grid, self.clip = int(clusters), tuple(int(g) for g in grid), float(clip)
+
+        def build(self, input_shape):
+            d = len(self.channels)
+            shape = (self.clusters, *self.grid, d)
+            self.mean = self.add_weight(name="mean", shape=shape, initializer="zeros", trainable=False)
+            self.cholesky = self.add_weight(name="cholesky", shape=(*shape, d), initializer="zeros", trainable=False)
+            super().build(input_shape)
 
         def call(self, features):
-            x = tf.gather(features, tf.constant(self.channels), axis=-1)
+            x = tf.gather(features, tf.constant(self.channels, tf.int32), axis=-1)
             d2 = []
-            for mu, factor in zip(self.mean_value, self.cholesky_value):
-                z = tf.einsum("bhwc,hwcd->bhwd", x - tf.constant(mu), tf.constant(factor))
+            for j in range(self.clusters):
+                z = tf.einsum("bhwc,hwcd->bhwd", x - self.mean[j], self.cholesky[j])
+                if self.clip:
+                    z = tf.clip_by_value(z, -self.clip, self.clip)
                 d2.append(tf.reduce_sum(tf.square(z), axis=-1))
             nearest = d2[0] if len(d2) == 1 else tf.reduce_min(tf.stack(d2, axis=0), axis=0)
             return tf.sqrt(tf.maximum(nearest, 0.0))
 
-    return MahalanobisMap(stats.channels, stats.mean, stats.cholesky, name=name)
+        def get_config(self):
+            return {**super().get_config(), "channels": self.channels, "clusters": self.clusters,
+                    "grid": list(self.grid), "clip": self.clip}
+
+    class AnomalyDecision(k.layers.Layer):
+        """distances (N, G, G) -> [scores (N, 2) as (good, anomaly), heatmap (N, G, G)], all in [0, 1].
+
+        ``heat = sigmoid((distance - threshold) / width)`` per cell, the anomaly score is the
+        heatmap's maximum and 1 - score is "good": a bounded score with 0.5 at the calibrated
+        threshold, on the classifier's scale, which an int8 output represents well.
+        """
+
+        def __init__(self, threshold, width, **kwargs):
+            super().__init__(**kwargs)
+            self.threshold, self.width = float(threshold), float(width)
+
+        def call(self, distances):
+            heat = tf.sigmoid((distances - self.threshold) / self.width)
+            score = tf.expand_dims(tf.reduce_max(heat, axis=[1, 2]), -1)
+            return [tf.concat([1.0 - score, score], axis=1), heat]
+
+        def get_config(self):
+            return {**super().get_config(), "threshold": self.threshold, "width": self.width}
+
+    return {f"edgetl>{cls.__name__}": register(cls) for cls in (MahalanobisMap, AnomalyDecision)}
 
 
-def anomaly_model(extractor: Any, stats: PadimStats) -> Any:
-    """Return the detector: images -> ``[score (N, 1), anomaly map (N, G, G)]``; score = the map's maximum."""
+def anomaly_model(extractor: Any, stats: PadimStats, threshold: float, width: float) -> Any:
+    """Return the detector: images -> ``[scores (N, 2) good/anomaly, heatmap (N, G, G)]``.
+
+    ``threshold`` is the image distance that scores 0.5; ``width`` how fast the score rises around
+    it (distance units), see ``AnomalyDecision`` in :func:`layer_classes`.
+    """
     k = keras()
     grid = tuple(int(d) for d in extractor.output.shape[1:3])
     if grid != stats.grid:
         raise ValueError(f"the statistics are for a {stats.grid} grid, the features are {grid}")
-    amap = mahalanobis_layer(stats)(extractor.output)
-    score = k.layers.GlobalMaxPooling1D(name="anomaly_score")(k.layers.Reshape((-1, 1), name="flat_map")(amap))
-    return k.Model(extractor.input, [score, amap], name="edgetl_anomaly")
+    if not (np.isfinite(threshold) and np.isfinite(width) and width > 0):
+        raise ValueError(f"need a finite threshold and a positive width, got {threshold}, {width}")
+    layers = layer_classes()
+    distance = layers["edgetl>MahalanobisMap"](stats.channels, stats.clusters, stats.grid, stats.clip,
+                                               name="anomaly_distance")
+    amap = distance(extractor.output)
+    distance.set_weights([stats.mean, stats.cholesky])
+    scores, heatmap = layers["edgetl>AnomalyDecision"](threshold, width, name="anomaly_decision")(amap)
+    return k.Model(extractor.input, [scores, heatmap], name="edgetl_anomaly")
+
+
+def distance_model(detector: Any) -> Any:
+    """Return ``detector`` cut before its decision: images -> the distance map (N, G, G), for calibration."""
+    k = keras()
+    return k.Model(detector.input, detector.get_layer("anomaly_distance").output, name="anomaly_distances")
 
 
 def extract_features(extractor: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -17,7 +17,7 @@ same computation as a Keras graph for export.
 
 >>> rng = np.random.default_rng(0)
 >>> good = rng.normal(size=(40, 2, 2, 3)).astype(np.float32)
->>> stats = fit_padim(good, dims=3, clusters=1)
+>>> stats = fit_padim(good, dims=3, clusters=1, clip=0)
 >>> maps = score_maps(stats, np.concatenate([good[:1], good[:1] + 6.0]))
 >>> bool(maps[1].max() > 3 * maps[0].max())
 True
@@ -43,6 +43,7 @@ class PadimStats:
     mean: np.ndarray
     cholesky: np.ndarray
     cluster_sizes: tuple[int, ...]
+    clip: float = 0.0  # each whitened component is clipped to [-clip, clip] before squaring (0: not clipped)
 
     @property
     def clusters(self) -> int:
@@ -63,13 +64,13 @@ class PadimStats:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"channels": self.channels, "mean": self.mean, "cholesky": self.cholesky,
-                "cluster_sizes": np.asarray(self.cluster_sizes, np.int64)}
+                "cluster_sizes": np.asarray(self.cluster_sizes, np.int64), "clip": np.float64(self.clip)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PadimStats:
         return cls(channels=np.asarray(arrays["channels"], np.int64), mean=np.asarray(arrays["mean"], np.float32),
                    cholesky=np.asarray(arrays["cholesky"], np.float32),
-                   cluster_sizes=tuple(int(n) for n in arrays["cluster_sizes"]))
+                   cluster_sizes=tuple(int(n) for n in arrays["cluster_sizes"]), clip=float(arrays.get("clip", 0.0)))
 
 
 def kmeans(points: np.ndarray, k: int, seed: int = 0, iterations: int = 50) -> np.ndarray:
@@ -92,13 +93,15 @@ def kmeans(points: np.ndarray, k: int, seed: int = 0, iterations: int = 50) -> n
 
 
 def fit_padim(features: np.ndarray, dims: int = 150, clusters: int = 2, shrinkage: float = 0.1,
-              seed: int = 0, min_cluster: int = 10) -> PadimStats:
+              seed: int = 0, min_cluster: int = 10, clip: float = 2.0) -> PadimStats:
     """Fit the statistics to the features (N, G, G, C) of good images.
 
     ``dims`` channels are kept at random (PaDiM's reduction: as good as PCA, and free at inference);
     ``shrinkage`` pulls each covariance towards its mean variance times the identity, which keeps it
     invertible with fewer images than dimensions. A kind with fewer than ``min_cluster`` images is
-    merged away (fewer clusters are fitted).
+    merged away (fewer clusters are fitted). ``clip`` bounds each whitened component of the distance
+    (a Huber-like robust distance, 0: off): one wild feature cannot dominate a position's score,
+    and an int8 graph keeps its precision for the small components that good images have.
     """
     x = np.asarray(features, np.float32)
     if x.ndim != 4:
@@ -106,7 +109,7 @@ def fit_padim(features: np.ndarray, dims: int = 150, clusters: int = 2, shrinkag
     n, _, _, c = x.shape
     if n < 2:
         raise ValueError(f"at least 2 good images are needed to fit anomaly statistics, got {n}")
-    if not 0.0 <= shrinkage <= 1.0 or dims < 1 or clusters < 1:
+    if not 0.0 <= shrinkage <= 1.0 or dims < 1 or clusters < 1 or clip < 0:
         raise ValueError(f"need dims >= 1, clusters >= 1, 0 <= shrinkage <= 1 (got {dims}, {clusters}, {shrinkage})")
     rng = np.random.default_rng(seed)
     channels = np.sort(rng.choice(c, min(dims, c), replace=False))
@@ -130,7 +133,7 @@ def fit_padim(features: np.ndarray, dims: int = 150, clusters: int = 2, shrinkag
         sizes.append(int(len(part)))
     return PadimStats(channels=channels.astype(np.int64), mean=np.stack(means).astype(np.float32),
                       cholesky=np.stack(factors).astype(np.float32),
-                      cluster_sizes=tuple(sizes))
+                      cluster_sizes=tuple(sizes), clip=float(clip))
 
 
 def score_maps(stats: PadimStats, features: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -139,8 +142,8 @@ def score_maps(stats: PadimStats, features: np.ndarray, batch: int = 64) -> np.n
     out = np.empty(x.shape[:3], np.float32)
     for i in range(0, len(x), batch):
         part = x[i : i + batch].astype(np.float64)
-        d2 = np.stack([np.square(np.einsum("nhwc,hwcd->nhwd", part - mu, factor)).sum(-1)
-                       for mu, factor in zip(stats.mean, stats.cholesky)])
+        z = [np.einsum("nhwc,hwcd->nhwd", part - mu, factor) for mu, factor in zip(stats.mean, stats.cholesky)]
+        d2 = np.stack([np.square(np.clip(v, -stats.clip, stats.clip) if stats.clip else v).sum(-1) for v in z])
         out[i : i + batch] = np.sqrt(np.maximum(d2.min(0), 0.0))
     return out
 

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from ..console import QUIET, verbosity, verbosity_options
+from ..anomaly.fit import AnomalyOptions
 from ..training import TrainOptions
 from ..training.augment import Augmentation
 from ..weights import WeightsFileError, WeightsUnavailable
@@ -69,6 +70,16 @@ from . import InputError, check_output_files
 @click.option("--distill-temperature", type=float, default=TrainOptions.distill_temperature, show_default=True,
               help="Softmax temperature of the distillation term (with --teacher).")
 @click.option("--good-class", "good_classes", multiple=True, help="Class meaning 'no defect' (repeatable).")
+@click.option("--task", type=click.Choice(["classification", "anomaly"]), default="classification", show_default=True,
+              help="anomaly: fit a detector to the good images only (no defect labels needed).")
+@click.option("--max-false-alarm", type=float, default=AnomalyOptions.max_false_alarm, show_default=True,
+              help="Anomaly: share of good images allowed to score as anomalies; sets the threshold on the "
+                   "held-out good images (--val-split of them).")
+@click.option("--dims", type=int, default=AnomalyOptions.dims, show_default=True,
+              help="Anomaly: feature channels kept (fewer: a smaller, faster file).")
+@click.option("--clusters", type=int, default=AnomalyOptions.clusters, show_default=True,
+              help="Anomaly: kinds of good part modelled per position.")
+@click.option("--flips", is_flag=True, help="Anomaly: also fit the mirrored good images (if a mirrored part is good).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]), default="auto",
               show_default=True, help="multi-worker reads the cluster from TF_CONFIG.")
@@ -82,8 +93,8 @@ from . import InputError, check_output_files
 def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs, fine_tune_epochs, unfreeze,
           batch_size, learning_rate, fine_tune_lr, warmup_epochs, layer_decay, ema, select, augment, rotate, gamma,
           class_weight, patience, label_smoothing, teacher,
-          distill_weight, distill_temperature, good_classes, seed, strategy, mixed_precision, resume, as_json,
-          json_file):
+          distill_weight, distill_temperature, good_classes, task, max_false_alarm, dims, clusters, flips, seed,
+          strategy, mixed_precision, resume, as_json, json_file):
     """Fine-tune a defect classifier on DATA (class folders or a path,label CSV) into RUN_DIR.
 
     \b
@@ -92,12 +103,17 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
       edgetl train data/elpv/train -o runs/elpv --resume      # after an interruption
       edgetl train data/elpv/train -o runs/elpv --json > train.json
       edgetl train data/elpv/train -o runs/small --teacher runs/big     # knowledge distillation
+      edgetl train data/good-parts -o runs/anomaly --task anomaly       # from good images only
 
     Exit codes: 0 trained, 2 bad input, 130 interrupted (continue with --resume).
     """
     from ..training.checkpoint import TrainingInterrupted
     from ..training import train as run_training
 
+    if task == "anomaly":
+        return _anomaly(data, run_dir, backbone, weights, input_size, val_split, batch_size, good_classes,
+                        max_false_alarm, dims, clusters, flips, seed, resume, as_json, json_file)
+    _refuse_options_of("anomaly", ("max_false_alarm", "dims", "clusters", "flips"))
     if unfreeze != "auto" and not unfreeze.isdigit():
         raise click.BadParameter("must be 'auto' or a number of blocks", param_hint="--unfreeze")
     check_output_files(json_file)  # before the training, not after it
@@ -130,7 +146,62 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
         sys.exit(130)
     except (ValueError, OSError, ImportError, WeightsUnavailable, WeightsFileError) as exc:
         raise InputError(str(exc)) from None  # a message the user can act on, not a traceback
-    payload = _result_json(result, Path(data))
+    _report(result, Path(data), as_json, json_file)
+
+
+# What an anomaly fit takes from the command's options; any other one given is refused.
+ANOMALY_USES = {"data", "run_dir", "backbone", "weights", "input_size", "val_split", "batch_size", "good_classes",
+                "task", "max_false_alarm", "dims", "clusters", "flips", "seed", "resume", "as_json", "json_file"}
+
+
+def _refuse_options_of(task: str, names: tuple[str, ...] | None = None) -> None:
+    """Raise a usage error for options given on the command line that ``task`` does not use.
+
+    ``names``: the options only ``task`` takes; None: every option outside :data:`ANOMALY_USES`.
+    """
+    ctx = click.get_current_context()
+    given = [p for p in ctx.command.params if p.expose_value
+             and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]  # fmt: skip
+    wrong = [p for p in given if (p.name in names if names is not None else p.name not in ANOMALY_USES)]
+    if wrong:
+        flags = ", ".join(p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0] for p in wrong)
+        other = "anomaly" if names is not None else "classification"
+        raise click.UsageError(f"{flags}: only for --task {other}")
+
+
+def _anomaly(data, run_dir, backbone, weights, input_size, val_split, batch_size, good_classes, max_false_alarm,
+             dims, clusters, flips, seed, resume, as_json, json_file) -> None:  # fmt: skip
+    """``edgetl train --task anomaly``: fit a detector to the good images of DATA (see edgetl.anomaly.fit)."""
+    from ..anomaly.fit import fit_run
+
+    _refuse_options_of("classification")
+    if resume:
+        raise InputError("--resume is for classifiers: an interrupted anomaly fit continues by running the same "
+                         "command again (its extracted features are cached in the run folder)")  # fmt: skip
+    check_output_files(json_file)
+    try:
+        options = AnomalyOptions(backbone=backbone, weights=weights, input_size=input_size, holdout=val_split,
+                                 max_false_alarm=max_false_alarm, dims=dims, clusters=clusters, flips=flips,
+                                 batch_size=batch_size, seed=seed, good_labels=tuple(good_classes) or None,
+                                 verbose=0 if verbosity() <= QUIET else 1)  # fmt: skip
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    to_stderr = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    try:
+        with to_stderr:
+            result = fit_run(data, options, run_dir)
+    except KeyboardInterrupt:
+        click.echo(f"edgetl train: interrupted; run the same command again to continue (the features extracted so "
+                   f"far are cached in {run_dir}/cache)", err=True)  # fmt: skip
+        sys.exit(130)
+    except (ValueError, OSError, ImportError, WeightsUnavailable, WeightsFileError) as exc:
+        raise InputError(str(exc)) from None
+    _report(result, Path(data), as_json, json_file)
+
+
+def _report(result: Any, data: Path, as_json: bool, json_file: str | None) -> None:
+    """Print what was written and what to run next (or the JSON result); write ``json_file``."""
+    payload = _result_json(result, data)
     if json_file:
         from edgetl_runtime.atomic import write_json
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from edgetl_runtime.contract import InputSpec
+from edgetl_runtime.contract import GOOD_LABEL_NAMES, InputSpec
 from edgetl_runtime.errors import ImageError
 from edgetl_runtime.preprocess import load_image
 
@@ -38,6 +38,25 @@ class LoadedImages:
         """Return each image's index into ``labels`` (a model's), -1 where unlabelled or unknown."""
         lookup = {name: i for i, name in enumerate(labels)}
         return np.array([lookup.get(s.label, -1) if s.label is not None else -1 for s in self.samples], np.int64)
+
+    def truth(self, spec: Any) -> np.ndarray:
+        """Return each image's true label index under the contract ``spec`` (a ModelSpec), -1 where unknown.
+
+        A classifier's labels are its class folders. An anomaly detector knows two labels, good and
+        anomaly: a folder named as its good label (or ``good``, ``ok``, ...) is good, any other
+        folder (``defect``, ``crack``, ...) an anomaly.
+        """
+        if spec.task != "anomaly":
+            return self.label_indices(spec.labels)
+        good = {name.lower() for name in (*spec.good_labels, *GOOD_LABEL_NAMES)}
+        good_index, anomaly_index = spec.good_indices[0], 1 - spec.good_indices[0]
+        return np.array([-1 if s.label is None else good_index if s.label.lower() in good else anomaly_index
+                         for s in self.samples], np.int64)  # fmt: skip
+
+
+def unknown_classes(classes: Sequence[str], spec: Any) -> list[str]:
+    """Return the class folders of a test set that the contract ``spec`` cannot judge (none for anomaly)."""
+    return [] if spec.task == "anomaly" else sorted(set(classes) - set(spec.labels))
 
 
 def load_images(dataset: ImageDataset, image: InputSpec, progress: bool = True) -> LoadedImages:

@@ -29,6 +29,7 @@ import numpy as np
 from edgetl_runtime.atomic import check_writable, write_bytes, write_json
 from edgetl_runtime.contract import ExportInfo, ModelSpec
 
+from ..anomaly.padim import with_synthetic_anomalies
 from .edgetpu import CompatibilityReport
 from .errors import CalibrationError, ExportError
 from .options import ExportOptions
@@ -174,7 +175,18 @@ def _images(source: Source, folder: Path | None, split: str, limit: int, what: s
         loaded = sample_images(folder, recorded, source.spec.input, limit, what)
     except DatasetError as exc:
         raise CalibrationError(f"{exc}. Point {flag} at a folder of .png/.jpg images (optionally in <label>/ subfolders).") from None
-    return loaded.x, loaded.label_indices(source.spec.labels)
+    return loaded.x, loaded.truth(source.spec)
+
+
+def _with_synthetic_defects(pixels: np.ndarray, labels: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, int]:
+    """Return validation images plus a synthetic-defect copy of each good one (labelled anomaly), and their count."""
+    good_index = spec.good_indices[0]
+    good = pixels[labels == good_index]
+    if not len(good):
+        return pixels, labels, 0
+    painted = with_synthetic_anomalies(good, seed=1)[len(good) :]
+    return (np.concatenate([pixels, painted]), np.r_[labels, np.full(len(painted), 1 - good_index, labels.dtype)],
+            len(painted))  # fmt: skip
 
 
 def _quantize_aware(model: Any, pixels: np.ndarray, labels: np.ndarray, options: ExportOptions) -> tuple[Any, QatSummary]:
@@ -219,9 +231,16 @@ def export(
         raise ExportError(f"{output}: the model takes {model_shape} but its contract says "
                           f"{(*source.spec.input_size, source.spec.channels)}; they must agree")  # fmt: skip
 
+    anomaly = source.spec.task == "anomaly"
+    if anomaly and (options.quantization == "qat" or options.tta):
+        raise ExportError(f"{output}: an anomaly detector has nothing to train, so no quantization-aware training, and "
+                          "its heatmap has no test-time-augmentation rule: export it with --quant int8 (or a float "
+                          "format), without --tta")  # fmt: skip
     calibration, calib_labels, qat = None, None, None
     if options.is_integer:
         calibration, calib_labels = _images(source, options.calib_data, "train", options.calib_samples, "calibration")
+        if anomaly:  # int8 ranges must reach anomalous distances too, or every defect saturates to one value
+            calibration = with_synthetic_anomalies(calibration, seed=0)
     model, reference = source.model, source.model
     if options.quantization == "qat":
         model, qat = _quantize_aware(model, calibration, calib_labels, options)
@@ -244,10 +263,16 @@ def export(
         if options.validate:
             plan = target.validation_plan(final)
             pixels, labels = _images(source, options.val_data, "val", options.val_samples, "validation")
+            synthetic = 0
+            if anomaly:
+                pixels, labels, synthetic = _with_synthetic_defects(pixels, labels, source.spec)
             report = validate(plan.path, reference, pixels, labels, options.quantization, _tolerance(options),
                               plan.device, spec=source.spec, max_drop=options.max_drop)  # fmt: skip
-            if plan.note:
-                report = dataclasses.replace(report, note="; ".join(filter(None, (plan.note, report.note))))
+            notes = (plan.note, report.note,
+                     f"{synthetic} of the validation images are good ones with a synthetic defect painted on "
+                     "(labelled anomaly), so that the scores' order and ROC AUC are compared without defect "
+                     "labels" if synthetic else "")  # fmt: skip
+            report = dataclasses.replace(report, note="; ".join(filter(None, notes)))
             report = dataclasses.replace(report, path=str(output.parent / Path(report.path).name))
         rejected = report is not None and not report.passed and options.fail_on_validation
         moved = {} if rejected else _move_into_place(staging, output.parent)

@@ -46,11 +46,12 @@ from typing import Any
 import numpy as np
 
 from edgetl_runtime.contract import ModelSpec
-from edgetl_runtime.decision import decision_metrics
+from edgetl_runtime.decision import decision_metrics, defect_scores
 
 from .errors import ERROR_OF_KIND, AgreementError, AtolError, MetricDropError, ShapeError, ValidationError
 
 __all__ = ["Tolerance", "TOLERANCES", "Failure", "ValidationReport", "compare", "validate", "raise_for",
+           "rank_agreement", "first_output",
            "reference_scores", "ValidationError", "ShapeError", "AgreementError", "AtolError",
            "MetricDropError", "DEFAULT_MAX_DROP"]
 
@@ -114,6 +115,7 @@ class ValidationReport:
     decisive_images: int = 0  # images where the float model's top-1 margin >= DECISIVE_MARGIN
     decisive_agreement: float | None = None  # agreement on those images (None: no decisive image)
     max_drop: float = DEFAULT_MAX_DROP
+    rank_agreement: float | None = None  # Spearman's rho of the defect scores, exported vs float
 
     @property
     def passed(self) -> bool:
@@ -132,6 +134,7 @@ class ValidationReport:
             "agreement": self.agreement,
             "decisive_images": self.decisive_images,
             "decisive_agreement": self.decisive_agreement,
+            "rank_agreement": self.rank_agreement,
             "max_abs_diff": self.max_abs_diff,
             "mean_abs_diff": self.mean_abs_diff,
             "exported": self.exported_metrics,
@@ -151,8 +154,36 @@ class ValidationReport:
 
 def reference_scores(model: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Return the float Keras model's probabilities for uint8 ``pixels`` (the model takes pixels 0..255)."""
-    out = [np.asarray(model(pixels[i : i + batch_size].astype(np.float32), training=False)) for i in range(0, len(pixels), batch_size)]
+    out = [first_output(model(pixels[i : i + batch_size].astype(np.float32), training=False))
+           for i in range(0, len(pixels), batch_size)]  # fmt: skip
     return np.concatenate(out).astype(np.float32)
+
+
+def first_output(outputs: Any) -> np.ndarray:
+    """Return a Keras model's scores: its output, or the first of several (an anomaly detector's heatmap follows)."""
+    return np.asarray(outputs[0] if isinstance(outputs, (list, tuple)) else outputs)
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Return the ranks of ``values`` (1..n), ties sharing their average rank."""
+    _, inverse, counts = np.unique(np.asarray(values, np.float64), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - (counts - 1) / 2.0)[inverse]).astype(np.float64)
+
+
+def rank_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Return Spearman's rank correlation of ``a`` and ``b`` (ties averaged); None when either is constant.
+
+    How well an export keeps the *order* of the float model's defect scores: what a threshold and
+    the ROC AUC depend on, when the values themselves move under quantization.
+
+    >>> rank_agreement(np.array([0.1, 0.2, 0.2, 0.9]), np.array([0.0, 0.3, 0.3, 0.5]))
+    1.0
+    """
+    ra, rb = _ranks(a), _ranks(b)
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _metrics(scores: np.ndarray, labels: np.ndarray, spec: ModelSpec) -> dict[str, Any] | None:
@@ -244,6 +275,8 @@ def compare(
         failures.append(Failure("atol", max_diff, tol.max_abs_diff,
                                 f"max |score difference| {max_diff:.3g} exceeds {tol.max_abs_diff:g} for {quantization}"))
     exported_metrics, float_metrics = _metrics(exported, labels, spec), _metrics(reference, labels, spec)
+    good = spec.good_indices
+    ranks = rank_agreement(defect_scores(exported, good), defect_scores(reference, good)) if good else None
     failures += _drops(exported_metrics, float_metrics, max_drop)
     note = _gate_note(exported_metrics)
     return ValidationReport(
@@ -262,6 +295,7 @@ def compare(
         device=device,
         note=note,
         max_drop=max_drop,
+        rank_agreement=ranks,
     )
 
 

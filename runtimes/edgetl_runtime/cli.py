@@ -148,6 +148,8 @@ def _row(path: Path, pred: Any) -> str:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per image on stdout (JSON Lines)")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="defect-score threshold for the verdict [the model's]")
+@click.option("--heatmap", "heatmap_dir", type=click.Path(file_okay=False), default=None,
+              help="anomaly detectors: write each image with its anomaly heatmap over it to this folder (PNG)")
 @device_option
 @profile_option
 @threads_option
@@ -155,8 +157,8 @@ def _row(path: Path, pred: Any) -> str:
 @softmax_option
 @fallback_option
 @verbosity_options
-def predict(model: str, paths: tuple[str, ...], as_json: bool, threshold: float | None, device: str | None,
-            profile_name: str | None, threads: int | None, labels: str | None, softmax: bool,
+def predict(model: str, paths: tuple[str, ...], as_json: bool, threshold: float | None, heatmap_dir: str | None,
+            device: str | None, profile_name: str | None, threads: int | None, labels: str | None, softmax: bool,
             allow_cpu_fallback: bool) -> None:  # fmt: skip
     """Classify images (files or folders); an unreadable image is reported and the rest go on.
 
@@ -165,6 +167,7 @@ def predict(model: str, paths: tuple[str, ...], as_json: bool, threshold: float 
       verdict          defect or good: defect_score >= the threshold (- without good classes)
       defect_score     1 - the summed probability of the good classes
       top_class        the most probable class, with top_probability
+    An anomaly detector's JSON also holds its heatmap; --heatmap DIR draws it over each image.
     Exits with status 1 when any image could not be classified.
     """
     from .errors import ImageError
@@ -174,12 +177,17 @@ def predict(model: str, paths: tuple[str, ...], as_json: bool, threshold: float 
     images = _expand(paths)
     if not images:
         raise InputError(f"no images found in {', '.join(paths)} (.png, .jpg, .bmp, .tif, .webp, ...)")
+    overlays = _overlay_folder(heatmap_dir, m)
     if not as_json:
         click.echo("\t".join(PREDICTION_COLUMNS))
     failed = 0
-    for path in images:
+    for index, path in enumerate(images):
         try:
             pred = m.predict(path)
+            if overlays is not None:
+                from .heatmap import overlay_name, write_overlay
+
+                write_overlay(overlays / overlay_name(path, index), m.pixels(path), pred.heatmap)
         except (ImageError, OSError, RuntimeError, EdgetlRuntimeError, ValueError) as exc:  # one bad item: go on
             failed += 1
             reason = exc.reason if isinstance(exc, ImageError) else (str(exc) or exc.__class__.__name__)
@@ -194,6 +202,21 @@ def predict(model: str, paths: tuple[str, ...], as_json: bool, threshold: float 
     if failed:
         click.echo(f"{failed} image(s) could not be classified", err=True)
         sys.exit(EXIT_CHECK_FAILED)
+
+
+def _overlay_folder(heatmap_dir: str | None, model: Any) -> Path | None:
+    """Return the ``--heatmap`` folder, created; a usage error for a model without a heatmap."""
+    if heatmap_dir is None:
+        return None
+    if not model.has_heatmap:
+        raise InputError(f"--heatmap: {model.info.path} is a {model.info.spec.task} model and has no anomaly heatmap; "
+                         "it is for models exported from `edgetl train --task anomaly`")  # fmt: skip
+    folder = Path(heatmap_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--heatmap {folder}: cannot create the folder ({exc.strerror or exc})") from None
+    return folder
 
 
 def summarize_labels(labels: list[str], limit: int = 8) -> str:

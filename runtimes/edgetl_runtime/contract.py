@@ -117,12 +117,21 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """What the model's one output holds: class ``probabilities`` (softmax inside) or ``logits``."""
+    """What the model's outputs hold: class ``probabilities`` (softmax inside) or ``logits``.
+
+    ``heatmap``: (rows, cols) of a second output, an anomaly heatmap (N, rows, cols) with values
+    in [0, 1] on the scale of the defect score (0.5 = the score that made the stored threshold);
+    empty for a model with one output.
+    """
 
     kind: str = "probabilities"
+    heatmap: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _one_of(self.kind, OUTPUT_KINDS, "output kind")
+        if self.heatmap and (len(self.heatmap) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_INPUT_SIDE for v in self.heatmap)):
+            raise MetadataError(f"output heatmap must be [rows, cols] (positive integers), got {self.heatmap!r}")
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,11 @@ class ModelSpec:
             raise MetadataError(f"good labels {unknown} are not among the labels {list(self.labels)}")
         if self.schema_version != SCHEMA_VERSION:
             raise MetadataError(f"a ModelSpec object is schema {SCHEMA_VERSION}, got {self.schema_version!r}")
+        if self.task == "anomaly" and (len(self.labels) != 2 or len(self.good_labels) != 1):
+            raise MetadataError(f"an anomaly detector has two labels, one of them good (e.g. good, anomaly); got "
+                                f"labels {list(self.labels)}, good {list(self.good_labels)}")  # fmt: skip
+        if self.output.heatmap and self.task != "anomaly":
+            raise MetadataError(f"only an anomaly detector has a heatmap output, not a {self.task} model")
 
     # ------------------------------------------------------------------ derived views
 
@@ -238,7 +252,10 @@ class ModelSpec:
     # ------------------------------------------------------------------ (de)serialization
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
+        data = _jsonable(dataclasses.asdict(self))
+        if not self.output.heatmap:  # a classifier's contract stays what it was before heatmaps existed
+            del data["output"]["heatmap"]
+        return data
 
     def to_json(self) -> str:
         """Return the canonical JSON text: the exact bytes stored in the run folder and every export."""
@@ -341,6 +358,12 @@ def _numbers(value: Any, what: str) -> tuple[float, ...]:
     return tuple(float(v) for v in value)
 
 
+def _sizes(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > 2:
+        raise MetadataError(f"{what} must be a list of at most 2 integers, got {str(value)[:80]}")
+    return tuple(value)
+
+
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
     value = data.get(key, {})
     if not isinstance(value, dict):
@@ -362,7 +385,8 @@ def _from_v2(data: dict[str, Any]) -> ModelSpec:
             resize=inp.get("resize", "bilinear"), normalization=inp.get("normalization", "model"),
             mean=_numbers(inp.get("mean", []), "input mean"), std=_numbers(inp.get("std", []), "input std"),
         ),  # fmt: skip
-        output=OutputSpec(kind=_table(data, "output").get("kind", "probabilities")),
+        output=OutputSpec(kind=_table(data, "output").get("kind", "probabilities"),
+                          heatmap=_sizes(_table(data, "output").get("heatmap", []), "output heatmap")),
         decision=DecisionSpec(
             threshold=dec.get("threshold", 0.5), defect_score=dec.get("defect_score", "one_minus_good"),
             threshold_source=str(dec.get("threshold_source", "default")),

@@ -75,7 +75,9 @@ class Prediction(NamedTuple):
     good classes' probabilities`` (None likewise). ``top_class``/``top_probability``: the most
     probable class and its probability; they can disagree with the verdict, which is the decision.
     ``probabilities``: every class's probability (a mapping built on first use). ``timings``:
-    ``preprocess``, ``inference`` and ``postprocess`` in milliseconds.
+    ``preprocess``, ``inference`` and ``postprocess`` in milliseconds. ``heatmap``: for an anomaly
+    detector, where the image looks anomalous, (rows, cols) in [0, 1] (see :meth:`Model.heatmaps`);
+    None for a classifier.
     """
 
     verdict: str | None
@@ -85,6 +87,7 @@ class Prediction(NamedTuple):
     top_probability: float
     probabilities: ClassProbabilities
     timings: dict[str, float]
+    heatmap: np.ndarray | None = None  # anomaly detectors: (rows, cols) float32 in [0, 1], 0.5 = threshold scale
 
     @property
     def is_defect(self) -> bool | None:
@@ -95,6 +98,10 @@ class Prediction(NamedTuple):
         """Return the JSON form: the same field names as the CLI's columns."""
         out = self._asdict()
         out["probabilities"] = self.probabilities.to_dict()
+        if self.heatmap is None:
+            del out["heatmap"]
+        else:
+            out["heatmap"] = np.round(self.heatmap.astype(np.float64), 4).tolist()
         return out
 
 
@@ -141,17 +148,21 @@ class ModelInfo:
         }
 
 
+def _dequantize(raw: np.ndarray, quant: tuple[float, int] | None) -> np.ndarray:
+    """Return ``raw`` as float32, mapped through its ``(scale, zero_point)`` when it is quantized."""
+    if not quant:
+        return raw.astype(np.float32, copy=False)
+    scale, zero_point = quant  # int32 first to avoid uint8 wrap-around
+    return (raw.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale)
+
+
 def _probabilities(raw: np.ndarray, quant: tuple[float, int] | None, kind: str) -> np.ndarray:
     """Return class scores (N, C) float32 from a raw output tensor: dequantized, softmaxed for logits.
 
     ``kind`` is the contract's output kind: ``probabilities`` are returned as the model gives
     them (dequantized, nothing else); ``logits`` get a softmax. No guessing from the values.
     """
-    x = raw.reshape(raw.shape[0], -1)
-    if quant:  # real = scale * (q - zero_point); int32 first to avoid uint8 wrap-around
-        scale, zero_point = quant
-        x = (x.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale)
-    x = x.astype(np.float32, copy=False)
+    x = _dequantize(raw.reshape(raw.shape[0], -1), quant)
     if kind != "logits":
         return x
     e = np.exp(x - x.max(axis=1, keepdims=True))  # numerically stable softmax
@@ -168,8 +179,11 @@ def _is_identity(dtype: Any, mean: Sequence[float], std: Sequence[float], quant:
 class Model:
     """A loaded classifier; build it with :func:`load`. ``predict`` is safe from many threads."""
 
-    def __init__(self, backend: Backend, info: ModelInfo, input_quant: tuple[float, int] | None):
+    def __init__(self, backend: Backend, info: ModelInfo, input_quant: tuple[float, int] | None,
+                 heatmap_output: int | None = None):
         self._backend = backend
+        self._heatmap_output = heatmap_output  # index into backend.outputs, for anomaly detectors
+        self._primary = next(i for i, t in enumerate(backend.outputs) if t is backend.output)
         self.info = info
         spec = info.spec
         self.labels = spec.labels
@@ -199,30 +213,56 @@ class Model:
         inp = self.info.spec.input
         return load_image(image, self._size, color_mode=inp.color_mode, resize=inp.resize)
 
-    def scores(self, pixels: np.ndarray) -> np.ndarray:
-        """Return class probabilities (N, n_classes) float32 for uint8 pixels (N, H, W, C)."""
+    @property
+    def has_heatmap(self) -> bool:
+        """True for an anomaly detector, whose predictions carry a heatmap."""
+        return self._heatmap_output is not None
+
+    def _model_input(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.asarray(pixels)
         if pixels.ndim == 3:
             pixels = pixels[None]
         if pixels.shape[1:] != self._shape:
             raise ValueError(f"expected pixels of shape (N, {', '.join(map(str, self._shape))}), got {pixels.shape}")
-        if len(pixels) == 0:
-            return np.zeros((0, len(self.labels)), np.float32)
         if self._passthrough:
-            x = np.ascontiguousarray(pixels)
-        else:
-            x = to_model_input(pixels, self._backend.input.dtype, self._mean, self._std, self._input_quant)
+            return np.ascontiguousarray(pixels)
+        return to_model_input(pixels, self._backend.input.dtype, self._mean, self._std, self._input_quant)
+
+    def scores(self, pixels: np.ndarray) -> np.ndarray:
+        """Return class probabilities (N, n_classes) float32 for uint8 pixels (N, H, W, C)."""
+        x = self._model_input(pixels)
+        if len(x) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
         return _probabilities(self._backend.run(x), self._backend.output.quantization, self._output_kind)
+
+    def scores_and_heatmaps(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return ``(probabilities (N, classes), heatmaps (N, rows, cols) or None)`` from one inference.
+
+        A heatmap holds, per cell of a grid over the image, the anomaly score of that region on the
+        defect score's scale: ``0.5`` is where the stored threshold was set (before any later
+        change of the threshold), higher is more anomalous. None for a classifier.
+        """
+        if self._heatmap_output is None:
+            return self.scores(pixels), None
+        x = self._model_input(pixels)
+        rows, cols = self.info.spec.output.heatmap
+        if len(x) == 0:
+            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, rows, cols), np.float32)
+        outputs = self._backend.run_all(x)
+        probs = _probabilities(outputs[self._primary], self._backend.output.quantization, self._output_kind)
+        tensor = self._backend.outputs[self._heatmap_output]
+        maps = _dequantize(outputs[self._heatmap_output], tensor.quantization).reshape(len(x), rows, cols)
+        return probs, maps
 
     def predict(self, image: ImageSource) -> Prediction:
         """Return the :class:`Prediction` for one image (path, bytes, PIL image or array)."""
         t0 = time.perf_counter()
         pixels = self.pixels(image)
         t1 = time.perf_counter()
-        probs = self.scores(pixels[None])
+        probs, maps = self.scores_and_heatmaps(pixels[None])
         t2 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
-        pred = self._prediction(probs[0], timings)
+        pred = self._prediction(probs[0], timings, None if maps is None else maps[0])
         timings["postprocess"] = (time.perf_counter() - t2) * 1e3
         return pred
 
@@ -240,9 +280,9 @@ class Model:
         if not pixels:
             return []
         t1 = time.perf_counter()
-        probs = self.scores(np.stack(pixels))
+        probs, maps = self.scores_and_heatmaps(np.stack(pixels))
         t2 = time.perf_counter()
-        preds = [self._prediction(p, {}) for p in probs]
+        preds = [self._prediction(p, {}, None if maps is None else maps[i]) for i, p in enumerate(probs)]
         t3 = time.perf_counter()
         n = len(preds)
         inf, post = (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
@@ -251,7 +291,7 @@ class Model:
             for p, pre in zip(preds, prep)
         ]
 
-    def _prediction(self, probs: np.ndarray, timings: dict[str, float]) -> Prediction:
+    def _prediction(self, probs: np.ndarray, timings: dict[str, float], heatmap: np.ndarray | None = None) -> Prediction:
         top = int(probs.argmax())
         defect_score = verdict = threshold = None
         if self._good.size:
@@ -259,7 +299,7 @@ class Model:
             threshold = self._threshold
             verdict = "defect" if defect_score >= threshold else "good"
         return Prediction(verdict, defect_score, threshold, self.labels[top], float(probs[top]),
-                          ClassProbabilities(self.labels, probs), timings)  # fmt: skip
+                          ClassProbabilities(self.labels, probs), timings, heatmap)  # fmt: skip
 
 
 def _bare_spec(tensor: TensorSpec, labels: tuple[str, ...], where: str) -> ModelSpec:
@@ -289,6 +329,28 @@ def _bare_spec(tensor: TensorSpec, labels: tuple[str, ...], where: str) -> Model
 
 def _output_size(tensor: TensorSpec) -> int:
     return int(np.prod([d for d in tensor.shape[1:] if d > 0]) or 0)
+
+
+def _heatmap_output(backend: Backend, spec: ModelSpec, where: str, embedded: bool) -> int | None:
+    """Return the index of the heatmap among the backend's outputs (None without one); check the rest."""
+    from .errors import ContractError
+
+    extra = [i for i, t in enumerate(backend.outputs) if t is not backend.output]
+    if not spec.output.heatmap:
+        if extra and embedded:
+            raise ContractError(f"{where}: the model has {len(backend.outputs)} outputs but its contract describes one "
+                                "(the scores); a file assembled from mismatched parts: re-export it")  # fmt: skip
+        if extra:
+            raise ModelFormatError(f"{where}: expected an image classifier with 1 output, found "
+                                   f"{len(backend.outputs)} outputs")  # fmt: skip
+        return None
+    rows, cols = spec.output.heatmap
+    fits = [i for i in extra if [d for d in backend.outputs[i].shape[1:] if d != 1] == [rows, cols]]
+    if len(extra) != 1 or not fits:
+        shapes = [backend.outputs[i].shape for i in extra]
+        raise ContractError(f"{where}: its contract says a ({rows}, {cols}) anomaly heatmap is the second output, but "
+                            f"the model's other outputs are {shapes}; re-export it with `edgetl export`")  # fmt: skip
+    return fits[0]
 
 
 MAX_MODEL_BYTES = 2**31  # 2 GiB: the FlatBuffer/protobuf limit, far above any edge model
@@ -448,6 +510,7 @@ def load(
         input_quant = None if np.dtype(backend.input.dtype) == np.uint8 else backend.input.quantization
     if n_outputs and len(spec.labels) != n_outputs:
         raise MetadataError(f"{path}: {len(spec.labels)} labels but the model has {n_outputs} outputs")
+    heatmap_output = _heatmap_output(backend, spec, where, embedded.spec is not None)
     channels = spec.channels
     if mean is not None or std is not None:
         inp = spec.input
@@ -476,4 +539,4 @@ def load(
         output=backend.output,
         notes=tuple(notes),
     )
-    return Model(backend, info, input_quant)
+    return Model(backend, info, input_quant, heatmap_output)

@@ -48,10 +48,15 @@ class Backend(Protocol):
     device: str  # what actually runs the model, e.g. "cpu", "edgetpu:usb", "cuda:0"
     provider: str  # the kernel provider that ran: "xnnpack", "CUDAExecutionProvider", ...
     input: TensorSpec
-    output: TensorSpec
+    output: TensorSpec  # the scores: the one output, or the primary one (see :func:`primary_output`)
+    outputs: tuple[TensorSpec, ...]  # every output, in the model's order
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Return the raw output tensor (N, n_classes) for an input batch (N, H, W, C)."""
+        """Return the raw primary output tensor (N, n_classes) for an input batch (N, H, W, C)."""
+        ...
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Return every raw output tensor, in the order of ``outputs``."""
         ...
 
 
@@ -64,6 +69,29 @@ DEVICE_GRAMMAR = "cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N], cuda[:N], tens
 
 class EngineOptionError(EdgetlRuntimeError, ValueError):
     """An engine option is unknown to the engine that runs the model, or has the wrong type."""
+
+
+MAX_OUTPUTS = 4  # scores, plus e.g. an anomaly heatmap or an embedding
+
+
+def primary_output(path: object, shapes: list[tuple[int, ...]]) -> int:
+    """Return the index of the scores among a model's outputs: the only one, or the only (N, C) one.
+
+    An anomaly detector has a second output, its heatmap (N, H, W); more than :data:`MAX_OUTPUTS`
+    outputs, or several of rank 2, is not a model this runtime knows how to read.
+    """
+    from ..errors import ModelFormatError
+
+    if not 1 <= len(shapes) <= MAX_OUTPUTS:
+        raise ModelFormatError(f"{path}: expected an image model with 1 to {MAX_OUTPUTS} outputs (scores first, "
+                               f"then e.g. a heatmap), found {len(shapes)}")  # fmt: skip
+    if len(shapes) == 1:
+        return 0
+    flat = [i for i, shape in enumerate(shapes) if len(shape) == 2]
+    if len(flat) != 1:
+        raise ModelFormatError(f"{path}: {len(shapes)} outputs of shapes {shapes}: cannot tell which holds the scores "
+                               "(exactly one output must be (N, classes))")  # fmt: skip
+    return flat[0]
 
 
 def parse_device(device: str) -> Device:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import EngineNotInstalled, ModelFormatError
-from .base import EngineOptionError, TensorSpec
+from .base import EngineOptionError, TensorSpec, primary_output
 
 LITERT_EXTRA = "pip install 'edgetl-runtime[litert]'"
 NATIVE_LOGS_ENV = "EDGETL_NATIVE_LOGS"
@@ -213,40 +213,48 @@ class LiteRtBackend:
             inputs, outputs = first.get_input_details(), first.get_output_details()
         finally:
             self._pool.release(first)
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelFormatError(
-                f"{path}: expected an image classifier with 1 input and 1 output, "
-                f"found {len(inputs)} inputs and {len(outputs)} outputs"
-            )
-        self._in_index, self._out_index = inputs[0]["index"], outputs[0]["index"]
-        self.input, self.output = _spec(inputs[0]), _spec(outputs[0])
+        if len(inputs) != 1:
+            raise ModelFormatError(f"{path}: expected an image model with 1 input, found {len(inputs)} inputs")
+        self.outputs = tuple(_spec(o) for o in outputs)
+        primary = primary_output(path, [o.shape for o in self.outputs])
+        self._in_index, self._out_index = inputs[0]["index"], outputs[primary]["index"]
+        self._out_indices = [o["index"] for o in outputs]
+        self.input, self.output = _spec(inputs[0]), self.outputs[primary]
         # Models converted with a dynamic batch (-1) take a whole batch in one invoke.
         self._dynamic_batch = self.input.shape[0] == -1
         self._fixed_batch = max(1, int(inputs[0]["shape"][0]))
         self._shapes: dict[int, tuple] = {}  # id(interpreter) -> allocated input shape
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Return the raw output (N, n_classes) for ``batch`` (N, H, W, C) of the input dtype."""
+        """Return the raw scores output (N, n_classes) for ``batch`` (N, H, W, C) of the input dtype."""
+        return self._run(batch, [self._out_index])[0]
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Return every raw output for ``batch``, in the order of ``outputs``."""
+        return self._run(batch, self._out_indices)
+
+    def _run(self, batch: np.ndarray, indices: list[int]) -> list[np.ndarray]:
         interpreter = self._pool.acquire()
         try:
             if self._dynamic_batch:
-                return self._invoke(interpreter, batch)
+                return self._invoke(interpreter, batch, indices)
             step = self._fixed_batch
-            parts = [self._invoke(interpreter, batch[i : i + step]) for i in range(0, len(batch), step)]
-            return np.concatenate(parts) if len(parts) != 1 else parts[0]
+            parts = [self._invoke(interpreter, batch[i : i + step], indices) for i in range(0, len(batch), step)]
+            return [np.concatenate(p) for p in zip(*parts)] if len(parts) != 1 else parts[0]
         finally:
             self._pool.release(interpreter)
 
-    def _invoke(self, interpreter: Any, batch: np.ndarray) -> np.ndarray:
+    def _invoke(self, interpreter: Any, batch: np.ndarray, indices: list[int]) -> list[np.ndarray]:
         # get_input_details() builds dicts on every call; remember each interpreter's shape instead.
         if self._shapes.get(id(interpreter)) != batch.shape:
             if not self._dynamic_batch and batch.shape[0] < self._fixed_batch:  # pad a short tail
                 pad = np.zeros((self._fixed_batch - batch.shape[0], *batch.shape[1:]), batch.dtype)
-                return self._invoke(interpreter, np.concatenate([batch, pad]))[: batch.shape[0]]
+                padded = self._invoke(interpreter, np.concatenate([batch, pad]), indices)
+                return [out[: batch.shape[0]] for out in padded]
             interpreter.resize_tensor_input(self._in_index, batch.shape)
             interpreter.allocate_tensors()
             self._shapes[id(interpreter)] = batch.shape
         interpreter.set_tensor(self._in_index, batch)
         interpreter.invoke()
-        # Copy: the interpreter reuses its output buffer on the next invoke.
-        return np.array(interpreter.get_tensor(self._out_index))
+        # Copy: the interpreter reuses its output buffers on the next invoke.
+        return [np.array(interpreter.get_tensor(i)) for i in indices]

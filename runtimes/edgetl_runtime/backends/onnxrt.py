@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineNotInstalled, ModelFormatError
-from .base import Device, DeviceError, EngineOptionError, TensorSpec
+from .base import Device, DeviceError, EngineOptionError, TensorSpec, primary_output
 from .litert import default_threads
 
 ONNX_EXTRA = "pip install 'edgetl-runtime[onnx]'"
@@ -120,13 +120,13 @@ class OnnxBackend:
         except Exception as exc:  # onnxruntime raises its own exception classes
             raise ModelFormatError(f"{path}: not a model ONNX Runtime can run ({exc})") from None
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelFormatError(
-                f"{path}: expected an image classifier with 1 input and 1 output, "
-                f"found {len(inputs)} inputs and {len(outputs)} outputs"
-            )
-        self.input, self.output = _spec(inputs[0]), _spec(outputs[0])
-        self._in_name, self._out_name = inputs[0].name, outputs[0].name
+        if len(inputs) != 1:
+            raise ModelFormatError(f"{path}: expected an image model with 1 input, found {len(inputs)} inputs")
+        self.outputs = tuple(_spec(o) for o in outputs)
+        primary = primary_output(path, [o.shape for o in self.outputs])
+        self.input, self.output = _spec(inputs[0]), self.outputs[primary]
+        self._in_name, self._out_name = inputs[0].name, outputs[primary].name
+        self._out_names = [o.name for o in outputs]
         active = self._session.get_providers()[0]
         self.provider = active
         self.device = {
@@ -145,15 +145,22 @@ class OnnxBackend:
             )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Return the raw output (N, n_classes) for ``batch`` (N, H, W, C)."""
+        """Return the raw scores output (N, n_classes) for ``batch`` (N, H, W, C)."""
+        return self._run(batch, [self._out_name])[0]
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Return every raw output for ``batch``, in the order of ``outputs``."""
+        return self._run(batch, self._out_names)
+
+    def _run(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
         step = self.input.shape[0] if self.input.shape else -1
         if step in (-1, len(batch)):
-            return self._session.run([self._out_name], {self._in_name: batch})[0]
+            return list(self._session.run(names, {self._in_name: batch}))
         parts = []
         for i in range(0, len(batch), step):  # a fixed-batch model: run in chunks, padding the tail
             chunk = batch[i : i + step]
             if len(chunk) < step:
                 pad = np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
-            parts.append(self._session.run([self._out_name], {self._in_name: chunk})[0][: len(batch) - i])
-        return np.concatenate(parts)
+            parts.append([out[: len(batch) - i] for out in self._session.run(names, {self._in_name: chunk})])
+        return [np.concatenate(p) for p in zip(*parts)]
