@@ -29,8 +29,8 @@ import numpy as np
 from edgetl_runtime.atomic import check_writable, write_bytes, write_json
 from edgetl_runtime.contract import ExportInfo, ModelSpec
 
-from ..anomaly.padim import with_synthetic_anomalies
 from .edgetpu import CompatibilityReport
+from . import anomaly as anomaly_export
 from .errors import CalibrationError, ExportError
 from .options import ExportOptions
 from .registry import get_target
@@ -178,17 +178,6 @@ def _images(source: Source, folder: Path | None, split: str, limit: int, what: s
     return loaded.x, loaded.truth(source.spec)
 
 
-def _with_synthetic_defects(pixels: np.ndarray, labels: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, int]:
-    """Return validation images plus a synthetic-defect copy of each good one (labelled anomaly), and their count."""
-    good_index = spec.good_indices[0]
-    good = pixels[labels == good_index]
-    if not len(good):
-        return pixels, labels, 0
-    painted = with_synthetic_anomalies(good, seed=1)[len(good) :]
-    return (np.concatenate([pixels, painted]), np.r_[labels, np.full(len(painted), 1 - good_index, labels.dtype)],
-            len(painted))  # fmt: skip
-
-
 def _quantize_aware(model: Any, pixels: np.ndarray, labels: np.ndarray, options: ExportOptions) -> tuple[Any, QatSummary]:
     from .qat import quantize_aware
 
@@ -240,8 +229,13 @@ def export(
     if options.is_integer:
         calibration, calib_labels = _images(source, options.calib_data, "train", options.calib_samples, "calibration")
         if anomaly:  # int8 ranges must reach anomalous distances too, or every defect saturates to one value
-            calibration = with_synthetic_anomalies(calibration, seed=0)
+            calibration = anomaly_export.calibration_set(calibration)
     model, reference = source.model, source.model
+    recalibration = None
+    if anomaly and options.quantization != "fp32" and source.run is not None:
+        held_out, labels = _images(source, None, "val", 100_000, "held-out good")
+        model, recalibration = anomaly_export.recalibrate(model, target, options, calibration, source.run,
+                                                          held_out[labels == source.spec.good_indices[0]])
     if options.quantization == "qat":
         model, qat = _quantize_aware(model, calibration, calib_labels, options)
     if options.tta:
@@ -265,10 +259,10 @@ def export(
             pixels, labels = _images(source, options.val_data, "val", options.val_samples, "validation")
             synthetic = 0
             if anomaly:
-                pixels, labels, synthetic = _with_synthetic_defects(pixels, labels, source.spec)
+                pixels, labels, synthetic = anomaly_export.with_synthetic_defects(pixels, labels, source.spec)
             report = validate(plan.path, reference, pixels, labels, options.quantization, _tolerance(options),
                               plan.device, spec=source.spec, max_drop=options.max_drop)  # fmt: skip
-            notes = (plan.note, report.note,
+            notes = (plan.note, report.note, recalibration.note() if recalibration else "",
                      f"{synthetic} of the validation images are good ones with a synthetic defect painted on "
                      "(labelled anomaly), so that the scores' order and ROC AUC are compared without defect "
                      "labels" if synthetic else "")  # fmt: skip
