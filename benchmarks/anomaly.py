@@ -1,17 +1,17 @@
-"""Anomaly detection from good images on ELPV: ROC AUC of the float graph and of int8 TFLite, per split seed.
+"""Anomaly detection from good images on ELPV, through the product: ROC AUC of the run and of its int8 file, per seed.
 
-The issue 13 protocol: fit on the *good* cells of each ELPV training split only (no defect label is
-used), score every cell of the test split, and report the image ROC AUC (defect vs good) of the
-float model and of the full-integer int8 TFLite file run by LiteRT, with the statistics' size, the
-int8 file's size and the fit time. The int8 file is calibrated on 100 good training cells plus a
-copy of each with a synthetic defect (``edgetl.anomaly.with_synthetic_anomalies``).
+The issue 13 protocol: ``edgetl train --task anomaly`` on the training split of each ELPV split
+seed (only its good cells are fitted; 20 % of them are held out to set the threshold at 1 % false
+alarms; the defect cells only add a validation AUC), then the test split scored by the float Keras
+run and by the int8 TFLite export run through edgetl-runtime. Per seed: ROC AUC, false-alarm rate
+on the good test cells and defect recall at the stored threshold, the int8 file's size, fit and
+export time. ``--latency CLASSIFIER_RUN`` then times the last seed's int8 anomaly file against
+the int8 export of a classifier run on the same backbone and input size, alternating, in this
+process (run it on an idle machine).
 
-    python benchmarks/anomaly.py                                  # seeds 0, 1, 2; Lite0 224 px, 150 dims, 2 kinds
-    python benchmarks/anomaly.py --dims 100 --clusters 1 --seeds 0
-    python benchmarks/anomaly.py --backbone efficientnet_lite2 --input-size 260
-
-This measures the method (``edgetl.anomaly``); ``edgetl train --task anomaly`` and the runtime's
-support for anomaly files come next (issue 13).
+    python benchmarks/anomaly.py --data data/elpv --out runs/bench-anomaly                # seeds 0, 1, 2
+    python benchmarks/anomaly.py --seeds 0 --dims 100 --clusters 1 --name d100-k1
+    python benchmarks/anomaly.py --seeds 0 --latency runs/bench-elpv/defaults/seed0 --no-fit
 """
 
 from __future__ import annotations
@@ -27,91 +27,118 @@ import numpy as np
 from _common import add_state_options, start
 
 
-def _litert_scores(blob: bytes, images: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
+def _scores(model, pixels: np.ndarray) -> np.ndarray:
+    return np.concatenate([model.scores(pixels[i : i + 32])[:, 1] for i in range(0, len(pixels), 32)])
 
-    interpreter = Interpreter(model_content=blob, num_threads=2)
-    interpreter.allocate_tensors()
-    (image,) = interpreter.get_input_details()
-    out = min(interpreter.get_output_details(), key=lambda o: len(o["shape"]))  # (1, 1) score, not the map
-    scale, zero = out["quantization"]
-    scores = []
-    for x in images:
-        interpreter.set_tensor(image["index"], x[None].astype(image["dtype"]))
-        interpreter.invoke()
-        value = float(interpreter.get_tensor(out["index"]).reshape(-1)[0])
-        scores.append((value - zero) * scale if scale else value)
-    return np.array(scores)
+
+def _seed_row(args, seed: int) -> dict:
+    import edgetl_runtime
+    from edgetl.anomaly.fit import AnomalyOptions, fit_run
+    from edgetl.data import load_images, scan_dataset
+    from edgetl.data.elpv import materialize_elpv
+    from edgetl.exporters import ExportOptions, export
+    from edgetl.exporters.validate import first_output
+    from edgetl.run import load_run
+    from edgetl_runtime.decision import roc_auc
+
+    data = Path(f"{args.data}-seed{seed}")
+    materialize_elpv(data, split=0.75, seed=seed, progress=False)
+    run_dir = Path(args.out) / args.name / f"seed{seed}"
+    options = AnomalyOptions(backbone=args.backbone, input_size=args.input_size, dims=args.dims,
+                             clusters=args.clusters, flips=args.flips, seed=seed, verbose=0)  # fmt: skip
+    t0 = time.perf_counter()
+    if not (run_dir / "model.keras").is_file():
+        fit_run(data / "train", options, run_dir)
+    fit_s = time.perf_counter() - t0
+    run = load_run(run_dir)
+    test_set = scan_dataset(data / "test")
+    test = load_images(test_set, run.spec.input, progress=False)
+    truth = test.truth(run.spec) == 1 - run.spec.good_indices[0]
+    keras_model = run.load_model()
+    float_scores = np.concatenate([first_output(keras_model(test.x[i : i + 32].astype(np.float32), training=False))[:, 1]
+                                   for i in range(0, len(test.x), 32)])  # fmt: skip
+    t0 = time.perf_counter()
+    result = export(run, ExportOptions(quantization="int8", max_drop=100.0))
+    export_s = time.perf_counter() - t0
+    int8_scores = _scores(edgetl_runtime.load(result.path), test.x)
+    row = {"seed": seed, "run": str(run_dir), "good_fitted": run.config["n_train"], "fit_seconds": round(fit_s, 1),
+           "export_seconds": round(export_s, 1), "int8_mb": round(result.size_bytes / 1e6, 2),
+           "statistics_mb": run.config["method"]["statistics_mb"]}  # fmt: skip
+    for name, score in (("float", float_scores), ("int8", int8_scores)):
+        row[f"{name}_auc"] = roc_auc(truth, score)
+        row[f"{name}_false_alarms"] = float(np.mean(score[~truth] >= run.spec.threshold))
+        row[f"{name}_recall"] = float(np.mean(score[truth] >= run.spec.threshold))
+    return row
+
+
+def _latency(args, anomaly_run: Path) -> str:
+    from edgetl.exporters import ExportOptions, export
+    from edgetl_runtime.bench import run_benchmark
+
+    paths = {}
+    for name, run in (("anomaly", anomaly_run), ("classifier", Path(args.latency))):
+        target = run / "export" / "model-tflite-int8.tflite"
+        if not target.is_file():
+            export(run, ExportOptions(quantization="int8", max_drop=100.0, validate=False), target)
+        paths[name] = target
+    p50 = {name: [] for name in paths}
+    for _ in range(args.rounds):  # alternate, so that a drift of the machine hits both alike
+        for name, path in paths.items():
+            p50[name].append(run_benchmark(path, runs=args.runs, warmup=10, threads=args.threads).stages["inference"].p50)
+    a, c = statistics.median(p50["anomaly"]), statistics.median(p50["classifier"])
+    sizes = {name: path.stat().st_size / 1e6 for name, path in paths.items()}
+    return (f"| int8 TFLite, {args.threads or 'default'} threads | {c:.2f} ms ({sizes['classifier']:.1f} MB) | "
+            f"{a:.2f} ms ({sizes['anomaly']:.1f} MB) | {a / c:.2f}x |")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/elpv", help="ELPV is materialized in DATA-seedN")
+    parser.add_argument("--out", default="runs/bench-anomaly", help="run folders go to OUT/NAME/seedN (reused)")
+    parser.add_argument("--name", default="defaults")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated split seeds")
     parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--input-size", type=int, default=None)
     parser.add_argument("--dims", type=int, default=150, help="feature channels kept (random subset)")
     parser.add_argument("--clusters", type=int, default=2, help="kinds of good part per position")
-    parser.add_argument("--shrinkage", type=float, default=0.1)
-    parser.add_argument("--no-int8", action="store_true", help="float ROC AUC only")
+    parser.add_argument("--flips", action="store_true", help="also fit the mirrored good cells")
+    parser.add_argument("--no-fit", action="store_true", help="skip the AUC rows (with --latency)")
+    parser.add_argument("--latency", default=None, help="a classifier run folder to time the int8 files against")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
     add_state_options(parser)
     args = parser.parse_args()
 
-    from edgetl.anomaly import (anomaly_model, extract_features, feature_extractor, fit_padim, image_scores,
-                                score_maps, with_synthetic_anomalies)
-    from edgetl.backbones import load_backbone
-    from edgetl.data import load_images, scan_dataset
-    from edgetl.data.elpv import materialize_elpv
-    from edgetl.exporters import ExportOptions
-    from edgetl.exporters.tflite import convert
-    from edgetl_runtime.contract import InputSpec
-    from edgetl_runtime.decision import roc_auc
-
     bench = start(args)
-    extractor = feature_extractor(load_backbone(args.backbone, input_size=args.input_size), args.backbone)
-    spec = InputSpec(height=args.input_size, width=args.input_size, color_mode="rgb", resize="bilinear",
-                     normalization="model")
+    seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        data = Path(f"{args.data}-seed{seed}")
-        materialize_elpv(data, split=0.75, seed=seed, progress=False)
-        train_set, test_set = scan_dataset(data / "train"), scan_dataset(data / "test")
-        good_id = train_set.classes.index("good")
-        train = load_images(train_set, spec, progress=False)
-        test = load_images(test_set, spec, progress=False)
-        good = train.x[train.y == good_id]
-        is_defect = test.y != test_set.classes.index("good")
-        t0 = time.perf_counter()
-        stats = fit_padim(extract_features(extractor, good), dims=args.dims, clusters=args.clusters,
-                          shrinkage=args.shrinkage, seed=seed)
-        fit_s = time.perf_counter() - t0
-        row = {"seed": seed, "good_images": int(len(good)), "fit_seconds": round(fit_s, 1),
-               "stats_mb": round(stats.nbytes / 1e6, 1), "clusters": list(stats.cluster_sizes),
-               "float_auc": roc_auc(is_defect, image_scores(score_maps(stats, extract_features(extractor, test.x))))}
-        if not args.no_int8:
-            model = anomaly_model(extractor, stats)
-            picked = good[np.random.default_rng(seed).choice(len(good), min(100, len(good)), replace=False)]
-            blob = convert(model, ExportOptions(quantization="int8"), with_synthetic_anomalies(picked, seed))
-            row["int8_mb"] = round(len(blob) / 1e6, 1)
-            row["int8_auc"] = roc_auc(is_defect, _litert_scores(blob, test.x))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    if not args.no_fit:
+        for seed in seeds:
+            rows.append(_seed_row(args, seed))
+            print(json.dumps(rows[-1]), flush=True)
+    lines = []
+    if rows:
+        def mean_sd(key: str, fmt: str = ".4f") -> str:
+            values = [r[key] for r in rows]
+            return f"{statistics.mean(values):{fmt}}" + (f" ± {statistics.stdev(values):{fmt}}" if len(values) > 1 else "")
 
-    def mean_sd(key: str) -> str:
-        values = [r[key] for r in rows]
-        return f"{statistics.mean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
-
-    name = f"{args.backbone} {args.input_size} px, {args.dims} dims, {args.clusters} kinds, shrinkage {args.shrinkage}"
-    lines = [f"ELPV anomaly detection from good cells only ({name}), test splits of seeds {args.seeds}", "",
-             "| seed | good cells fitted | float ROC AUC | int8 ROC AUC | statistics (float32) | int8 file | fit |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        int8 = f"{r['int8_auc']:.4f}" if "int8_auc" in r else "—"
-        size = f"{r['int8_mb']} MB" if "int8_mb" in r else "—"
-        lines.append(f"| {r['seed']} | {r['good_images']} | {r['float_auc']:.4f} | {int8} | {r['stats_mb']} MB | "
-                     f"{size} | {r['fit_seconds']} s |")
-    lines.append(f"| **mean ± sd** | | **{mean_sd('float_auc')}** | "
-                 f"**{mean_sd('int8_auc') if not args.no_int8 else '—'}** | | | |")
+        name = (f"{args.backbone} {args.input_size or 'native'} px, {args.dims} dims, {args.clusters} kinds"
+                f"{', flips' if args.flips else ''}")  # fmt: skip
+        lines += [f"ELPV anomaly detection from good cells only ({name}; recipe `{args.name}`), test splits of "
+                  f"seeds {args.seeds}", "",
+                  "| seed | good cells fitted | float ROC AUC | int8 ROC AUC | int8 false alarms | int8 recall | "
+                  "int8 file | fit | export |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in rows:
+            lines.append(f"| {r['seed']} | {r['good_fitted']} | {r['float_auc']:.4f} | {r['int8_auc']:.4f} | "
+                         f"{r['int8_false_alarms']:.1%} | {r['int8_recall']:.1%} | {r['int8_mb']} MB | "
+                         f"{r['fit_seconds']} s | {r['export_seconds']} s |")  # fmt: skip
+        lines.append(f"| **mean ± sd** | | **{mean_sd('float_auc')}** | **{mean_sd('int8_auc')}** | "
+                     f"{mean_sd('int8_false_alarms', '.3f')} | {mean_sd('int8_recall', '.3f')} | | | |")
+    if args.latency:
+        anomaly_run = Path(args.out) / args.name / f"seed{seeds[-1]}"
+        lines += ["", "| inference p50 (median of rounds) | classifier | anomaly detector | ratio |", "|---|---|---|---|",
+                  _latency(args, anomaly_run)]  # fmt: skip
     table = "\n".join(lines) + "\n"
     print("\n" + table)
     bench.end()

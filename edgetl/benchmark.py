@@ -115,6 +115,10 @@ class BenchmarkRow:
         return (self.metrics or {}).get("defect_recall")
 
     @property
+    def roc_auc(self) -> float | None:
+        return (self.metrics or {}).get("roc_auc")
+
+    @property
     def ok(self) -> bool:
         return self.error is None
 
@@ -144,7 +148,7 @@ class BenchmarkTable:
     rows: tuple[BenchmarkRow, ...]
     host: dict[str, Any] = field(default_factory=dict)  # machine state at the start (edgetl_runtime.host)
 
-    HEADER = ("format", "quant", "device", "MB", "accuracy", "Δ pp", "recall", "agree", "p50 ms", "status")
+    HEADER = ("format", "quant", "device", "MB", "accuracy", "Δ pp", "recall", "AUC", "agree", "p50 ms", "status")
 
     def cells(self, row: BenchmarkRow) -> tuple[str, ...]:
         """Return the display strings of ``row`` in :attr:`HEADER` order."""
@@ -157,15 +161,17 @@ class BenchmarkTable:
         if row.note:
             status = f"{status} [{row.note}]"
         return (row.format, row.quantization, row.device, _fmt(row.size_mb, ".3g"), _fmt(row.decision_accuracy, ".1%"),
-                _fmt(row.accuracy_delta, "+.1f"), _fmt(row.defect_recall, ".1%"), _fmt(row.agreement, ".1%"),
+                _fmt(row.accuracy_delta, "+.1f"), _fmt(row.defect_recall, ".1%"), _fmt(row.roc_auc, ".3f"),
+                _fmt(row.agreement, ".1%"),
                 _fmt(row.p50_ms, ".2f"), status)  # fmt: skip
 
     @property
     def title(self) -> str:
         m = self.float_metrics or {}
         acc, recall = _fmt(m.get("decision_accuracy"), ".1%"), _fmt(m.get("defect_recall"), ".1%")
+        auc = _fmt(m.get("roc_auc"), ".3f")
         return (f"edgetl benchmark of {self.run_dir} for {self.profile} (host: {self.host_profile or 'unknown'}); "
-                f"float model: decision accuracy {acc}, defect recall {recall} on {self.n_images} images of "
+                f"float model: decision accuracy {acc}, defect recall {recall}, ROC AUC {auc} on {self.n_images} images of "
                 f"{self.data} (threshold {m.get('threshold', float('nan')):.3g}); {self.runs} runs after "
                 f"{self.warmup} warm-up, synthetic 640x480 JPEG, end to end")  # fmt: skip
 
@@ -235,7 +241,13 @@ def _test_images(run: Any, data: str | Path | None) -> tuple[np.ndarray, np.ndar
         dataset = ImageDataset(tuple(Sample(Path(p), label) for p, label in split), spec.labels, None)
         source = "the run's validation split"
     images = load_images(dataset, spec.input, progress=False)
-    return images.x, images.truth(spec), source
+    pixels, labels = images.x, images.truth(spec)
+    if spec.task == "anomaly" and data is None:  # held-out good images only, perhaps: defects to rank them against
+        from .exporters.anomaly import with_synthetic_defects
+
+        pixels, labels, painted = with_synthetic_defects(pixels, labels, spec)
+        source += f" plus {painted} of its good images with a synthetic defect"
+    return pixels, labels, source
 
 
 def _first_line(exc: BaseException) -> str:

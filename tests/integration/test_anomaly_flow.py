@@ -153,3 +153,16 @@ def test_options_of_the_other_task_and_no_good_images_are_clear_errors(parts, tm
     none_good = runner.invoke(main, ["train", str(only_cracks), "-o", str(tmp_path / "c"), "--task", "anomaly"])
     assert none_good.exit_code == 2 and "--good-class" in none_good.output
     assert not (tmp_path / "c").exists()
+
+
+def test_benchmark_gives_each_export_its_roc_auc_and_latency(anomaly_run, tmp_path):
+    run, _ = anomaly_run
+    result = CliRunner().invoke(main, ["benchmark", str(run), "--formats", "tflite", "--runs", "3", "--warmup", "1",
+                                       "-o", str(tmp_path), "--json"])  # fmt: skip
+    assert result.exit_code in (0, 1), result.output
+    table = json.loads(result.stdout)
+    assert "synthetic defect" in table["data"] and table["float_metrics"]["roc_auc"] > 0.9
+    rows = {row["quantization"]: row for row in table["rows"]}
+    assert {"fp32", "int8"} <= set(rows)
+    for row in rows.values():
+        assert row["error"] is None and row["metrics"]["roc_auc"] > 0.9 and row["p50_ms"] > 0
