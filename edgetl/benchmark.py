@@ -343,6 +343,10 @@ def benchmark(
         except (ValueError, OSError) as exc:
             raise BenchmarkError(str(exc)) from None
     todo = select(candidates(chosen, threads), formats)
+    if run.spec.task == "anomaly":  # nothing to train (no QAT) and no flip rule for a heatmap (no TTA)
+        if tta:
+            raise BenchmarkError("--tta: an anomaly detector has no test-time augmentation")
+        todo = [c for c in todo if c.quantization != "qat"]
     if tta:
         base = [c for c in todo if c.note == "profile target"] or list(todo)
         todo += [replace(c, tta=True, note="TTA: 4 flips averaged in the graph") for c in base]

@@ -12,6 +12,7 @@ threshold (0.5 on the bounded score) means "the false-alarm target" in every exp
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -61,14 +62,71 @@ def with_synthetic_defects(pixels: np.ndarray, labels: np.ndarray, spec: ModelSp
             len(painted))  # fmt: skip
 
 
+class Refit(NamedTuple):
+    """The statistics of one integer export, fitted to its own quantized features."""
+
+    images: int
+    clusters: tuple[int, ...]
+
+    def note(self) -> str:
+        return (f"statistics re-fitted to this file's quantized features of the {self.images} fitted good images "
+                f"(kinds of {', '.join(map(str, self.clusters))} images)")  # fmt: skip
+
+
+def _run_exported(model: Any, target: Any, options: Any, calibration: np.ndarray | None, pixels: np.ndarray) -> np.ndarray:
+    """Return ``model`` converted by ``target`` and run by the runtime on ``pixels``: its output (N, ...) as float32."""
+    import edgetl_runtime
+
+    folder = Path(tempfile.mkdtemp(prefix="edgetl-anomaly-"))
+    try:
+        path = folder / ("part.onnx" if options.format == "onnx" else "part.tflite")
+        path.write_bytes(target.convert(model, options, calibration))
+        exported = edgetl_runtime.load(path, device="cpu")
+        shape = tuple(int(d) for d in model.output.shape[1:])
+        out = np.concatenate([exported.scores(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
+        del exported
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return out.reshape(len(pixels), *shape)
+
+
+def refit(model: Any, target: Any, options: Any, calibration: np.ndarray | None, run: Any,
+          fit_pixels: np.ndarray) -> tuple[Any, Refit | None]:  # fmt: skip
+    """Return ``(model with statistics fitted to its quantized features, what was fitted)`` for an integer export.
+
+    int8 features carry noise (about 15 % of their spread on ELPV), and whitening amplifies it in the
+    directions where good parts vary least: statistics fitted to the float features then judge
+    the int8 ones as further off than they are. Fitted to the quantized features of the same good
+    images, they model that noise as normal variation (ELPV seed 0: int8 ROC AUC 0.888 -> 0.901).
+    The model is returned unchanged for float exports and runs without a recorded fit.
+    """
+    from .._tf import keras
+    from ..anomaly.graph import anomaly_model
+    from ..anomaly.padim import fit_padim
+
+    opts = ((run.config or {}).get("options") or {}) if run is not None else {}
+    if not options.is_integer or not opts or len(fit_pixels) < 2:
+        return model, None
+    distance = model.get_layer("anomaly_distance")
+    decision = model.get_layer("anomaly_decision")
+    extractor = keras().Model(model.input, model.get_layer("anomaly_features").output, name="anomaly_features")
+    x = fit_pixels
+    if opts.get("flips"):
+        x = np.concatenate([x, x[:, :, ::-1], x[:, ::-1]])
+    channels = np.asarray(distance.channels, np.int64)
+    features = _run_exported(extractor, target, options, calibration, x)[..., channels]
+    kept = fit_padim(features, dims=len(channels), clusters=int(opts.get("clusters", distance.clusters)),
+                     shrinkage=float(opts.get("shrinkage", 0.1)), seed=int(opts.get("seed", 0)), clip=distance.clip)
+    stats = dataclasses.replace(kept, channels=channels[kept.channels])  # indices into the full features
+    return anomaly_model(extractor, stats, decision.threshold, decision.width), Refit(len(x), stats.cluster_sizes)
+
+
 def recalibrate(model: Any, target: Any, options: Any, calibration: np.ndarray | None, run: Any,
                 held_out: np.ndarray) -> tuple[Any, Recalibration | None]:  # fmt: skip
     """Return ``(model with this export's decision, what was set)``; the model unchanged for fp32 or without data.
 
     ``held_out``: uint8 pixels of the run's held-out good images.
     """
-    import edgetl_runtime
-
     from .._tf import keras
     from ..anomaly.fit import threshold_and_width
     from ..anomaly.graph import distance_model, layer_classes
@@ -76,17 +134,8 @@ def recalibrate(model: Any, target: Any, options: Any, calibration: np.ndarray |
     max_false_alarm = ((run.config or {}).get("options") or {}).get("max_false_alarm") if run is not None else None
     if options.quantization == "fp32" or not max_false_alarm or len(held_out) < 2:
         return model, None
-    distances = distance_model(model)
-    folder = Path(tempfile.mkdtemp(prefix="edgetl-anomaly-"))
-    try:
-        path = folder / ("distances.onnx" if options.format == "onnx" else "distances.tflite")
-        path.write_bytes(target.convert(distances, options, calibration))
-        exported = edgetl_runtime.load(path, device="cpu")
-        values = np.concatenate([exported.scores(held_out[i : i + 32]) for i in range(0, len(held_out), 32)])
-        del exported
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    threshold, width = threshold_and_width(values.max(axis=1), float(max_false_alarm))
+    values = _run_exported(distance_model(model), target, options, calibration, held_out)
+    threshold, width = threshold_and_width(values.reshape(len(values), -1).max(axis=1), float(max_false_alarm))
     old = model.get_layer("anomaly_decision")
     scores, heatmap = layer_classes()["edgetl>AnomalyDecision"](threshold, width, name="anomaly_decision")(
         model.get_layer("anomaly_distance").output)

@@ -37,6 +37,9 @@ from .registry import get_target
 from .validate import TOLERANCES, Tolerance, ValidationReport, raise_for, validate
 
 
+MAX_REFIT_IMAGES = 5000  # fitted / held-out good images an anomaly export runs through its quantized graph
+
+
 @dataclass(frozen=True)
 class QatSummary:
     """What the quantization-aware fine-tune did."""
@@ -231,11 +234,16 @@ def export(
         if anomaly:  # int8 ranges must reach anomalous distances too, or every defect saturates to one value
             calibration = anomaly_export.calibration_set(calibration)
     model, reference = source.model, source.model
-    recalibration = None
+    refitted = recalibration = None
     if anomaly and options.quantization != "fp32" and source.run is not None:
-        held_out, labels = _images(source, None, "val", 100_000, "held-out good")
+        good = source.spec.good_indices[0]
+        if options.is_integer:
+            fitted, labels = _images(source, None, "train", MAX_REFIT_IMAGES, "fitted good")
+            model, refitted = anomaly_export.refit(model, target, options, calibration, source.run,
+                                                   fitted[labels == good])
+        held_out, labels = _images(source, None, "val", MAX_REFIT_IMAGES, "held-out good")
         model, recalibration = anomaly_export.recalibrate(model, target, options, calibration, source.run,
-                                                          held_out[labels == source.spec.good_indices[0]])
+                                                          held_out[labels == good])
     if options.quantization == "qat":
         model, qat = _quantize_aware(model, calibration, calib_labels, options)
     if options.tta:
@@ -262,7 +270,8 @@ def export(
                 pixels, labels, synthetic = anomaly_export.with_synthetic_defects(pixels, labels, source.spec)
             report = validate(plan.path, reference, pixels, labels, options.quantization, _tolerance(options),
                               plan.device, spec=source.spec, max_drop=options.max_drop)  # fmt: skip
-            notes = (plan.note, report.note, recalibration.note() if recalibration else "",
+            notes = (plan.note, report.note, refitted.note() if refitted else "",
+                     recalibration.note() if recalibration else "",
                      f"{synthetic} of the validation images are good ones with a synthetic defect painted on "
                      "(labelled anomaly), so that the scores' order and ROC AUC are compared without defect "
                      "labels" if synthetic else "")  # fmt: skip

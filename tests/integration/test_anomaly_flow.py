@@ -166,3 +166,19 @@ def test_benchmark_gives_each_export_its_roc_auc_and_latency(anomaly_run, tmp_pa
     assert {"fp32", "int8"} <= set(rows)
     for row in rows.values():
         assert row["error"] is None and row["metrics"]["roc_auc"] > 0.9 and row["p50_ms"] > 0
+
+
+def test_a_few_labelled_defects_move_the_threshold_to_a_target_recall(anomaly_run, parts, tmp_path):
+    import shutil
+
+    run, _ = anomaly_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    result = CliRunner().invoke(main, ["eval", str(copy), str(parts / "test"), "--target-recall", "1.0", "--json",
+                                       "--no-report"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["validation_recall"] == 1.0 and metrics["defect_recall"] > 0.9
+    spec = json.loads((copy / "model_spec.json").read_text())
+    # The lowest validation defect's score: all 6 are caught, with fewer false alarms than at 0.5.
+    assert spec["decision"]["threshold"] != 0.5 and "target recall" in spec["decision"]["threshold_source"]
