@@ -46,8 +46,10 @@ class AnomalyOptions:
     ``holdout``: share of the good images kept out of the fit to set the threshold (at least 1,
     and at least 2 images stay in the fit). ``max_false_alarm``: the share of good images that may
     score as anomalies; the threshold is the held-out distance at that upper quantile.
-    ``dims``/``clusters``/``shrinkage``: see :func:`edgetl.anomaly.fit_padim`. ``flips``: also fit
-    the left-right and up-down mirrored images (for parts whose mirror image is a good part too).
+    ``dims``/``clusters``/``shrinkage``: see :func:`edgetl.anomaly.fit_padim`. ``top_area``: the
+    image's distance is the mean over its most distant cells covering this share of the image (at
+    least one cell; 0: the farthest cell alone). ``flips``: also fit the left-right and up-down
+    mirrored images (for parts whose mirror image is a good part too).
     """
 
     backbone: str = "efficientnet_lite0"
@@ -58,6 +60,7 @@ class AnomalyOptions:
     dims: int = 150
     clusters: int = 2
     shrinkage: float = 0.1
+    top_area: float = 0.025
     flips: bool = False
     batch_size: int = 32
     seed: int = 0
@@ -72,6 +75,8 @@ class AnomalyOptions:
         if self.dims < 1 or self.clusters < 1 or not 0.0 <= self.shrinkage <= 1.0:
             raise ValueError(f"need --dims >= 1, --clusters >= 1 and a shrinkage in [0, 1] "
                              f"(got {self.dims}, {self.clusters}, {self.shrinkage})")  # fmt: skip
+        if not 0.0 <= self.top_area < 1.0:
+            raise ValueError(f"--top-area must be in [0, 1), got {self.top_area}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
 
@@ -166,7 +171,7 @@ def fit_run(data: str | Path, options: AnomalyOptions, output: str | Path) -> An
     from ..run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError, write_spec
     from ..training.options import TrainResult
     from .graph import anomaly_model, feature_extractor
-    from .padim import fit_padim, image_scores, score_maps
+    from .padim import fit_padim, image_scores, score_maps, top_cells
 
     start = time.perf_counter()
     data, run_dir = Path(data), Path(output)
@@ -217,10 +222,11 @@ def fit_run(data: str | Path, options: AnomalyOptions, output: str | Path) -> An
                      seed=options.seed)  # every cached channel: kept.channels indexes them
     del features
     hold_features = cache.extract(extractor, hold_images.x, channels, options.batch_size, False, "held-out")
-    hold_distances = image_scores(score_maps(kept, hold_features))
+    top_k = top_cells(kept.grid, options.top_area)
+    hold_distances = image_scores(score_maps(kept, hold_features), top_k)
     stats = dataclasses.replace(kept, channels=channels[kept.channels])  # indices into the full features
     threshold, width_ = threshold_and_width(hold_distances, options.max_false_alarm)
-    model = anomaly_model(extractor, stats, threshold, width_)
+    model = anomaly_model(extractor, stats, threshold, width_, top_k)
 
     labels = (good_label, ANOMALY_LABEL)
     rows, cols = stats.grid
@@ -244,6 +250,7 @@ def fit_run(data: str | Path, options: AnomalyOptions, output: str | Path) -> An
         "n_train": len(fit_images.x),
         "n_val": len(hold_images.x) + (0 if defect_images is None else len(defect_images.x)),
         "method": {"name": "padim", "taps": "strides 8, 16, 32", "grid": [rows, cols], "dims": stats.dims,
+                   "top_cells": top_k, "clip": stats.clip,
                    "clusters": list(stats.cluster_sizes), "shrinkage": options.shrinkage,
                    "statistics_mb": round(stats.nbytes / 1e6, 2)},
         "threshold_distance": threshold,

@@ -109,31 +109,38 @@ def layer_classes() -> dict[str, Any]:
     class AnomalyDecision(k.layers.Layer):
         """distances (N, G, G) -> [scores (N, 2) as (good, anomaly), heatmap (N, G, G)], all in [0, 1].
 
-        ``heat = sigmoid((distance - threshold) / width)`` per cell, the anomaly score is the
-        heatmap's maximum and 1 - score is "good": a bounded score with 0.5 at the calibrated
+        ``heat = sigmoid((distance - threshold) / width)`` per cell; the image's distance is the
+        mean of its ``top_k`` most distant cells (1: the farthest), its anomaly score the same
+        sigmoid of it, and 1 - score is "good": a bounded score with 0.5 at the calibrated
         threshold, on the classifier's scale, which an int8 output represents well.
         """
 
-        def __init__(self, threshold, width, **kwargs):
+        def __init__(self, threshold, width, top_k=1, **kwargs):
             super().__init__(**kwargs)
-            self.threshold, self.width = float(threshold), float(width)
+            self.threshold, self.width, self.top_k = float(threshold), float(width), int(top_k)
 
         def call(self, distances):
             heat = tf.sigmoid((distances - self.threshold) / self.width)
-            score = tf.expand_dims(tf.reduce_max(heat, axis=[1, 2]), -1)
+            if self.top_k <= 1:
+                image = tf.reduce_max(distances, axis=[1, 2])
+            else:
+                flat = tf.reshape(distances, (-1, int(distances.shape[1]) * int(distances.shape[2])))
+                image = tf.reduce_mean(tf.math.top_k(flat, k=self.top_k, sorted=False).values, axis=1)
+            score = tf.expand_dims(tf.sigmoid((image - self.threshold) / self.width), -1)
             return [tf.concat([1.0 - score, score], axis=1), heat]
 
         def get_config(self):
-            return {**super().get_config(), "threshold": self.threshold, "width": self.width}
+            return {**super().get_config(), "threshold": self.threshold, "width": self.width, "top_k": self.top_k}
 
     return {f"edgetl>{cls.__name__}": register(cls) for cls in (MahalanobisMap, AnomalyDecision)}
 
 
-def anomaly_model(extractor: Any, stats: PadimStats, threshold: float, width: float) -> Any:
+def anomaly_model(extractor: Any, stats: PadimStats, threshold: float, width: float, top_k: int = 1) -> Any:
     """Return the detector: images -> ``[scores (N, 2) good/anomaly, heatmap (N, G, G)]``.
 
     ``threshold`` is the image distance that scores 0.5; ``width`` how fast the score rises around
-    it (distance units), see ``AnomalyDecision`` in :func:`layer_classes`.
+    it (distance units); ``top_k`` the cells averaged into the image's distance; see
+    ``AnomalyDecision`` in :func:`layer_classes`.
     """
     k = keras()
     grid = tuple(int(d) for d in extractor.output.shape[1:3])
@@ -146,7 +153,7 @@ def anomaly_model(extractor: Any, stats: PadimStats, threshold: float, width: fl
                                                name="anomaly_distance")
     amap = distance(extractor.output)
     distance.set_weights([stats.mean, stats.cholesky])
-    scores, heatmap = layers["edgetl>AnomalyDecision"](threshold, width, name="anomaly_decision")(amap)
+    scores, heatmap = layers["edgetl>AnomalyDecision"](threshold, width, top_k, name="anomaly_decision")(amap)
     return k.Model(extractor.input, [scores, heatmap], name="edgetl_anomaly")
 
 

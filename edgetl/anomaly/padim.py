@@ -148,9 +148,21 @@ def score_maps(stats: PadimStats, features: np.ndarray, batch: int = 64) -> np.n
     return out
 
 
-def image_scores(maps: np.ndarray) -> np.ndarray:
-    """Return each image's anomaly score: the maximum of its map."""
-    return np.asarray(maps).reshape(len(maps), -1).max(axis=1)
+def image_scores(maps: np.ndarray, top_k: int = 1) -> np.ndarray:
+    """Return each image's anomaly score: the mean of the ``top_k`` highest cells of its map (1: the maximum)."""
+    flat = np.asarray(maps).reshape(len(maps), -1)
+    if top_k <= 1:
+        return flat.max(axis=1)
+    return np.sort(flat, axis=1)[:, -min(top_k, flat.shape[1]) :].mean(axis=1)
+
+
+def top_cells(grid: tuple[int, int], fraction: float) -> int:
+    """Return how many cells of a ``grid`` make up ``fraction`` of the image (at least 1).
+
+    >>> top_cells((14, 14), 0.025), top_cells((6, 6), 0.025)
+    (5, 1)
+    """
+    return max(1, int(np.ceil(grid[0] * grid[1] * fraction - 1e-9)))
 
 
 def with_synthetic_anomalies(images: np.ndarray, seed: int = 0) -> np.ndarray:

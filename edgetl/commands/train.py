@@ -79,6 +79,8 @@ from . import InputError, check_output_files
               help="Anomaly: feature channels kept (fewer: a smaller, faster file).")
 @click.option("--clusters", type=int, default=AnomalyOptions.clusters, show_default=True,
               help="Anomaly: kinds of good part modelled per position.")
+@click.option("--top-area", type=float, default=AnomalyOptions.top_area, show_default=True,
+              help="Anomaly: an image's score averages its most anomalous cells over this share of it (0: the worst cell).")
 @click.option("--flips", is_flag=True, help="Anomaly: also fit the mirrored good images (if a mirrored part is good).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]), default="auto",
@@ -93,7 +95,7 @@ from . import InputError, check_output_files
 def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs, fine_tune_epochs, unfreeze,
           batch_size, learning_rate, fine_tune_lr, warmup_epochs, layer_decay, ema, select, augment, rotate, gamma,
           class_weight, patience, label_smoothing, teacher,
-          distill_weight, distill_temperature, good_classes, task, max_false_alarm, dims, clusters, flips, seed,
+          distill_weight, distill_temperature, good_classes, task, max_false_alarm, dims, clusters, top_area, flips, seed,
           strategy, mixed_precision, resume, as_json, json_file):
     """Fine-tune a defect classifier on DATA (class folders or a path,label CSV) into RUN_DIR.
 
@@ -112,8 +114,8 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
 
     if task == "anomaly":
         return _anomaly(data, run_dir, backbone, weights, input_size, val_split, batch_size, good_classes,
-                        max_false_alarm, dims, clusters, flips, seed, resume, as_json, json_file)
-    _refuse_options_of("anomaly", ("max_false_alarm", "dims", "clusters", "flips"))
+                        max_false_alarm, dims, clusters, top_area, flips, seed, resume, as_json, json_file)
+    _refuse_options_of("anomaly", ("max_false_alarm", "dims", "clusters", "top_area", "flips"))
     if unfreeze != "auto" and not unfreeze.isdigit():
         raise click.BadParameter("must be 'auto' or a number of blocks", param_hint="--unfreeze")
     check_output_files(json_file)  # before the training, not after it
@@ -151,7 +153,8 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
 
 # What an anomaly fit takes from the command's options; any other one given is refused.
 ANOMALY_USES = {"data", "run_dir", "backbone", "weights", "input_size", "val_split", "batch_size", "good_classes",
-                "task", "max_false_alarm", "dims", "clusters", "flips", "seed", "resume", "as_json", "json_file"}
+                "task", "max_false_alarm", "dims", "clusters", "top_area", "flips", "seed", "resume", "as_json",
+                "json_file"}
 
 
 def _refuse_options_of(task: str, names: tuple[str, ...] | None = None) -> None:
@@ -170,7 +173,7 @@ def _refuse_options_of(task: str, names: tuple[str, ...] | None = None) -> None:
 
 
 def _anomaly(data, run_dir, backbone, weights, input_size, val_split, batch_size, good_classes, max_false_alarm,
-             dims, clusters, flips, seed, resume, as_json, json_file) -> None:  # fmt: skip
+             dims, clusters, top_area, flips, seed, resume, as_json, json_file) -> None:  # fmt: skip
     """``edgetl train --task anomaly``: fit a detector to the good images of DATA (see edgetl.anomaly.fit)."""
     from ..anomaly.fit import fit_run
 
@@ -181,7 +184,8 @@ def _anomaly(data, run_dir, backbone, weights, input_size, val_split, batch_size
     check_output_files(json_file)
     try:
         options = AnomalyOptions(backbone=backbone, weights=weights, input_size=input_size, holdout=val_split,
-                                 max_false_alarm=max_false_alarm, dims=dims, clusters=clusters, flips=flips,
+                                 max_false_alarm=max_false_alarm, dims=dims, clusters=clusters, top_area=top_area,
+                                 flips=flips,
                                  batch_size=batch_size, seed=seed, good_labels=tuple(good_classes) or None,
                                  verbose=0 if verbosity() <= QUIET else 1)  # fmt: skip
     except ValueError as exc:

@@ -118,7 +118,8 @@ def refit(model: Any, target: Any, options: Any, calibration: np.ndarray | None,
     kept = fit_padim(features, dims=len(channels), clusters=int(opts.get("clusters", distance.clusters)),
                      shrinkage=float(opts.get("shrinkage", 0.1)), seed=int(opts.get("seed", 0)), clip=distance.clip)
     stats = dataclasses.replace(kept, channels=channels[kept.channels])  # indices into the full features
-    return anomaly_model(extractor, stats, decision.threshold, decision.width), Refit(len(x), stats.cluster_sizes)
+    model = anomaly_model(extractor, stats, decision.threshold, decision.width, decision.top_k)
+    return model, Refit(len(x), stats.cluster_sizes)
 
 
 def recalibrate(model: Any, target: Any, options: Any, calibration: np.ndarray | None, run: Any,
@@ -130,14 +131,15 @@ def recalibrate(model: Any, target: Any, options: Any, calibration: np.ndarray |
     from .._tf import keras
     from ..anomaly.fit import threshold_and_width
     from ..anomaly.graph import distance_model, layer_classes
+    from ..anomaly.padim import image_scores
 
     max_false_alarm = ((run.config or {}).get("options") or {}).get("max_false_alarm") if run is not None else None
     if options.quantization == "fp32" or not max_false_alarm or len(held_out) < 2:
         return model, None
     values = _run_exported(distance_model(model), target, options, calibration, held_out)
-    threshold, width = threshold_and_width(values.reshape(len(values), -1).max(axis=1), float(max_false_alarm))
     old = model.get_layer("anomaly_decision")
-    scores, heatmap = layer_classes()["edgetl>AnomalyDecision"](threshold, width, name="anomaly_decision")(
+    threshold, width = threshold_and_width(image_scores(values, old.top_k), float(max_false_alarm))
+    scores, heatmap = layer_classes()["edgetl>AnomalyDecision"](threshold, width, old.top_k, name="anomaly_decision")(
         model.get_layer("anomaly_distance").output)
     recalibrated = keras().Model(model.input, [scores, heatmap], name=model.name)
     return recalibrated, Recalibration(threshold, width, old.threshold, len(held_out), float(max_false_alarm))

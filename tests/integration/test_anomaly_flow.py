@@ -100,6 +100,7 @@ def test_int8_export_validates_scores_order_and_runs_tf_free_with_a_heatmap(anom
     report = json.loads(result.stdout)["validation"]
     assert report["passed"] and report["rank_agreement"] > 0.9
     assert "synthetic defect" in report["note"]
+    assert "re-fitted to this file's quantized features" in report["note"] and "threshold re-set" in report["note"]
     assert out.stat().st_size < 20e6
 
     # On the device: no TensorFlow importable; the verdict, the score and a heatmap overlay per image.
@@ -157,13 +158,13 @@ def test_options_of_the_other_task_and_no_good_images_are_clear_errors(parts, tm
 
 def test_benchmark_gives_each_export_its_roc_auc_and_latency(anomaly_run, tmp_path):
     run, _ = anomaly_run
-    result = CliRunner().invoke(main, ["benchmark", str(run), "--formats", "tflite", "--runs", "3", "--warmup", "1",
-                                       "-o", str(tmp_path), "--json"])  # fmt: skip
+    result = CliRunner().invoke(main, ["benchmark", str(run), "--formats", "tflite:fp32", "--runs", "3",
+                                       "--warmup", "1", "-o", str(tmp_path), "--json"])  # fmt: skip
     assert result.exit_code in (0, 1), result.output
     table = json.loads(result.stdout)
     assert "synthetic defect" in table["data"] and table["float_metrics"]["roc_auc"] > 0.9
     rows = {row["quantization"]: row for row in table["rows"]}
-    assert {"fp32", "int8"} <= set(rows)
+    assert set(rows) == {"fp32"}  # one row keeps the suite short; the int8 file is the export test's
     for row in rows.values():
         assert row["error"] is None and row["metrics"]["roc_auc"] > 0.9 and row["p50_ms"] > 0
 

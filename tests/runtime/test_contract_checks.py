@@ -36,3 +36,30 @@ def test_an_edited_contract_that_does_not_fit_the_model_is_refused_at_load(expor
     with pytest.raises(ContractError, match=message) as info:
         edgetl_runtime.load(edited)
     assert str(edited) in str(info.value) and "re-export" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["tflite_int8", "onnx"])
+def test_a_contract_promising_a_heatmap_the_model_lacks_is_refused_at_load(exported, tmp_path, kind):
+    """An anomaly contract glued onto a one-output classifier: the missing heatmap is named, not indexed past."""
+    import dataclasses
+
+    import edgetl_runtime
+    from edgetl_runtime.contract import OutputSpec
+    from edgetl_runtime.errors import ContractError
+    from edgetl_runtime.metadata import embed_onnx_metadata, embed_tflite_metadata, read_embedded
+
+    source = Path(getattr(exported, kind))
+    spec, _, info = read_embedded(source)
+    good = spec.good_labels[0]
+    labels = (good, next(name for name in spec.labels if name != good))
+    edited = dataclasses.replace(spec, task="anomaly", labels=labels, good_labels=(good,),
+                                 output=OutputSpec(heatmap=(4, 4)))
+    out = tmp_path / f"anomaly{source.suffix}"
+    if kind == "onnx":
+        import onnx
+
+        out.write_bytes(embed_onnx_metadata(onnx.load(source), edited, info).SerializeToString())
+    else:
+        out.write_bytes(embed_tflite_metadata(source.read_bytes(), edited, info))
+    with pytest.raises(ContractError, match=r"\(4, 4\) anomaly heatmap is the second output"):
+        edgetl_runtime.load(out)

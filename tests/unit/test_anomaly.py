@@ -89,6 +89,9 @@ def test_the_keras_graph_scores_as_the_numpy_reference(lite0_features):
     np.testing.assert_allclose(heat, expected, atol=1e-4)
     np.testing.assert_allclose(scores[:, 1], expected.reshape(len(test), -1).max(1), atol=1e-4)
     np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-6)  # (good, anomaly), like a classifier's
+    top3 = anomaly_model(lite0_features, stats, threshold, width, top_k=3).predict_on_batch(test.astype(np.float32))[0]
+    np.testing.assert_allclose(top3[:, 1], 1 / (1 + np.exp(-(image_scores(distances, 3) - threshold) / width)),
+                               atol=1e-4)  # the mean of the 3 farthest cells
 
 
 def test_the_detector_saves_and_loads_in_safe_mode_with_its_statistics(lite0_features, tmp_path):
@@ -117,9 +120,9 @@ def test_scratches_and_spots_are_found_from_good_images_only_also_through_int8_t
     test = np.stack([_aligned_part(rng, i % 2 if i % 4 < 2 else 1 - i % 2, d) for i, d in enumerate(labels)])
     fit, held_out = good[:40], good[40:]
     stats = fit_padim(extract_features(lite0_features, fit), dims=32, clusters=2)
-    threshold, width = threshold_and_width(image_scores(score_maps(stats, extract_features(lite0_features, held_out))),
-                                           0.05)
-    model = anomaly_model(lite0_features, stats, threshold, width)
+    threshold, width = threshold_and_width(
+        image_scores(score_maps(stats, extract_features(lite0_features, held_out)), top_k=3), 0.05)
+    model = anomaly_model(lite0_features, stats, threshold, width, top_k=3)  # TOPK_V2 through int8 too
     float_scores = model.predict(test.astype(np.float32), verbose=0)[0][:, 1]
     assert roc_auc(labels, float_scores) > 0.95
 
@@ -150,5 +153,8 @@ def test_module_doctest() -> None:
     import doctest
 
     from edgetl.anomaly import fit, padim
+    from edgetl.exporters import validate
+    from edgetl_runtime import heatmap
 
-    assert doctest.testmod(padim).failed == 0 and doctest.testmod(fit).failed == 0
+    for module in (padim, fit, validate, heatmap):
+        assert doctest.testmod(module).failed == 0, module.__name__
