@@ -45,7 +45,8 @@ def _seed_row(args, seed: int) -> dict:
     materialize_elpv(data, split=0.75, seed=seed, progress=False)
     run_dir = Path(args.out) / args.name / f"seed{seed}"
     options = AnomalyOptions(backbone=args.backbone, input_size=args.input_size, dims=args.dims,
-                             clusters=args.clusters, flips=args.flips, seed=seed, verbose=0)  # fmt: skip
+                             clusters=args.clusters, flips=args.flips, top_area=args.top_area, seed=seed,
+                             verbose=0)  # fmt: skip
     t0 = time.perf_counter()
     if not (run_dir / "model.keras").is_file():
         fit_run(data / "train", options, run_dir)
@@ -102,6 +103,7 @@ def main() -> int:
     parser.add_argument("--dims", type=int, default=150, help="feature channels kept (random subset)")
     parser.add_argument("--clusters", type=int, default=2, help="kinds of good part per position")
     parser.add_argument("--flips", action="store_true", help="also fit the mirrored good cells")
+    parser.add_argument("--top-area", type=float, default=0.025, help="share of the image averaged into its score")
     parser.add_argument("--no-fit", action="store_true", help="skip the AUC rows (with --latency)")
     parser.add_argument("--latency", default=None, help="a classifier run folder to time the int8 files against")
     parser.add_argument("--runs", type=int, default=100)
@@ -123,7 +125,8 @@ def main() -> int:
             values = [r[key] for r in rows]
             return f"{statistics.mean(values):{fmt}}" + (f" ± {statistics.stdev(values):{fmt}}" if len(values) > 1 else "")
 
-        name = (f"{args.backbone} {args.input_size or 'native'} px, {args.dims} dims, {args.clusters} kinds"
+        name = (f"{args.backbone} {args.input_size or 'native'} px, {args.dims} dims, {args.clusters} kinds, "
+                f"top area {args.top_area:g}"
                 f"{', flips' if args.flips else ''}")  # fmt: skip
         lines += [f"ELPV anomaly detection from good cells only ({name}; recipe `{args.name}`), test splits of "
                   f"seeds {args.seeds}", "",
