@@ -185,8 +185,8 @@ def _save(fig, plt, path: Path) -> Path:
 # --------------------------------------------------------------------------- model on a data set
 
 
-def _scorer(model: Path, target_recall: float | None) -> tuple[ModelSpec, Callable[[np.ndarray], np.ndarray], Any]:
-    """Return ``(contract, pixels -> probabilities, run or None)`` for a run folder or an exported file."""
+def _scorer(model: Path, target_recall: float | None) -> tuple[ModelSpec, Callable[[np.ndarray], np.ndarray], Any, Any]:
+    """Return ``(contract, pixels -> probabilities, run or None, pixels -> heatmaps or None)`` for a run or a file."""
     if model.suffix.lower() in (".tflite", ".onnx"):
         if target_recall is not None:
             raise ValueError("--target-recall needs a run folder (the threshold is chosen on its validation split)")
@@ -195,14 +195,18 @@ def _scorer(model: Path, target_recall: float | None) -> tuple[ModelSpec, Callab
         runtime_model = edgetl_runtime.load(model)
         if not runtime_model.info.embedded_metadata:
             raise ValueError(f"{model}: has no edgetl model contract (labels, threshold); evaluate the run folder instead")
-        return runtime_model.info.spec, runtime_model.scores, None
+        heat = (lambda x: runtime_model.scores_and_heatmaps(x)[1]) if runtime_model.has_heatmap else None
+        return runtime_model.info.spec, runtime_model.scores, None, heat
     from .run import load_run
 
     run = load_run(model)
     keras_model = run.load_model()
     from .exporters.validate import first_output
 
-    return run.spec, lambda x: first_output(keras_model(x.astype(np.float32), training=False)), run
+    heat = None
+    if run.spec.output.heatmap:
+        heat = lambda x: np.asarray(keras_model(x.astype(np.float32), training=False)[1])  # noqa: E731
+    return run.spec, lambda x: first_output(keras_model(x.astype(np.float32), training=False)), run, heat
 
 
 def _probabilities(score: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray, batch_size: int) -> np.ndarray:
@@ -259,6 +263,7 @@ def evaluate(
     threshold: float | None = None,
     report_dir: str | Path | None = None,
     write_report: bool = True,
+    heatmap_dir: str | Path | None = None,
 ) -> EvalResult:
     """Evaluate a run folder, ``.keras`` model, or exported ``.tflite``/``.onnx`` on the data set ``data``.
 
@@ -268,7 +273,9 @@ def evaluate(
     carry it), and used here; with fewer than :data:`FEW_DEFECTS` defects a warning gives the
     recall's confidence interval. ``threshold`` evaluates at another threshold without storing it.
     The report (``metrics.json``, confusion matrices, ROC and precision-recall curves, a gallery
-    of wrong verdicts) goes to ``report_dir`` (default :func:`default_report_dir`).
+    of wrong verdicts) goes to ``report_dir`` (default :func:`default_report_dir`). ``heatmap_dir``
+    (anomaly detectors): each image with its heatmap drawn over it, as PNG files named
+    ``NNNNN-<verdict>-<image name>.png``.
     """
     from .data import load_images, scan_dataset
 
@@ -277,7 +284,10 @@ def evaluate(
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {threshold}")
     model = Path(model)
-    spec, score, run = _scorer(model, target_recall)
+    spec, score, run, heat = _scorer(model, target_recall)
+    if heatmap_dir is not None and heat is None:
+        raise ValueError(f"--heatmap: {model} is a {spec.task} model and has no anomaly heatmap; it is for runs of "
+                         "`edgetl train --task anomaly` and their exports")  # fmt: skip
     notes: list[str] = []
     chosen: dict[str, Any] = {}
     if target_recall is not None:
@@ -294,6 +304,8 @@ def evaluate(
     images = load_images(dataset, spec.input, progress=progress)
     probs = _probabilities(score, images.x, batch_size)
     result = evaluate_probs(probs, images.truth(spec), spec, threshold)
+    if heatmap_dir is not None:
+        _write_overlays(Path(heatmap_dir), heat, images, probs, spec, threshold, batch_size)
     result.metrics.update(chosen)
     result.metrics["threshold_source"] = "given to eval" if threshold is not None else spec.decision.threshold_source
     info = getattr(getattr(score, "__self__", None), "info", None)  # an exported file: what ran it
@@ -315,6 +327,20 @@ def evaluate(
                                           "files": [str(f) for f in report.files]})  # fmt: skip
         result.metrics["report_dir"] = str(out)
     return EvalResult(result.metrics, probs, result.y_true, out, tuple(notes))
+
+
+def _write_overlays(folder: Path, heat: Callable[[np.ndarray], np.ndarray], images: Any, probs: np.ndarray,
+                    spec: ModelSpec, threshold: float | None, batch_size: int) -> None:  # fmt: skip
+    """Write each image with its anomaly heatmap over it to ``folder`` (the verdict in the file name)."""
+    from edgetl_runtime.heatmap import overlay_name, write_overlay
+
+    folder.mkdir(parents=True, exist_ok=True)
+    verdicts = defect_scores(probs, spec) >= (spec.threshold if threshold is None else threshold)
+    for start in range(0, len(images.x), batch_size):
+        maps = heat(images.x[start : start + batch_size])
+        for i, heatmap in enumerate(maps, start):
+            name = overlay_name(images.samples[i].path, i).replace("-", f"-{'defect' if verdicts[i] else 'good'}-", 1)
+            write_overlay(folder / name, images.x[i], heatmap)
 
 
 def _leak_warning(test_paths: Sequence[Path], run: Any) -> str:

@@ -36,9 +36,11 @@ METRIC_ROWS = (
 @click.option("--report-dir", type=click.Path(file_okay=False), default=None,
               help="Where the report goes [RUN/eval/<data folder>, or MODEL.eval/<data folder> for a file].")
 @click.option("--no-report", is_flag=True, help="Only the metrics: no plots, no gallery.")
+@click.option("--heatmap", "heatmap_dir", type=click.Path(file_okay=False), default=None,
+              help="Anomaly detectors: write each image with its anomaly heatmap over it to this folder (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout (nothing else there).")
 @click.option("--json-file", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON to this file.")
-def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_report, as_json, json_file):
+def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_report, heatmap_dir, as_json, json_file):
     """Evaluate MODEL (a run folder, .keras, .tflite or .onnx) on DATA (<label>/ subfolders or a CSV).
 
     \b
@@ -57,7 +59,8 @@ def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_r
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = evaluate(model, data, target_recall=target_recall, batch_size=batch_size, progress=not as_json and verbosity() >= 0,
-                              threshold=threshold, report_dir=report_dir, write_report=not no_report)  # fmt: skip
+                              threshold=threshold, report_dir=report_dir, write_report=not no_report,
+                              heatmap_dir=heatmap_dir)  # fmt: skip
     except (ValueError, OSError, ImportError) as exc:
         raise InputError(str(exc)) from None
     for warning in result.warnings:

@@ -84,11 +84,14 @@ def test_train_fits_good_images_only_and_writes_a_run_with_an_anomaly_contract(a
 def test_eval_maps_every_defect_folder_to_anomaly_and_finds_them(anomaly_run, parts, tmp_path):
     run, _ = anomaly_run
     result = CliRunner().invoke(main, ["eval", str(run), str(parts / "test"), "--json", "--report-dir",
-                                       str(tmp_path / "report")])  # fmt: skip
+                                       str(tmp_path / "report"), "--heatmap", str(tmp_path / "heat")])  # fmt: skip
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["n"] == 32 and metrics["roc_auc"] > 0.95
     assert metrics["decision_accuracy"] > 0.8
+    overlays = sorted((tmp_path / "heat").glob("*.png"))
+    assert len(overlays) == 32 and sum("-defect-" in p.name for p in overlays) == metrics["confusion"]["tp"] + \
+        metrics["confusion"]["fp"]
 
 
 def test_int8_export_validates_scores_order_and_runs_tf_free_with_a_heatmap(anomaly_run, parts, tmp_path):
