@@ -158,3 +158,24 @@ def test_module_doctest() -> None:
 
     for module in (padim, fit, validate, heatmap):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_an_interrupted_fit_reuses_the_feature_chunks_already_written(lite0_features, tmp_path, monkeypatch):
+    from edgetl.anomaly import fit as fit_module
+    from edgetl.anomaly import graph
+
+    rng = np.random.default_rng(5)
+    images = np.stack([_aligned_part(rng, 0, False) for i in range(5)])
+    monkeypatch.setattr(fit_module, "CHUNK", 2)
+    cache = fit_module._FeatureCache(tmp_path, {"images": ["a", "b"]})
+    first = cache.extract(lite0_features, images, np.arange(8), 4, False, "fit")
+    assert first.shape == (5, 6, 6, 8) and len(list(cache.dir.glob("fit-*.npy"))) == 3
+    (sorted(cache.dir.glob("fit-*.npy"))[-1]).unlink()  # the chunk being written when the fit was killed
+
+    calls = []
+    real = graph.extract_features
+    monkeypatch.setattr(graph, "extract_features", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    again = fit_module._FeatureCache(tmp_path, {"images": ["a", "b"]}).extract(lite0_features, images, np.arange(8), 4,
+                                                                              False, "fit")  # fmt: skip
+    assert calls == [1]  # only the missing last chunk (one image) was extracted again
+    np.testing.assert_allclose(again, first, rtol=1e-5, atol=1e-5)
