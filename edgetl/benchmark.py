@@ -147,6 +147,7 @@ class BenchmarkTable:
     warmup: int
     rows: tuple[BenchmarkRow, ...]
     host: dict[str, Any] = field(default_factory=dict)  # machine state at the start (edgetl_runtime.host)
+    anomaly: bool = False  # the run is an anomaly detector
 
     HEADER = ("format", "quant", "device", "MB", "accuracy", "Δ pp", "recall", "AUC", "agree", "p50 ms", "status")
 
@@ -204,12 +205,14 @@ class BenchmarkTable:
         from rich import box
 
         table = Table(title=escape(self.title), box=box.SIMPLE_HEAD, caption=escape(f"machine: {self.machine}"))
+        # A terminal is narrow: the AUC column is shown where it is the figure that matters (anomaly runs).
+        shown = [i for i, name in enumerate(self.HEADER) if name != "AUC" or self.anomaly]
         last = len(self.HEADER) - 1
-        for i, name in enumerate(self.HEADER):
-            table.add_column(name, justify="left" if i < 3 or i == last else "right", no_wrap=i < last,
+        for i in shown:
+            table.add_column(self.HEADER[i], justify="left" if i < 3 or i == last else "right", no_wrap=i < last,
                              overflow="fold")  # fmt: skip
         for row in self.rows:
-            cells = [escape(c) for c in self.cells(row)]
+            cells = [escape(c) for i, c in enumerate(self.cells(row)) if i in shown]
             if row.error or row.validation_passed is False:
                 cells[-1] = f"[red]{cells[-1]}[/red]"
             table.add_row(*cells)
@@ -378,4 +381,5 @@ def benchmark(
     return BenchmarkTable(
         run_dir=str(run.run_dir), profile=chosen.name, host_profile=host_name, data=source, n_images=len(pixels),
         float_metrics=float_metrics, runs=runs, warmup=warmup, rows=tuple(rows), host=state.to_dict(),
+        anomaly=spec.task == "anomaly",
     )  # fmt: skip

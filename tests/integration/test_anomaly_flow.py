@@ -59,7 +59,7 @@ def anomaly_run(parts: Path, tmp_path_factory) -> tuple[Path, dict]:
     run = tmp_path_factory.mktemp("runs") / "anomaly"
     result = CliRunner().invoke(main, ["train", str(parts / "train"), "-o", str(run), "--task", "anomaly",
                                        "--input-size", str(SIZE), "--dims", "48", "--max-false-alarm", "0.1",
-                                       "--json"])  # fmt: skip
+                                       "--top-area", "0", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     return run, json.loads(result.stdout)
 
@@ -76,6 +76,7 @@ def test_train_fits_good_images_only_and_writes_a_run_with_an_anomaly_contract(a
     assert all("crack" not in path for path, _ in split["train"])  # no defect is ever fitted
     validation = payload["validation"]
     assert validation["held_out_good"] == 10 and validation["defects"] == 6
+    assert json.loads((run / "config.json").read_text())["method"]["top_cells"] == 1  # small defects: the worst cell
     assert validation["false_alarm_rate"] <= 0.1
     assert validation["roc_auc"] > 0.9
     assert (run / "anomaly_scores.png").is_file() and not (run / "cache").exists()
@@ -125,8 +126,8 @@ def test_int8_export_validates_scores_order_and_runs_tf_free_with_a_heatmap(anom
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["verdict"] for r in rows[:2]] == ["defect", "defect"]
     assert all(np.array(r["heatmap"]).shape == (SIZE // 16, SIZE // 16) for r in rows)
-    crack = np.array(rows[0]["heatmap"])
-    assert crack.max() == pytest.approx(rows[0]["defect_score"], abs=0.02)  # the score is the map's maximum
+    for row in rows:  # --top-area 0: the score is the hottest cell's
+        assert np.array(row["heatmap"]).max() == pytest.approx(row["defect_score"], abs=0.02)
     written = sorted(heat_dir.glob("*.png"))
     assert len(written) == 4 and Image.open(written[0]).size == (SIZE, SIZE)
 

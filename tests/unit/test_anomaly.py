@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgetl_runtime.decision import roc_auc
 
 from edgetl.anomaly import (anomaly_model, extract_features, feature_extractor, fit_padim, image_scores,
                             score_maps, tap_layers, with_synthetic_anomalies)
-from edgetl.anomaly.fit import threshold_and_width
 from edgetl.anomaly.graph import distance_model
 from edgetl.backbones import load_backbone
-from edgetl.exporters.validate import rank_agreement
 
 
 def _aligned_part(rng: np.random.Generator, kind: int, defect: bool, size: int = 96) -> np.ndarray:
@@ -108,40 +105,52 @@ def test_the_detector_saves_and_loads_in_safe_mode_with_its_statistics(lite0_fea
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_scratches_and_spots_are_found_from_good_images_only_also_through_int8_tflite(lite0_features):
+def test_synthetic_defects_paint_one_region_of_each_copy_and_leave_the_originals():
+    # int8 calibration and validation of anomaly exports use them (the int8 path: tests/integration/test_anomaly_flow.py)
+    rng = np.random.default_rng(6)
+    good = np.stack([_aligned_part(rng, i % 2, False) for i in range(8)])
+    out = with_synthetic_anomalies(good, seed=0)
+    assert out.shape == (16, *good.shape[1:]) and np.array_equal(out[:8], good)
+    changed = (out[8:] != good).any(axis=-1).mean(axis=(1, 2))
+    assert ((changed > 0.001) & (changed < 0.6)).all()  # one patch or stripe, not the whole image
+
+
+def test_the_scoring_tail_with_top_k_converts_to_int8_and_keeps_the_order(tmp_path):
+    """The tail alone (features in, no backbone) through the int8 converter and LiteRT: TOPK_V2 included."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgetl._tf import keras
+    from edgetl.anomaly.graph import layer_classes
     from edgetl.exporters import ExportOptions
     from edgetl.exporters.tflite import convert
+    from edgetl.exporters.validate import rank_agreement
 
-    rng = np.random.default_rng(2)
-    good = np.stack([_aligned_part(rng, i % 2, False) for i in range(60)])
-    labels = np.array([i % 2 == 0 for i in range(40)])
-    test = np.stack([_aligned_part(rng, i % 2 if i % 4 < 2 else 1 - i % 2, d) for i, d in enumerate(labels)])
-    fit, held_out = good[:40], good[40:]
-    stats = fit_padim(extract_features(lite0_features, fit), dims=32, clusters=2)
-    threshold, width = threshold_and_width(
-        image_scores(score_maps(stats, extract_features(lite0_features, held_out)), top_k=3), 0.05)
-    model = anomaly_model(lite0_features, stats, threshold, width, top_k=3)  # TOPK_V2 through int8 too
-    float_scores = model.predict(test.astype(np.float32), verbose=0)[0][:, 1]
-    assert roc_auc(labels, float_scores) > 0.95
-
-    # Calibrated on held-out good images (the fitted ones sit closer to their own means than any new
-    # image does) and on copies of them with synthetic defects, so that defect scores do not saturate.
-    calibration = with_synthetic_anomalies(held_out)
-    assert len(calibration) == 2 * len(held_out) and not np.array_equal(calibration[20:], held_out)
+    rng = np.random.default_rng(7)
+    good = rng.normal(100, 20, (60, 4, 4, 3)).astype(np.float32)
+    stats = fit_padim(good, dims=3, clusters=1)
+    k = keras()
+    features = k.Input((4, 4, 3))
+    layers = layer_classes()
+    distance = layers["edgetl>MahalanobisMap"](stats.channels, 1, (4, 4), stats.clip)
+    amap = distance(features)
+    distance.set_weights([stats.mean, stats.cholesky])
+    scores, heat = layers["edgetl>AnomalyDecision"](3.0, 1.0, 3)(amap)
+    model = k.Model(features, [scores, heat])
+    test = good[:20].copy()
+    test[10:, 1:3, 1:3] += rng.uniform(0, 120, (10, 1, 1, 1)).astype(np.float32)  # anomalies of growing strength
+    calibration = np.concatenate([good[20:], test[10:]]).clip(0, 255).astype(np.uint8)
     interpreter = Interpreter(model_content=convert(model, ExportOptions(quantization="int8"), calibration))
     interpreter.allocate_tensors()
-    (image,) = interpreter.get_input_details()
-    score_out = min(interpreter.get_output_details(), key=lambda o: len(o["shape"]))  # (1, 2), not the map
-    scale, zero = score_out["quantization"]
-    int8_scores = []
-    for x in test:
-        interpreter.set_tensor(image["index"], x[None].astype(image["dtype"]))
+    assert "TOPK_V2" in {op["op_name"] for op in interpreter._get_ops_details()}
+    (inp,) = interpreter.get_input_details()
+    out = min(interpreter.get_output_details(), key=lambda o: len(o["shape"]))
+    (scale, zero), got = out["quantization"], []
+    for x in test.clip(0, 255).astype(np.uint8):
+        interpreter.set_tensor(inp["index"], x[None])
         interpreter.invoke()
-        int8_scores.append((float(interpreter.get_tensor(score_out["index"]).reshape(-1)[1]) - zero) * scale)
-    assert roc_auc(labels, np.array(int8_scores)) > 0.95
-    assert rank_agreement(np.array(int8_scores), float_scores) > 0.9
+        got.append((interpreter.get_tensor(out["index"])[0, 1].astype(np.float32) - zero) * scale)
+    expected = model.predict_on_batch(test.clip(0, 255).astype(np.uint8).astype(np.float32))[0][:, 1]
+    assert rank_agreement(np.array(got), expected) > 0.9
 
 
 def test_too_few_good_images_is_a_clear_error():
