@@ -141,6 +141,8 @@ def _show(report, result, as_json: bool) -> None:
         console.print(result.edgetpu.summary())
     if result.note:
         console.print(result.note)
+    for step in result.adjusted:
+        console.print(step)
     if result.qat is not None and result.qat.float_layers:
         layers = result.qat.float_layers
         console.print(f"QAT: {len(layers)} layer(s) outside tfmot's int8 scheme were calibrated post-training (first: {layers[0]})")
@@ -171,6 +173,8 @@ def _validation_table(console, report, Table) -> None:
     if report.quantization != "fp32":
         table.add_row(f"agreement ({report.decisive_images} decisive)", "", _pct(report.decisive_agreement), "",
                       "" if all_images else f">= {tol.min_agreement:.0%}")  # fmt: skip
+    if report.rank_agreement is not None:
+        table.add_row("rank agreement (Spearman)", "", f"{report.rank_agreement:.4f}", "", "report only")
     table.add_row("max |score diff|", "", f"{report.max_abs_diff:.2e}", "",
                   "report only" if tol.max_abs_diff is None else f"<= {tol.max_abs_diff:g}")  # fmt: skip
     table.add_row("ran on", "", f"{report.engine}, {report.provider or '-'}, {report.device}", "", "")

@@ -69,6 +69,7 @@ class ExportResult:
     qat: QatSummary | None = None
     edgetpu: CompatibilityReport | None = None
     note: str = ""
+    adjusted: tuple[str, ...] = ()  # what an anomaly export set for itself (statistics re-fitted, threshold)
 
     @property
     def format(self) -> str:
@@ -91,6 +92,7 @@ class ExportResult:
             "qat": dataclasses.asdict(self.qat) if self.qat else None,
             "edgetpu": self.edgetpu.to_dict() if self.edgetpu else None,
             "note": self.note,
+            "adjusted": list(self.adjusted),
         }
 
 
@@ -244,6 +246,7 @@ def export(
         held_out, labels = _images(source, None, "val", MAX_REFIT_IMAGES, "held-out good")
         model, recalibration = anomaly_export.recalibrate(model, target, options, calibration, source.run,
                                                           held_out[labels == good])
+    anomaly_notes = "; ".join(step.note() for step in (refitted, recalibration) if step is not None)
     if options.quantization == "qat":
         model, qat = _quantize_aware(model, calibration, calib_labels, options)
     if options.tta:
@@ -270,8 +273,7 @@ def export(
                 pixels, labels, synthetic = anomaly_export.with_synthetic_defects(pixels, labels, source.spec)
             report = validate(plan.path, reference, pixels, labels, options.quantization, _tolerance(options),
                               plan.device, spec=source.spec, max_drop=options.max_drop)  # fmt: skip
-            notes = (plan.note, report.note, refitted.note() if refitted else "",
-                     recalibration.note() if recalibration else "",
+            notes = (plan.note, report.note, anomaly_notes,
                      f"{synthetic} of the validation images are good ones with a synthetic defect painted on "
                      "(labelled anomaly), so that the scores' order and ROC AUC are compared without defect "
                      "labels" if synthetic else "")  # fmt: skip
@@ -289,6 +291,7 @@ def export(
         size_bytes=len(data) if rejected else artifact.stat().st_size, spec=source.spec,
         info=info, report=report, calibration_images=None if calibration is None else len(calibration), qat=qat,
         edgetpu=final.details if isinstance(final.details, CompatibilityReport) else None, note=final.note,
+        adjusted=tuple(step.note() for step in (refitted, recalibration) if step is not None),
     )  # fmt: skip
     if report is not None:
         report_file = write_json(report_path_for(output), result.to_dict())

@@ -76,7 +76,7 @@ class Prediction(NamedTuple):
     probable class and its probability; they can disagree with the verdict, which is the decision.
     ``probabilities``: every class's probability (a mapping built on first use). ``timings``:
     ``preprocess``, ``inference`` and ``postprocess`` in milliseconds. ``heatmap``: for an anomaly
-    detector, where the image looks anomalous, (rows, cols) in [0, 1] (see :meth:`Model.heatmaps`);
+    detector, where the image looks anomalous, (rows, cols) in [0, 1] (see :meth:`Model.scores_and_heatmaps`);
     None for a classifier.
     """
 
@@ -224,7 +224,7 @@ class Model:
             pixels = pixels[None]
         if pixels.shape[1:] != self._shape:
             raise ValueError(f"expected pixels of shape (N, {', '.join(map(str, self._shape))}), got {pixels.shape}")
-        if self._passthrough:
+        if self._passthrough or len(pixels) == 0:
             return np.ascontiguousarray(pixels)
         return to_model_input(pixels, self._backend.input.dtype, self._mean, self._std, self._input_quant)
 
@@ -345,7 +345,7 @@ def _heatmap_output(backend: Backend, spec: ModelSpec, where: str, embedded: boo
                                    f"{len(backend.outputs)} outputs")  # fmt: skip
         return None
     rows, cols = spec.output.heatmap
-    fits = [i for i in extra if [d for d in backend.outputs[i].shape[1:] if d != 1] == [rows, cols]]
+    fits = [i for i in extra if tuple(backend.outputs[i].shape[1:]) in ((rows, cols), (rows, cols, 1))]
     if len(extra) != 1 or not fits:
         shapes = [backend.outputs[i].shape for i in extra]
         raise ContractError(f"{where}: its contract says a ({rows}, {cols}) anomaly heatmap is the second output, but "
