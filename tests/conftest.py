@@ -51,6 +51,29 @@ def make_inspection_image(rng: np.random.Generator, defect: bool, size: int = 48
     return base.clip(0, 255).astype(np.uint8)
 
 
+def aligned_part(rng: np.random.Generator, kind: int, defect: bool, size: int = 96) -> np.ndarray:
+    """An aligned grey 'cell' (busbars at fixed places) of one of two kinds of texture; defects: a dark
+    scratch or a bright spot. The anomaly tests' parts: good ones come in two kinds, like mono and poly cells."""
+    img = rng.normal(150, 6, (size, size))
+    img[:, size // 4 :: size // 4][:, :3] -= 50
+    if kind == 1:  # the second kind of good part: a coarse grain texture
+        img += np.kron(rng.normal(0, 15, (size // 8, size // 8)), np.ones((8, 8)))
+    if defect:
+        if rng.random() < 0.5:
+            r = int(rng.integers(size // 5, 4 * size // 5))
+            img[r : r + 4, size // 6 : 5 * size // 6] = 40.0
+        else:
+            r, c = (int(v) for v in rng.integers(size // 5, 4 * size // 5, 2))
+            img[r : r + 10, c : c + 10] = 245.0
+    return np.repeat(img.clip(0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+@pytest.fixture(scope="session")
+def make_part():
+    """:func:`aligned_part`, for the anomaly tests."""
+    return aligned_part
+
+
 def write_dataset(root: Path, n_per_class: int = 12, seed: int = 0, size: int = 48) -> Path:
     """Write ``root/{good,defect}/*.png`` and return ``root``."""
     rng = np.random.default_rng(seed)

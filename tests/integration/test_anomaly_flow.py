@@ -1,7 +1,8 @@
 """Issue 13 end to end: good images -> `edgetl train --task anomaly` -> eval -> export -> the TF-free runtime.
 
-The data is a synthetic aligned texture (busbars at fixed places, two kinds of good part) with
-injected scratches and spots, written as real PNG files; EfficientNet-Lite0 at 96 px keeps it quick.
+The data is a synthetic aligned texture (``aligned_part`` in tests/conftest.py: busbars at fixed
+places, two kinds of good part) with injected scratches and spots, written as real PNG files;
+EfficientNet-Lite0 at 96 px keeps it quick.
 """
 
 from __future__ import annotations
@@ -21,36 +22,20 @@ from edgetl.cli import main
 SIZE = 96
 
 
-def aligned_part(rng: np.random.Generator, kind: int, defect: bool, size: int = SIZE) -> np.ndarray:
-    """A grey 'cell' with busbars at fixed places and one of two textures; defects: a dark scratch or a bright spot."""
-    img = rng.normal(150, 6, (size, size))
-    img[:, size // 4 :: size // 4][:, :3] -= 50
-    if kind == 1:
-        img += np.kron(rng.normal(0, 15, (size // 8, size // 8)), np.ones((8, 8)))
-    if defect:
-        if rng.random() < 0.5:
-            r = int(rng.integers(size // 5, 4 * size // 5))
-            img[r : r + 4, size // 6 : 5 * size // 6] = 40.0
-        else:
-            r, c = (int(v) for v in rng.integers(size // 5, 4 * size // 5, 2))
-            img[r : r + 10, c : c + 10] = 245.0
-    return np.repeat(img.clip(0, 255).astype(np.uint8)[..., None], 3, axis=-1)
-
-
-def write_parts(folder: Path, n: int, defect: bool, rng: np.random.Generator) -> None:
+def write_parts(folder: Path, n: int, defect: bool, rng: np.random.Generator, make_part) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        Image.fromarray(aligned_part(rng, i % 2, defect)).save(folder / f"{i:03d}.png")
+        Image.fromarray(make_part(rng, i % 2, defect, SIZE)).save(folder / f"{i:03d}.png")
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory) -> Path:
+def parts(tmp_path_factory, make_part) -> Path:
     root = tmp_path_factory.mktemp("parts")
     rng = np.random.default_rng(0)
-    write_parts(root / "train" / "good", 50, False, rng)
-    write_parts(root / "train" / "crack", 6, True, rng)  # never fitted: validation only
-    write_parts(root / "test" / "good", 16, False, rng)
-    write_parts(root / "test" / "crack", 16, True, rng)
+    write_parts(root / "train" / "good", 50, False, rng, make_part)
+    write_parts(root / "train" / "crack", 6, True, rng, make_part)  # never fitted: validation only
+    write_parts(root / "test" / "good", 16, False, rng, make_part)
+    write_parts(root / "test" / "crack", 16, True, rng, make_part)
     return root
 
 
@@ -148,7 +133,7 @@ def test_onnx_export_carries_the_heatmap_too(anomaly_run, tmp_path):
     assert pred.heatmap.shape == (SIZE // 16, SIZE // 16) and pred.verdict in ("good", "defect")
 
 
-def test_options_of_the_other_task_and_no_good_images_are_clear_errors(parts, tmp_path):
+def test_options_of_the_other_task_and_no_good_images_are_clear_errors(parts, tmp_path, make_part):
     runner = CliRunner()
     wrong = runner.invoke(main, ["train", str(parts / "train"), "-o", str(tmp_path / "a"), "--task", "anomaly",
                                  "--epochs", "3"])  # fmt: skip
@@ -156,7 +141,7 @@ def test_options_of_the_other_task_and_no_good_images_are_clear_errors(parts, tm
     other = runner.invoke(main, ["train", str(parts / "train"), "-o", str(tmp_path / "b"), "--max-false-alarm", "0.1"])
     assert other.exit_code == 2 and "--max-false-alarm" in other.output and "anomaly" in other.output
     only_cracks = tmp_path / "cracks"
-    write_parts(only_cracks / "crack", 3, True, np.random.default_rng(1))
+    write_parts(only_cracks / "crack", 3, True, np.random.default_rng(1), make_part)
     none_good = runner.invoke(main, ["train", str(only_cracks), "-o", str(tmp_path / "c"), "--task", "anomaly"])
     assert none_good.exit_code == 2 and "--good-class" in none_good.output
     assert not (tmp_path / "c").exists()

@@ -11,22 +11,6 @@ from edgetl.anomaly.graph import distance_model
 from edgetl.backbones import load_backbone
 
 
-def _aligned_part(rng: np.random.Generator, kind: int, defect: bool, size: int = 96) -> np.ndarray:
-    """A grey 'cell' with busbars at fixed places and one of two textures; defects: a dark scratch or spot."""
-    img = rng.normal(150, 6, (size, size))
-    img[:, size // 4 :: size // 4][:, :3] -= 50  # busbars, always at the same columns
-    if kind == 1:  # the second kind of good part: a coarse grain texture
-        img += np.kron(rng.normal(0, 15, (size // 8, size // 8)), np.ones((8, 8)))
-    if defect:
-        if rng.random() < 0.5:
-            r = int(rng.integers(size // 5, 4 * size // 5))
-            img[r : r + 4, size // 6 : 5 * size // 6] = 40.0
-        else:
-            r, c = (int(v) for v in rng.integers(size // 5, 4 * size // 5, 2))
-            img[r : r + 10, c : c + 10] = 245.0
-    return np.repeat(img.clip(0, 255).astype(np.uint8)[..., None], 3, axis=-1)
-
-
 @pytest.fixture(scope="module")
 def lite0_features():
     backbone = load_backbone("efficientnet_lite0", weights="imagenet", input_size=96)
@@ -71,10 +55,10 @@ def test_clipping_bounds_each_components_share_of_the_distance():
     assert score_maps(robust, odd)[0, 0, 0] <= 2.0 * np.sqrt(6) + 1e-5
 
 
-def test_the_keras_graph_scores_as_the_numpy_reference(lite0_features):
+def test_the_keras_graph_scores_as_the_numpy_reference(lite0_features, make_part):
     rng = np.random.default_rng(1)
-    good = np.stack([_aligned_part(rng, i % 2, False) for i in range(24)])
-    test = np.stack([_aligned_part(rng, i % 2, i % 3 == 0) for i in range(9)])
+    good = np.stack([make_part(rng, i % 2, False) for i in range(24)])
+    test = np.stack([make_part(rng, i % 2, i % 3 == 0) for i in range(9)])
     stats = fit_padim(extract_features(lite0_features, good), dims=64, clusters=2)
     threshold, width = 9.0, 2.0
     model = anomaly_model(lite0_features, stats, threshold, width)
@@ -91,11 +75,11 @@ def test_the_keras_graph_scores_as_the_numpy_reference(lite0_features):
                                atol=1e-4)  # the mean of the 3 farthest cells
 
 
-def test_the_detector_saves_and_loads_in_safe_mode_with_its_statistics(lite0_features, tmp_path):
+def test_the_detector_saves_and_loads_in_safe_mode_with_its_statistics(lite0_features, tmp_path, make_part):
     from edgetl.run import load_keras_model
 
     rng = np.random.default_rng(3)
-    good = np.stack([_aligned_part(rng, i % 2, False) for i in range(12)])
+    good = np.stack([make_part(rng, i % 2, False) for i in range(12)])
     stats = fit_padim(extract_features(lite0_features, good), dims=16, clusters=1)
     model = anomaly_model(lite0_features, stats, 5.0, 1.0)
     model.save(tmp_path / "model.keras")
@@ -105,10 +89,10 @@ def test_the_detector_saves_and_loads_in_safe_mode_with_its_statistics(lite0_fea
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_synthetic_defects_paint_one_region_of_each_copy_and_leave_the_originals():
+def test_synthetic_defects_paint_one_region_of_each_copy_and_leave_the_originals(make_part):
     # int8 calibration and validation of anomaly exports use them (the int8 path: tests/integration/test_anomaly_flow.py)
     rng = np.random.default_rng(6)
-    good = np.stack([_aligned_part(rng, i % 2, False) for i in range(8)])
+    good = np.stack([make_part(rng, i % 2, False) for i in range(8)])
     out = with_synthetic_anomalies(good, seed=0)
     assert out.shape == (16, *good.shape[1:]) and np.array_equal(out[:8], good)
     changed = (out[8:] != good).any(axis=-1).mean(axis=(1, 2))
@@ -169,12 +153,12 @@ def test_module_doctest() -> None:
         assert doctest.testmod(module).failed == 0, module.__name__
 
 
-def test_an_interrupted_fit_reuses_the_feature_chunks_already_written(lite0_features, tmp_path, monkeypatch):
+def test_an_interrupted_fit_reuses_the_feature_chunks_already_written(lite0_features, tmp_path, monkeypatch, make_part):
     from edgetl.anomaly import fit as fit_module
     from edgetl.anomaly import graph
 
     rng = np.random.default_rng(5)
-    images = np.stack([_aligned_part(rng, 0, False) for i in range(5)])
+    images = np.stack([make_part(rng, 0, False) for i in range(5)])
     monkeypatch.setattr(fit_module, "CHUNK", 2)
     cache = fit_module._FeatureCache(tmp_path, {"images": ["a", "b"]})
     first = cache.extract(lite0_features, images, np.arange(8), 4, False, "fit")
