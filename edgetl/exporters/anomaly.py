@@ -75,19 +75,31 @@ class Refit(NamedTuple):
 
 def _run_exported(model: Any, target: Any, options: Any, calibration: np.ndarray | None, pixels: np.ndarray) -> np.ndarray:
     """Return ``model`` converted by ``target`` and run by the runtime on ``pixels``: its output (N, ...) as float32."""
-    import edgetl_runtime
+    from edgetl_runtime.backends import open_backend
+    from edgetl_runtime.preprocess import to_model_input
 
+    # The engine itself, not edgetl_runtime.load: a feature map of, say, 14x14x344 values is not a
+    # classifier's output, and would be read as that many labels.
+    fmt = "onnx" if options.format == "onnx" else "tflite"
+    data = target.convert(model, options, calibration)
     folder = Path(tempfile.mkdtemp(prefix="edgetl-anomaly-"))
     try:
-        path = folder / ("part.onnx" if options.format == "onnx" else "part.tflite")
-        path.write_bytes(target.convert(model, options, calibration))
-        exported = edgetl_runtime.load(path, device="cpu")
-        shape = tuple(int(d) for d in model.output.shape[1:])
-        out = np.concatenate([exported.scores(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
-        del exported
+        path = folder / f"part.{fmt}"
+        path.write_bytes(data)
+        backend = open_backend(path, data, fmt, "cpu", None, {}, False)
+        tensor, channels = backend.input, int(pixels.shape[-1])
+        parts = []
+        for i in range(0, len(pixels), 32):
+            x = to_model_input(pixels[i : i + 32], tensor.dtype, (0.0,) * channels, (1.0,) * channels,
+                               tensor.quantization)  # fmt: skip
+            raw = np.asarray(backend.run(x))
+            quant = backend.output.quantization
+            parts.append((raw.astype(np.int32) - quant[1]) * np.float32(quant[0]) if quant else raw.astype(np.float32))
+        del backend
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return out.reshape(len(pixels), *shape)
+    shape = tuple(int(d) for d in model.output.shape[1:])
+    return np.concatenate(parts).astype(np.float32).reshape(len(pixels), *shape)
 
 
 def refit(model: Any, target: Any, options: Any, calibration: np.ndarray | None, run: Any,
