@@ -166,8 +166,21 @@ def load_keras_model(path: str | Path):
 
         return keras().models.load_model(path, custom_objects=layer_classes(), compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for foreign or tampered archives
-        raise RunError(f"{path}: cannot load the trained model ({exc.__class__.__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''}); retrain or restore it") from None
+        raise RunError(f"{path}: cannot load the trained model ({_reason(exc)}); retrain or restore it") from None
+
+
+def _reason(exc: BaseException, limit: int = 300) -> str:
+    """Return the first line of the innermost exception behind ``exc``, at most ``limit`` characters.
+
+    Keras wraps a layer's own error in one that quotes the layer's whole config, which a tampered
+    file can make megabytes long.
+    """
+    inner = exc
+    while (inner.__cause__ or inner.__context__) is not None:
+        inner = inner.__cause__ or inner.__context__
+    text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return f"{inner.__class__.__name__}: {text}"
 
 
 def write_spec(run_dir: str | Path, spec: ModelSpec) -> Path:

@@ -16,6 +16,7 @@ import numpy as np
 from .._tf import keras, tensorflow
 from .padim import PadimStats
 
+MAX_STATISTICS = 2**28  # float32 values of the Cholesky factors a detector may hold (1 GiB)
 TAP_STRIDES = (8, 16, 32)  # chosen on ELPV: stride 4 hurt, stride 32 helped (docs/BENCHMARKS.md)
 GRID_STRIDE = 16  # the anomaly map has one cell per 16x16 input pixels
 
@@ -83,6 +84,13 @@ def layer_classes() -> dict[str, Any]:
             super().__init__(**kwargs)
             self.channels = [int(c) for c in channels]
             self.clusters, self.grid, self.clip = int(clusters), tuple(int(g) for g in grid), float(clip)
+            # A model.keras someone hands over sets these: bound the weights they would allocate.
+            elements = self.clusters * int(np.prod(self.grid)) * len(self.channels) ** 2
+            if not (0 < self.clusters <= 64 and len(self.grid) == 2 and min(self.grid) > 0 and self.channels
+                    and elements <= MAX_STATISTICS):  # fmt: skip
+                raise ValueError(f"anomaly statistics of {self.clusters} kinds, a {self.grid} grid and "
+                                 f"{len(self.channels)} channels are not what edgetl fits (at most "
+                                 f"{MAX_STATISTICS:,} values); the model file was edited")  # fmt: skip
 
         def build(self, input_shape):
             d = len(self.channels)

@@ -172,3 +172,27 @@ def test_an_interrupted_fit_reuses_the_feature_chunks_already_written(lite0_feat
                                                                               False, "fit")  # fmt: skip
     assert calls == [1]  # only the missing last chunk (one image) was extracted again
     np.testing.assert_allclose(again, first, rtol=1e-5, atol=1e-5)
+
+
+def test_a_tampered_detector_asking_for_huge_statistics_is_refused_before_allocating(lite0_features, tmp_path, make_part):
+    import json
+    import zipfile
+
+    from edgetl.run import RunError, load_keras_model
+
+    rng = np.random.default_rng(8)
+    stats = fit_padim(extract_features(lite0_features, np.stack([make_part(rng, 0, False) for _ in range(4)])),
+                      dims=4, clusters=1)
+    anomaly_model(lite0_features, stats, 5.0, 1.0).save(tmp_path / "model.keras")
+    with zipfile.ZipFile(tmp_path / "model.keras") as src, zipfile.ZipFile(tmp_path / "tampered.keras", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                layer = next(lay for lay in config["config"]["layers"] if lay["config"]["name"] == "anomaly_distance")
+                layer["config"]["channels"] = list(range(100_000))  # 10^10 values per kind and cell
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    with pytest.raises(RunError, match="the model file was edited") as info:
+        load_keras_model(tmp_path / "tampered.keras")
+    assert len(str(info.value)) < 800  # not the megabyte config Keras quotes
