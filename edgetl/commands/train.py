@@ -97,7 +97,8 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
           class_weight, patience, label_smoothing, teacher,
           distill_weight, distill_temperature, good_classes, task, max_false_alarm, dims, clusters, top_area, flips, seed,
           strategy, mixed_precision, resume, as_json, json_file):
-    """Fine-tune a defect classifier on DATA (class folders or a path,label CSV) into RUN_DIR.
+    """Fine-tune a defect classifier on DATA (class folders or a path,label CSV) into RUN_DIR, or with
+    --task anomaly fit a detector to DATA's good images only (docs/anomaly.md).
 
     \b
     Examples:
