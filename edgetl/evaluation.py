@@ -339,7 +339,7 @@ def _write_overlays(folder: Path, heat: Callable[[np.ndarray], np.ndarray], imag
     for start in range(0, len(images.x), batch_size):
         maps = heat(images.x[start : start + batch_size])
         for i, heatmap in enumerate(maps, start):
-            name = overlay_name(images.samples[i].path, i).replace("-", f"-{'defect' if verdicts[i] else 'good'}-", 1)
+            name = overlay_name(images.samples[i].path, i, "defect" if verdicts[i] else "good")
             write_overlay(folder / name, images.x[i], heatmap)
 
 

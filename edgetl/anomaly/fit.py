@@ -270,7 +270,7 @@ def fit_run(data: str | Path, options: AnomalyOptions, output: str | Path) -> An
     with atomic_path(run_dir / MODEL_FILE) as tmp:  # last: a run is finished once model.keras exists
         model.save(tmp)
     write_json(run_dir / METRICS_FILE, {"validation": metrics})
-    _plots(run_dir, metrics, hold_distances, threshold)
+    _plots(run_dir, metrics)
     shutil.rmtree(run_dir / "cache", ignore_errors=True)  # the fit is done: the features are not needed again
     auc = metrics.get("roc_auc")
     console.print(f"[bold green]done[/] in {seconds:.0f} s: held-out false alarms "
@@ -283,10 +283,11 @@ def _validation(model: Any, spec: ModelSpec, good: np.ndarray, defects: np.ndarr
     """Return the decision metrics on the held-out good images (and the defects, if any), float model."""
     from edgetl_runtime.decision import decision_metrics
 
+    from ..exporters.validate import reference_scores
+
     x = good if defects is None else np.concatenate([good, defects])
     y = np.r_[np.zeros(len(good), np.int64), np.ones(0 if defects is None else len(defects), np.int64)]
-    probs = np.concatenate([np.asarray(model(x[i : i + batch].astype(np.float32), training=False)[0])
-                            for i in range(0, len(x), batch)])  # fmt: skip
+    probs = reference_scores(model, x, batch)
     metrics = decision_metrics(probs, y, spec.labels, spec.good_labels, spec.threshold)
     metrics["false_alarm_rate"] = float(np.mean(probs[: len(good), 1] >= spec.threshold))
     metrics["held_out_good"] = int(len(good))
@@ -295,7 +296,7 @@ def _validation(model: Any, spec: ModelSpec, good: np.ndarray, defects: np.ndarr
     return metrics
 
 
-def _plots(run_dir: Path, metrics: dict[str, Any], distances: np.ndarray, threshold: float) -> None:
+def _plots(run_dir: Path, metrics: dict[str, Any]) -> None:
     """Write the held-out score histogram, and the ROC curve when DATA had defects."""
     from ..evaluation import _pyplot, _save, plot_roc
 

@@ -76,7 +76,7 @@ class Refit(NamedTuple):
 def _run_exported(model: Any, target: Any, options: Any, calibration: np.ndarray | None, pixels: np.ndarray) -> np.ndarray:
     """Return ``model`` converted by ``target`` and run by the runtime on ``pixels``: its output (N, ...) as float32."""
     from edgetl_runtime.backends import open_backend
-    from edgetl_runtime.preprocess import to_model_input
+    from edgetl_runtime.preprocess import from_model_output, to_model_input
 
     # The engine itself, not edgetl_runtime.load: a feature map of, say, 14x14x344 values is not a
     # classifier's output, and would be read as that many labels.
@@ -92,9 +92,7 @@ def _run_exported(model: Any, target: Any, options: Any, calibration: np.ndarray
         for i in range(0, len(pixels), 32):
             x = to_model_input(pixels[i : i + 32], tensor.dtype, (0.0,) * channels, (1.0,) * channels,
                                tensor.quantization)  # fmt: skip
-            raw = np.asarray(backend.run(x))
-            quant = backend.output.quantization
-            parts.append((raw.astype(np.int32) - quant[1]) * np.float32(quant[0]) if quant else raw.astype(np.float32))
+            parts.append(from_model_output(np.asarray(backend.run(x)), backend.output.quantization))
         del backend
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -52,6 +52,10 @@ def write_overlay(path: str | Path, pixels: np.ndarray, heatmap: np.ndarray, flo
     return path
 
 
-def overlay_name(image: str | Path, index: int) -> str:
-    """Return the overlay's file name for the ``index``-th image: unique even when two inputs share a name."""
-    return f"{index:05d}-{Path(image).stem}.png"
+def overlay_name(image: str | Path, index: int, tag: str = "") -> str:
+    """Return the overlay's file name for the ``index``-th image: unique even when two inputs share a name.
+
+    >>> overlay_name("cells/a.png", 3), overlay_name("cells/a.png", 3, "defect")
+    ('00003-a.png', '00003-defect-a.png')
+    """
+    return f"{index:05d}-{tag + '-' if tag else ''}{Path(image).stem}.png"

@@ -28,7 +28,7 @@ from .decision import defect_scores
 from .labels import fit_labels, read_labels
 from .errors import MetadataError, ModelFormatError
 from .prediction import ClassProbabilities, ModelInfo, Prediction
-from .preprocess import ImageSource, load_image, to_model_input
+from .preprocess import ImageSource, from_model_output, load_image, to_model_input
 from .probe import enabled as probe_enabled
 from .probe import engine_settings, probe
 
@@ -37,21 +37,13 @@ MOBILENET_MEAN, MOBILENET_STD = (127.5,), (127.5,)
 __all__ = ["ClassProbabilities", "Model", "ModelInfo", "Prediction", "load", "probe_build"]
 
 
-def _dequantize(raw: np.ndarray, quant: tuple[float, int] | None) -> np.ndarray:
-    """Return ``raw`` as float32, mapped through its ``(scale, zero_point)`` when it is quantized."""
-    if not quant:
-        return raw.astype(np.float32, copy=False)
-    scale, zero_point = quant  # int32 first to avoid uint8 wrap-around
-    return (raw.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale)
-
-
 def _probabilities(raw: np.ndarray, quant: tuple[float, int] | None, kind: str) -> np.ndarray:
     """Return class scores (N, C) float32 from a raw output tensor: dequantized, softmaxed for logits.
 
     ``kind`` is the contract's output kind: ``probabilities`` are returned as the model gives
     them (dequantized, nothing else); ``logits`` get a softmax. No guessing from the values.
     """
-    x = _dequantize(raw.reshape(raw.shape[0], -1), quant)
+    x = from_model_output(raw.reshape(raw.shape[0], -1), quant)
     if kind != "logits":
         return x
     e = np.exp(x - x.max(axis=1, keepdims=True))  # numerically stable softmax
@@ -140,7 +132,7 @@ class Model:
         outputs = self._backend.run_all(x)
         probs = _probabilities(outputs[self._primary], self._backend.output.quantization, self._output_kind)
         tensor = self._backend.outputs[self._heatmap_output]
-        maps = _dequantize(outputs[self._heatmap_output], tensor.quantization).reshape(len(x), rows, cols)
+        maps = from_model_output(outputs[self._heatmap_output], tensor.quantization).reshape(len(x), rows, cols)
         return probs, maps
 
     def predict(self, image: ImageSource) -> Prediction:

@@ -239,3 +239,17 @@ def probe_image(src: str | Path | bytes) -> ImageInfo:
 def is_image_file(path: str | Path) -> bool:
     """Return True when ``path`` has an image suffix edgetl reads."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def from_model_output(raw: np.ndarray, quantization: tuple[float, int] | None) -> np.ndarray:
+    """Return an output tensor as float32, mapped through its ``(scale, zero_point)`` when it is quantized.
+
+    The counterpart of :func:`to_model_input`.
+
+    >>> from_model_output(np.array([[0, 128, 255]], np.uint8), (1 / 256, 0)).tolist()
+    [[0.0, 0.5, 0.99609375]]
+    """
+    if not quantization:
+        return raw.astype(np.float32, copy=False)
+    scale, zero_point = quantization  # int32 first to avoid uint8 wrap-around
+    return (raw.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale)
