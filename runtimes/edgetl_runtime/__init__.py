@@ -14,15 +14,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["load", "Model", "ModelInfo", "Prediction", "read_spec", "ModelSpec", "ExportInfo", "__version__"]
+__all__ = ["load", "imprint", "ImprintResult", "Model", "ModelInfo", "Prediction", "read_spec", "ModelSpec", "ExportInfo",
+           "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .contract import ExportInfo, ModelSpec
     from .metadata import read_spec
+    from .imprinting import ImprintResult, imprint
     from .model import Model, ModelInfo, Prediction, load
 
 _LAZY = {
     "load": "model",
+    "imprint": "imprinting",
+    "ImprintResult": "imprinting",
     "Model": "model",
     "ModelInfo": "model",
     "Prediction": "model",

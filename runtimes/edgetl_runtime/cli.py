@@ -383,3 +383,70 @@ def bench(
         raise InputError(f"cannot write the report: {exc}") from None
     if result is not None and not result.passed:
         sys.exit(EXIT_CHECK_FAILED)
+
+
+def _classes(values: tuple[str, ...]) -> dict[str, list[Path]]:
+    """Return ``{name: image files}`` from ``--class NAME=IMG[,IMG...]`` values (a folder stands for its images)."""
+    classes: dict[str, list[Path]] = {}
+    for value in values:
+        name, sep, images = value.partition("=")
+        if not sep or not name.strip() or not images.strip():
+            raise click.BadParameter(f"{value!r}: expected NAME=IMG[,IMG...] (images or folders)", param_hint="--class")
+        files = _expand(tuple(p for p in images.split(",") if p))
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise InputError(f"--class {name}: no such image file(s): {', '.join(missing[:5])}")
+        if not files:
+            raise InputError(f"--class {name}: no images found in {images}")
+        classes.setdefault(name.strip(), []).extend(files)
+    return classes
+
+
+@main.command()
+@click.argument("base", type=click.Path(dir_okay=False))
+@click.option("--class", "class_values", multiple=True, required=True, metavar="NAME=IMG[,IMG...]",
+              help="a class and its images (files or folders, comma-separated); repeat for more classes")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the imprinted model to write (*.imprint)")
+@click.option("--good", multiple=True, help="a label that means 'no defect' (repeatable): predictions get a verdict")
+@click.option("--scale", type=click.FloatRange(0, 1000, min_open=True), default=None,
+              help="factor on the cosine similarities before the softmax [10, or the base's]")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON on stdout")
+@device_option
+@threads_option
+@verbosity_options
+def imprint(base: str, class_values: tuple[str, ...], output: str, good: tuple[str, ...], scale: float | None,
+            as_json: bool, device: str | None, threads: int | None) -> None:  # fmt: skip
+    """Teach BASE new classes from a few images each (weight imprinting), on this device.
+
+    \b
+    BASE: an `edgetl export --embedding` model (its labels stay, the new classes join them),
+    a bare embedding extractor (uint8 in, one vector out), or an imprinted model (its class
+    means are updated with the new images, new classes are added). BASE is never modified.
+    \b
+      edgetl-runtime imprint model.tflite --class new-crack=a.png,b.png,c.png -o model.imprint
+      edgetl-runtime imprint extractor.tflite --class ok=ok/ --class scratch=scratch/ --good ok -o parts.imprint
+    """
+    from .imprinting import imprint as run_imprint
+
+    classes = _classes(class_values)
+    _writable_file(output)
+    shown = {"class": None}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if _VERBOSITY["level"] >= 0 and (shown["class"] != name or done == total):
+            click.echo(f"imprinting {name}: {done}/{total} images", err=True)
+            shown["class"] = name
+
+    try:
+        result = run_imprint(base, classes, output, good=good, scale=scale, device=device, threads=threads,
+                             progress=progress)  # fmt: skip
+    except (EdgetlRuntimeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    except OSError as exc:
+        raise InputError(f"{base}: {exc.strerror or exc}") from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    counts = ", ".join(f"{k} ({v} images)" for k, v in result.imprinted.items())
+    click.echo(f"wrote {result.path}: labels {', '.join(result.labels)}; imprinted {counts}; "
+               f"{result.ms_per_image:.1f} ms per image")  # fmt: skip

@@ -36,6 +36,7 @@ MAX_INPUT_SIDE = 8192  # pixels; a 60000x60000 input would allocate gigabytes pe
 MAX_LABELS = 100_000
 MAX_LABEL_CHARS = 256
 MAX_CONTRACT_BYTES = 16 * 2**20  # the JSON of 100,000 long labels fits easily
+MAX_EMBEDDING = 65536  # values in an image embedding (MobileNets: 1024-1280)
 TASKS = ("classification", "anomaly", "imprinted")
 COLOR_MODES = ("rgb", "grayscale")
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area")
@@ -298,16 +299,37 @@ class ExportInfo:
     created: str | None = None
     sdk_version: str | None = None
     tta: bool = False  # the scores are averaged over the image's four flips inside the graph
+    # ``edgetl export --embedding``: the size of a second output (N, 1, 1, size), the L2-normalisable
+    # image embedding the head classifies (0: none); ``prototypes``: per label, the normalised mean
+    # embedding of that label's training images through this file (what imprinting compares with).
+    embedding: int = 0
+    prototypes: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self) -> None:
         _one_of(self.format, FORMATS, "export format")
         _one_of(self.quantization, QUANTIZATIONS, "export quantization")
+        size = self.embedding
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_EMBEDDING:
+            raise MetadataError(f"export embedding must be the embedding's size (0 to {MAX_EMBEDDING}), got {size!r}")
+        protos = self.prototypes
+        if not isinstance(protos, (list, tuple)) or len(protos) > MAX_LABELS or (protos and not size):
+            raise MetadataError("export prototypes must be a list of vectors, one per label, of an embedding output")
+        rows = []
+        for row in protos:
+            if not isinstance(row, (list, tuple)) or len(row) != size or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row):
+                raise MetadataError(f"export prototypes must be vectors of {size} finite numbers (the embedding size)")
+            rows.append(tuple(float(v) for v in row))
+        object.__setattr__(self, "prototypes", tuple(rows))  # JSON lists in, tuples kept
 
     def replace(self, **changes: Any) -> ExportInfo:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        data = dataclasses.asdict(self)
+        if not self.embedding:  # an export without an embedding reads as it did before they existed
+            del data["embedding"], data["prototypes"]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ExportInfo:

@@ -27,6 +27,8 @@ from .contract import InputSpec, ModelSpec, OutputSpec, default_good_labels
 from .decision import defect_scores
 from .labels import fit_labels, read_labels
 from .errors import MetadataError, ModelFormatError
+from .imprinted import ImprintBackend
+from .modelfile import cpu_build, output_size, probe_build, read_model_file, warm_up
 from .prediction import ClassProbabilities, ModelInfo, Prediction
 from .preprocess import ImageSource, from_model_output, load_image, to_model_input
 from .probe import enabled as probe_enabled
@@ -61,9 +63,10 @@ class Model:
     """A loaded classifier; build it with :func:`load`. ``predict`` is safe from many threads."""
 
     def __init__(self, backend: Backend, info: ModelInfo, input_quant: tuple[float, int] | None,
-                 heatmap_output: int | None = None):
+                 heatmap_output: int | None = None, embedding_output: int | None = None):
         self._backend = backend
         self._heatmap_output = heatmap_output  # index into backend.outputs, for anomaly detectors
+        self._embedding_output = embedding_output  # index of an `edgetl export --embedding` output
         self._primary = next(i for i, t in enumerate(backend.outputs) if t is backend.output)
         self.info = info
         spec = info.spec
@@ -108,6 +111,30 @@ class Model:
         if self._passthrough or len(pixels) == 0:
             return np.ascontiguousarray(pixels)
         return to_model_input(pixels, self._backend.input.dtype, self._mean, self._std, self._input_quant)
+
+    @property
+    def has_embedding(self) -> bool:
+        """True when :meth:`embeddings` works: an export with ``--embedding``, a bare model, an imprinted model."""
+        return (self._embedding_output is not None or self.info.embedded_spec is None
+                or isinstance(self._backend, ImprintBackend))  # fmt: skip
+
+    def embeddings(self, pixels: np.ndarray) -> np.ndarray:
+        """Return L2-normalised image embeddings (N, size) float32 for uint8 pixels (N, H, W, C).
+
+        The embedding is the output of an ``edgetl export --embedding`` file, the (only) output of a
+        bare model flattened (e.g. an embedding extractor's (N, 1, 1, 1024)), or an imprinted model's base's.
+        """
+        from .imprinted import normalized
+
+        if not self.has_embedding:
+            raise ModelFormatError(f"{self.info.path}: this model has no embedding output to imprint on; export it "
+                                   "with `edgetl export RUN --embedding ...` (classifiers only)")  # fmt: skip
+        x = self._model_input(pixels)
+        if isinstance(self._backend, ImprintBackend):
+            return self._backend.embed(x)
+        index = self._primary if self._embedding_output is None else self._embedding_output
+        raw = self._backend.run_all(x)[index] if len(x) else np.zeros((0, output_size(self._backend.outputs[index])))
+        return normalized(from_model_output(raw.reshape(len(x), -1), self._backend.outputs[index].quantization))
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """Return class probabilities (N, n_classes) float32 for uint8 pixels (N, H, W, C)."""
@@ -208,86 +235,63 @@ def _bare_spec(tensor: TensorSpec, labels: tuple[str, ...], where: str) -> Model
     )
 
 
-def _output_size(tensor: TensorSpec) -> int:
-    return int(np.prod([d for d in tensor.shape[1:] if d > 0]) or 0)
+def _extra_outputs(backend: Backend, spec: ModelSpec, export: Any, where: str, embedded: bool) -> tuple[int | None, int | None]:
+    """Return the indices of the heatmap and of the embedding among the backend's outputs (None when absent).
 
-
-def _heatmap_output(backend: Backend, spec: ModelSpec, where: str, embedded: bool) -> int | None:
-    """Return the index of the heatmap among the backend's outputs (None without one); check the rest."""
+    An anomaly detector's contract names a heatmap; an export with ``--embedding`` names its size
+    in the export facts. Any other output is a file assembled from mismatched parts.
+    """
     from .errors import ContractError
 
     extra = [i for i, t in enumerate(backend.outputs) if t is not backend.output]
+    size = getattr(export, "embedding", 0) if embedded else 0
+    embedding = [i for i in extra if size and output_size(backend.outputs[i]) == size and len(backend.outputs[i].shape) == 4]
+    extra = [i for i in extra if i not in embedding[:1]]
+    if size and not embedding:
+        raise ContractError(f"{where}: its export facts say it has a {size}-value embedding output, but its outputs are "
+                            f"{[t.shape for t in backend.outputs]}; re-export it with `edgetl export --embedding`")  # fmt: skip
     if not spec.output.heatmap:
         if extra and embedded:
-            raise ContractError(f"{where}: the model has {len(backend.outputs)} outputs but its contract describes one "
-                                "(the scores); a file assembled from mismatched parts: re-export it")  # fmt: skip
+            raise ContractError(f"{where}: the model has {len(backend.outputs)} outputs but its contract describes "
+                                f"{len(backend.outputs) - len(extra)}; a file assembled from mismatched parts: "
+                                "re-export it")  # fmt: skip
         if extra:
             raise ModelFormatError(f"{where}: expected an image classifier with 1 output, found "
                                    f"{len(backend.outputs)} outputs")  # fmt: skip
-        return None
+        return None, embedding[0] if embedding else None
     rows, cols = spec.output.heatmap
     fits = [i for i in extra if tuple(backend.outputs[i].shape[1:]) in ((rows, cols), (rows, cols, 1))]
     if len(extra) != 1 or not fits:
         shapes = [backend.outputs[i].shape for i in extra]
         raise ContractError(f"{where}: its contract says a ({rows}, {cols}) anomaly heatmap is the second output, but "
                             f"the model's other outputs are {shapes}; re-export it with `edgetl export`")  # fmt: skip
-    return fits[0]
+    return fits[0], embedding[0] if embedding else None
 
 
-MAX_MODEL_BYTES = 2**31  # 2 GiB: the FlatBuffer/protobuf limit, far above any edge model
+def _imprinted_backend(backend: Backend, embedded: Any, artifact: Any, embedding_output: int | None, where: str) -> Any:
+    """Return the backend of an imprinted model: its base's embedding, then the class means (see :mod:`.imprinted`)."""
+    from .errors import ContractError
 
-
-def _read_model_file(path: Path) -> tuple[str, bytes]:
-    """Return ``(format, bytes)`` of a regular model file; refuse FIFOs, devices, loops and giants first.
-
-    ``open()`` on a FIFO blocks forever, so the file is checked with ``stat`` before it is opened.
-    """
-    import stat
-
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ModelFormatError(f"{path}: no such model file") from None
-    except (OSError, RuntimeError) as exc:  # ELOOP (a symlink loop), EACCES, ...
-        raise ModelFormatError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ModelFormatError(f"{path}: is a directory, expected a .tflite or .onnx file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ModelFormatError(f"{path}: not a regular file (a pipe, socket or device); copy the model to a file")
-    if st.st_size > MAX_MODEL_BYTES:
-        raise ModelFormatError(f"{path}: {st.st_size / 2**30:.1f} GiB is not an edge model (limit 2 GiB)")
-    fmt = md.model_format(path)
-    try:
-        return fmt, path.read_bytes()
-    except OSError as exc:
-        raise ModelFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-
-
-def _warm_up(backend: Backend, path: Path) -> None:
-    """Run one inference on a blank input, so a corrupted model fails at load and not in the middle of a batch."""
-    shape = [d if d > 0 else 1 for d in backend.input.shape]
-    try:
-        out = np.asarray(backend.run(np.zeros(shape, np.dtype(backend.input.dtype))))
-    except Exception as exc:  # the engines raise RuntimeError, ValueError or their own types
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ModelFormatError(f"{path}: the model does not run ({text}); the file is probably corrupted: "
-                               "copy it again or export it again") from None  # fmt: skip
-    declared, produced = _output_size(backend.output), int(out.size // max(len(out), 1))
-    if declared and produced != declared:  # found by the fuzz: a damaged shape made predict index past the labels
-        raise ModelFormatError(f"{path}: the model declares {declared} outputs but produces {produced}; the file is "
-                               "corrupted: copy it again or export it again")  # fmt: skip
-
-
-def _cpu_build(path: Path, data: bytes, fmt: str, threads: int | None, options: dict) -> None:
-    """Build the model on the CPU and run one inference: what the probe checks, in a child or a fresh process."""
-    _warm_up(open_backend(path, data, fmt, "cpu", threads, options, False), path)
-
-
-def probe_build(path: str, settings: str) -> None:
-    """The probe's check in a fresh process: :func:`_cpu_build` of the model at ``path``."""
-    options = json.loads(settings)
-    fmt, data = _read_model_file(Path(path))
-    _cpu_build(Path(path), data, fmt, options["threads"], options["options"])
+    base = embedded.spec
+    if base is None:  # a bare embedding extractor: its one output is the embedding
+        embedding_output = next(i for i, t in enumerate(backend.outputs) if t is backend.output)
+    elif embedding_output is None:
+        raise ContractError(f"{where}: its base was exported without an embedding output; the file is assembled from "
+                            "mismatched parts: imprint again on an `edgetl export --embedding` file")  # fmt: skip
+    size = output_size(backend.outputs[embedding_output])
+    if size != artifact.embedding:
+        raise ContractError(f"{where}: its class means have {artifact.embedding} values but the base's embedding has "
+                            f"{size}; the file is assembled from mismatched parts: imprint again")  # fmt: skip
+    if not artifact.base_classes:
+        return ImprintBackend(backend, artifact, embedding_output)
+    protos = getattr(embedded.export, "prototypes", ())
+    if base is None or base.labels != artifact.spec.labels[:artifact.base_classes] or len(protos) != len(base.labels):
+        raise ContractError(f"{where}: it extends a classifier's labels, but its base does not carry those labels and "
+                            "their prototypes; imprint again on an `edgetl export --embedding` file")  # fmt: skip
+    primary = next(i for i, t in enumerate(backend.outputs) if t is backend.output)
+    quant, kind = backend.output.quantization, base.output.kind
+    head = lambda outputs: _probabilities(outputs[primary], quant, kind)  # noqa: E731
+    return ImprintBackend(backend, artifact, embedding_output, head, np.asarray(protos, np.float32))
 
 
 def load(
@@ -337,7 +341,10 @@ def load(
             engine_options = {**settings.options, **(engine_options or {})}
         device = device or settings.device
         threads = threads or settings.threads
-    fmt, data = _read_model_file(path)
+    fmt, data, artifact = read_model_file(path)
+    if artifact is not None and (labels is not None or mean is not None or std is not None or softmax):
+        raise MetadataError(f"{path}: an imprinted model names its classes and input itself; labels, mean, std and "
+                            "softmax are for bare models")  # fmt: skip
     try:
         embedded = md.parse_embedded(md.file_entries(data, fmt))
         if fmt == "tflite":
@@ -349,13 +356,13 @@ def load(
     # LiteRT can crash on a bad file (a segfault, not an exception): build and run it in a child first.
     # Not a model compiled for the Edge TPU: its delegate (the device itself) belongs to this process.
     if fmt == "tflite" and (device or "cpu") == "cpu" and probe_enabled() and not is_edgetpu_model(data):
-        confirm = [sys.executable, "-c", "import sys; from edgetl_runtime.model import probe_build; probe_build(*sys.argv[1:])",
+        confirm = [sys.executable, "-c", "import sys; from edgetl_runtime.modelfile import probe_build; probe_build(*sys.argv[1:])",
                    str(path), json.dumps({"threads": threads, "options": engine_options or {}})]
-        probe(path, data, lambda: _cpu_build(path, data, fmt, threads, engine_options or {}),
+        probe(path, data, lambda: cpu_build(path, data, fmt, threads, engine_options or {}),
               settings=engine_settings(threads, engine_options), confirm=confirm)
     backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {}, allow_cpu_fallback)
-    _warm_up(backend, path)
-    n_outputs = _output_size(backend.output)
+    warm_up(backend, path)
+    n_outputs = output_size(backend.output)
     where = str(path)
     notes: list[str] = []
     if getattr(backend, "fallback", False):
@@ -391,7 +398,10 @@ def load(
         input_quant = None if np.dtype(backend.input.dtype) == np.uint8 else backend.input.quantization
     if n_outputs and len(spec.labels) != n_outputs:
         raise MetadataError(f"{path}: {len(spec.labels)} labels but the model has {n_outputs} outputs")
-    heatmap_output = _heatmap_output(backend, spec, where, embedded.spec is not None)
+    heatmap_output, embedding_output = _extra_outputs(backend, spec, embedded.export, where, embedded.spec is not None)
+    if artifact is not None:
+        backend = _imprinted_backend(backend, embedded, artifact, embedding_output, where)
+        spec, embedding_output, notes = artifact.spec, None, [n for n in notes if "no edgetl model contract" not in n]
     channels = spec.channels
     if mean is not None or std is not None:
         inp = spec.input
@@ -414,10 +424,10 @@ def load(
         provider=getattr(backend, "provider", backend.engine),
         threads=getattr(backend, "threads", threads),
         spec=spec,
-        embedded_spec=embedded.spec,
+        embedded_spec=embedded.spec if artifact is None else artifact.spec,
         export=embedded.export,
         input=backend.input,
         output=backend.output,
         notes=tuple(notes),
     )
-    return Model(backend, info, input_quant, heatmap_output)
+    return Model(backend, info, input_quant, heatmap_output, embedding_output)

@@ -121,8 +121,16 @@ class ModelInfo:
             "threads": self.threads,
             "embedded_metadata": self.embedded_metadata,
             "spec": self.spec.to_dict(),
-            "export": None if self.export is None else json.loads(self.export.to_json()),
+            "export": None if self.export is None else _export_summary(self.export),
             "input": self.input.to_dict(),
             "output": self.output.to_dict(),
             "notes": list(self.notes),
         }
+
+
+def _export_summary(export: ExportInfo) -> dict[str, Any]:
+    """Return the export facts for display: prototypes summarised as their count, not thousands of numbers."""
+    data = json.loads(export.to_json())
+    if data.get("prototypes"):
+        data["prototypes"] = f"{len(export.prototypes)} x {export.embedding}"
+    return data
