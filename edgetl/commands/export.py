@@ -47,11 +47,14 @@ class ValidationFailed(click.ClickException):
 @click.option("--no-validate", is_flag=True, help="Skip validation against the float model.")
 @click.option("--tta", is_flag=True,
               help="Average the scores over the image's four flips inside the model (4 inferences per image).")
+@click.option("--embedding", is_flag=True,
+              help="Add the image embedding as a second output (and the labels' mean embeddings), so the file can "
+                   "learn new classes on the device: edgetl-runtime imprint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (nothing else there).")
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Output file (default: RUN_DIR/export/model-<format>-<quant>.<ext>).")
 def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile_name, atol, min_agreement, max_drop,
-           no_validate, tta, as_json, output):
+           no_validate, tta, embedding, as_json, output):
     """Export the model of RUN_DIR (a `edgetl train` folder) for an edge device.
 
     \b
@@ -61,6 +64,7 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile
       edgetl export runs/elpv --format onnx --quant fp16 -o model.onnx
       edgetl export runs/elpv --profile raspberry-pi-4 -o pi.tflite
       edgetl export runs/elpv --quant int8 --tta -o model-tta.tflite   # flips averaged in the graph
+      edgetl export runs/elpv --quant int8 --embedding -o model.tflite   # imprintable on the device
 
     The validation report is written beside the model as OUTPUT.report.json.
     """
@@ -70,7 +74,8 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile
 
     fields = dict(calib_data=Path(calib) if calib else None, calib_samples=calib_samples,
                   val_data=Path(val_data) if val_data else None, validate=not no_validate,
-                  atol=atol, min_agreement=min_agreement, max_drop=max_drop, tta=tta)  # fmt: skip
+                  atol=atol, min_agreement=min_agreement, max_drop=max_drop, tta=tta,
+                  embedding=embedding)  # fmt: skip
     try:
         if profile_name:
             if fmt or quant:

@@ -46,6 +46,9 @@ class ExportOptions:
     the same averaging.
     ``max_drop``: points of decision accuracy or defect recall the export may lose against the
     float model on the validation images (default 1.0); more fails the export.
+    ``embedding``: add the classifier's image embedding (its pooled features) as a second output
+    (N, 1, 1, size) and the per-label mean embeddings of the training images as prototypes, so the
+    file can be imprinted on (``edgetl-runtime imprint``). Classifiers only.
     """
 
     format: str = "tflite"
@@ -66,6 +69,7 @@ class ExportOptions:
     min_agreement: float | None = None
     max_drop: float = 1.0
     tta: bool = False
+    embedding: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -90,6 +94,9 @@ class ExportOptions:
             raise ExportError(f"max_drop is in points (0..100), got {self.max_drop}")
         if self.atol is not None and self.atol < 0:
             raise ExportError(f"atol must be >= 0, got {self.atol}")
+        if self.embedding and self.tta:
+            raise ExportError("--embedding and --tta cannot be combined: the embedding is one view's; export them "
+                              "separately")  # fmt: skip
         if self.opset < 13:
             raise ExportError(f"ONNX opset {self.opset} is too old; edgetl exports opset 13 or newer")
 

@@ -31,6 +31,7 @@ from edgetl_runtime.contract import ExportInfo, ModelSpec
 
 from .edgetpu import CompatibilityReport
 from . import anomaly as anomaly_export
+from . import embedding as embedding_export
 from .errors import CalibrationError, ExportError
 from .options import ExportOptions
 from .registry import get_target
@@ -113,7 +114,8 @@ def report_path_for(output: str | Path) -> Path:
 def default_output(run_dir: str | Path, options: ExportOptions) -> Path:
     """Return the default file name for an export of the run in ``run_dir``: ``<run>/export/model-<format>-<quant><suffix>``."""
     tta = "-tta" if options.tta else ""
-    return Path(run_dir) / "export" / f"model-{options.format}-{options.quantization}{tta}{options.suffix}"
+    emb = "-embedding" if options.embedding else ""
+    return Path(run_dir) / "export" / f"model-{options.format}-{options.quantization}{tta}{emb}{options.suffix}"
 
 
 def options_for_profile(profile_name: str, **overrides: Any) -> tuple[ExportOptions, Any]:
@@ -226,6 +228,9 @@ def export(
                           f"{(*source.spec.input_size, source.spec.channels)}; they must agree")  # fmt: skip
 
     anomaly = source.spec.task == "anomaly"
+    if options.embedding and source.spec.task != "classification":
+        raise ExportError(f"{output}: --embedding is for classifiers (imprinting adds classes to one); this is a "
+                          f"{source.spec.task} model")  # fmt: skip
     if anomaly and (options.quantization == "qat" or options.tta):
         raise ExportError(f"{output}: an anomaly detector has nothing to train, so no quantization-aware training, and "
                           "its heatmap has no test-time-augmentation rule: export it with --quant int8 (or a float "
@@ -253,14 +258,22 @@ def export(
         from .tta import with_tta
 
         model, reference = with_tta(model), with_tta(source.model)
+    if options.embedding:
+        model = embedding_export.with_embedding(model)
 
     from edgetl import __version__
 
     info = ExportInfo(format=options.format, quantization=options.quantization, io_type=options.effective_io_type,
                       opset=options.opset if options.format == "onnx" else None, sdk_version=__version__,
-                      tta=options.tta,
+                      tta=options.tta, embedding=embedding_export.size(model) if options.embedding else 0,
                       created=datetime.now(timezone.utc).replace(microsecond=0).isoformat())  # fmt: skip
     data = target.embed(target.convert(model, options, calibration), source.spec, info)
+    if options.embedding:
+        if calibration is None:
+            calibration, calib_labels = _images(source, options.calib_data, "train", options.calib_samples, "prototype")
+        info = info.replace(prototypes=embedding_export.prototypes(data, options, source.spec, info, calibration,
+                                                                    calib_labels, output))  # fmt: skip
+        data = target.embed(data, source.spec, info)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
     try:
         final = target.finalize(write_bytes(staging / output.name, data), options, source.spec, info)

@@ -447,6 +447,6 @@ def imprint(base: str, class_values: tuple[str, ...], output: str, good: tuple[s
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    counts = ", ".join(f"{k} ({v} images)" for k, v in result.imprinted.items())
+    counts = ", ".join(f"{k} ({v} image{'s' if v > 1 else ''})" for k, v in result.imprinted.items())
     click.echo(f"wrote {result.path}: labels {', '.join(result.labels)}; imprinted {counts}; "
                f"{result.ms_per_image:.1f} ms per image")  # fmt: skip

@@ -135,11 +135,22 @@ def read_artifact(path: Path, data: bytes) -> Artifact:
     if hashlib.sha256(base_bytes).hexdigest() != base.get("sha256"):
         raise ModelFormatError(f"{where}: its base model does not match the SHA-256 recorded when it was imprinted; "
                                "the file was altered: copy it again or imprint again")  # fmt: skip
+    return _checked(where, spec, base, base_bytes, _means(raw_means, where), manifest)
+
+
+def _means(raw: bytes, where: str) -> np.ndarray:
+    """Return the float32 matrix in ``.npy`` bytes, its header checked before any allocation."""
+    fmt = np.lib.format
+    stream = io.BytesIO(raw)
     try:
-        means = np.load(io.BytesIO(raw_means), allow_pickle=False)
+        version = fmt.read_magic(stream)
+        shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(stream)
+        if dtype != np.float32 or len(shape) != 2 or 4 * int(np.prod(shape)) != len(raw) - stream.tell():
+            raise ValueError(f"a {dtype} array of shape {shape} in {len(raw)} bytes")
+        stream.seek(0)
+        return np.load(stream, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise ModelFormatError(f"{where}: unreadable class means ({exc}); imprint again") from None
-    return _checked(where, spec, base, base_bytes, means, manifest)
 
 
 def _checked(where: str, spec: ModelSpec, base: dict, base_bytes: bytes, means: np.ndarray, manifest: dict) -> Artifact:
