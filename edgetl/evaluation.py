@@ -187,7 +187,7 @@ def _save(fig, plt, path: Path) -> Path:
 
 def _scorer(model: Path, target_recall: float | None) -> tuple[ModelSpec, Callable[[np.ndarray], np.ndarray], Any, Any]:
     """Return ``(contract, pixels -> probabilities, run or None, pixels -> heatmaps or None)`` for a run or a file."""
-    if model.suffix.lower() in (".tflite", ".onnx"):
+    if model.suffix.lower() in (".tflite", ".onnx", ".imprint"):
         if target_recall is not None:
             raise ValueError("--target-recall needs a run folder (the threshold is chosen on its validation split)")
         import edgetl_runtime

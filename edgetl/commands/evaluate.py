@@ -41,7 +41,7 @@ METRIC_ROWS = (
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout (nothing else there).")
 @click.option("--json-file", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON to this file.")
 def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_report, heatmap_dir, as_json, json_file):
-    """Evaluate MODEL (a run folder, .keras, .tflite or .onnx) on DATA (<label>/ subfolders or a CSV).
+    """Evaluate MODEL (a run folder, .keras, .tflite, .onnx or .imprint) on DATA (<label>/ subfolders or a CSV).
 
     \b
     The verdict of an image is "defect" when its defect score (1 - the summed probability of

@@ -402,6 +402,8 @@ def load(
     if artifact is not None:
         backend = _imprinted_backend(backend, embedded, artifact, embedding_output, where)
         spec, embedding_output, notes = artifact.spec, None, [n for n in notes if "no edgetl model contract" not in n]
+        counts = ", ".join(f"{name} ({n})" for name, n in zip(artifact.imprinted_labels, artifact.counts))
+        notes.append(f"imprinted on {artifact.base_name or 'its base'}: {counts} images")
     channels = spec.channels
     if mean is not None or std is not None:
         inp = spec.input
