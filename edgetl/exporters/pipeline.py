@@ -271,8 +271,8 @@ def export(
     if options.embedding:
         if calibration is None:
             calibration, calib_labels = _images(source, options.calib_data, "train", options.calib_samples, "prototype")
-        info = info.replace(prototypes=embedding_export.prototypes(data, options, source.spec, info, calibration,
-                                                                    calib_labels, output))  # fmt: skip
+        protos, owners = embedding_export.prototypes(data, options, source.spec, info, calibration, calib_labels, output)
+        info = info.replace(prototypes=protos, prototype_labels=owners)
         data = target.embed(data, source.spec, info)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
     try:

@@ -300,10 +300,13 @@ class ExportInfo:
     sdk_version: str | None = None
     tta: bool = False  # the scores are averaged over the image's four flips inside the graph
     # ``edgetl export --embedding``: the size of a second output (N, 1, 1, size), the L2-normalisable
-    # image embedding the head classifies (0: none); ``prototypes``: per label, the normalised mean
-    # embedding of that label's training images through this file (what imprinting compares with).
+    # image embedding the head classifies (0: none); ``prototypes``: unit vectors summarising each
+    # label's training images through this file (the centres of a spherical k-means, a few per label,
+    # as a label's images are often of several kinds), ``prototype_labels`` the label index of each:
+    # what imprinted classes are compared with.
     embedding: int = 0
     prototypes: tuple[tuple[float, ...], ...] = ()
+    prototype_labels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _one_of(self.format, FORMATS, "export format")
@@ -320,7 +323,12 @@ class ExportInfo:
                     isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row):
                 raise MetadataError(f"export prototypes must be vectors of {size} finite numbers (the embedding size)")
             rows.append(tuple(float(v) for v in row))
+        owners = self.prototype_labels
+        if not isinstance(owners, (list, tuple)) or len(owners) != len(rows) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < MAX_LABELS for i in owners):
+            raise MetadataError("export prototype_labels must give a label index for each prototype")
         object.__setattr__(self, "prototypes", tuple(rows))  # JSON lists in, tuples kept
+        object.__setattr__(self, "prototype_labels", tuple(owners))
 
     def replace(self, **changes: Any) -> ExportInfo:
         return dataclasses.replace(self, **changes)
@@ -328,7 +336,7 @@ class ExportInfo:
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         if not self.embedding:  # an export without an embedding reads as it did before they existed
-            del data["embedding"], data["prototypes"]
+            del data["embedding"], data["prototypes"], data["prototype_labels"]
         return json.dumps(data, sort_keys=True)
 
     @classmethod

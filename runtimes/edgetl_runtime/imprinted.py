@@ -16,8 +16,9 @@ writes the result as one self-describing file (a ZIP archive, entries stored, no
 Scores. With a bare embedding extractor as the base every class is imprinted:
 ``softmax(scale * cos(e, m_c))``. With an edgetl classifier exported with ``--embedding`` as the
 base, its trained head keeps deciding among its own labels, and the imprinted classes compete with
-the export's *prototypes* (its labels' mean training embeddings): with ``s = softmax(scale *
-[cos to prototypes, cos to imprinted means])`` and ``q`` the share of the imprinted classes, the
+the export's *prototypes* (a few centres of each label's training embeddings; a label's cosine is
+that of its nearest prototype): with ``s = softmax(scale * [cos to the trained labels, cos to the
+imprinted means])`` and ``q`` the share of the imprinted classes, the
 scores are ``[head probabilities * (1 - q), s of the imprinted classes]``. The defect score and
 verdict follow the contract's one rule (1 - probability of the good labels).
 
@@ -194,10 +195,12 @@ class ImprintBackend:
     """
 
     def __init__(self, base: Backend, artifact: Artifact, embedding_output: int, head: Any = None,
-                 prototypes: np.ndarray | None = None):
+                 prototypes: np.ndarray | None = None, owners: np.ndarray | None = None):
         self._base, self._emb = base, embedding_output
         self._head = head  # base scores (N, C_b) from the base's raw outputs, for an extension
         self._prototypes = None if prototypes is None else normalized(prototypes)
+        # one boolean row per trained label: which prototypes are its
+        self._owners = None if owners is None else np.stack([owners == c for c in range(artifact.base_classes)])
         self._means = normalized(artifact.means)
         self._scale = artifact.scale
         self.engine, self.device, self.provider = base.engine, base.device, getattr(base, "provider", base.engine)
@@ -223,7 +226,8 @@ class ImprintBackend:
         new = e @ self._means.T
         if self._head is None:
             return _softmax(self._scale * new).astype(np.float32)
-        old = e @ self._prototypes.T
+        cos = e @ self._prototypes.T  # a trained label's cosine: that of its nearest prototype
+        old = np.stack([cos[:, mine].max(axis=1) for mine in self._owners], axis=1)
         s = _softmax(self._scale * np.concatenate([old, new], axis=1))
         q = s[:, old.shape[1]:].sum(axis=1, keepdims=True)
         return np.concatenate([self._head(outputs) * (1.0 - q), s[:, old.shape[1]:]], axis=1).astype(np.float32)

@@ -66,7 +66,7 @@ def _start(model: Model, base: Path) -> tuple[Artifact | None, tuple[str, ...], 
                             "with `edgetl export --embedding`")  # fmt: skip
     if not model.has_embedding:
         model.embeddings(np.zeros((0, *model.input_size, spec.channels), np.uint8))  # raises its clear error
-    if export is None or len(export.prototypes) != len(spec.labels):
+    if export is None or set(export.prototype_labels) != set(range(len(spec.labels))):
         raise MetadataError(f"{base}: its embedding output has no prototypes of its labels; export it again with "
                             "`edgetl export --embedding`")  # fmt: skip
     return None, spec.labels, len(spec.labels)

@@ -22,34 +22,20 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import metadata as md
-from .backends import Backend, TensorSpec, is_edgetpu_model, open_backend
-from .contract import InputSpec, ModelSpec, OutputSpec, default_good_labels
+from .backends import Backend, is_edgetpu_model, open_backend
+from .contract import InputSpec, OutputSpec
 from .decision import defect_scores
 from .labels import fit_labels, read_labels
 from .errors import MetadataError, ModelFormatError
 from .imprinted import ImprintBackend
 from .modelfile import cpu_build, output_size, probe_build, read_model_file, warm_up
+from .readout import bare_spec, extra_outputs, imprinted_backend, probabilities
 from .prediction import ClassProbabilities, ModelInfo, Prediction
 from .preprocess import ImageSource, from_model_output, load_image, to_model_input
 from .probe import enabled as probe_enabled
 from .probe import engine_settings, probe
 
-# MobileNet convention for bare float/int8 models: pixels scaled to [-1, 1].
-MOBILENET_MEAN, MOBILENET_STD = (127.5,), (127.5,)
 __all__ = ["ClassProbabilities", "Model", "ModelInfo", "Prediction", "load", "probe_build"]
-
-
-def _probabilities(raw: np.ndarray, quant: tuple[float, int] | None, kind: str) -> np.ndarray:
-    """Return class scores (N, C) float32 from a raw output tensor: dequantized, softmaxed for logits.
-
-    ``kind`` is the contract's output kind: ``probabilities`` are returned as the model gives
-    them (dequantized, nothing else); ``logits`` get a softmax. No guessing from the values.
-    """
-    x = from_model_output(raw.reshape(raw.shape[0], -1), quant)
-    if kind != "logits":
-        return x
-    e = np.exp(x - x.max(axis=1, keepdims=True))  # numerically stable softmax
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _is_identity(dtype: Any, mean: Sequence[float], std: Sequence[float], quant: tuple[float, int] | None) -> bool:
@@ -141,7 +127,7 @@ class Model:
         x = self._model_input(pixels)
         if len(x) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        return _probabilities(self._backend.run(x), self._backend.output.quantization, self._output_kind)
+        return probabilities(self._backend.run(x), self._backend.output.quantization, self._output_kind)
 
     def scores_and_heatmaps(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Return ``(probabilities (N, classes), heatmaps (N, rows, cols) or None)`` from one inference.
@@ -157,7 +143,7 @@ class Model:
         if len(x) == 0:
             return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, rows, cols), np.float32)
         outputs = self._backend.run_all(x)
-        probs = _probabilities(outputs[self._primary], self._backend.output.quantization, self._output_kind)
+        probs = probabilities(outputs[self._primary], self._backend.output.quantization, self._output_kind)
         tensor = self._backend.outputs[self._heatmap_output]
         maps = from_model_output(outputs[self._heatmap_output], tensor.quantization).reshape(len(x), rows, cols)
         return probs, maps
@@ -208,90 +194,6 @@ class Model:
             verdict = "defect" if defect_score >= threshold else "good"
         return Prediction(verdict, defect_score, threshold, self.labels[top], float(probs[top]),
                           ClassProbabilities(self.labels, probs), timings, heatmap)  # fmt: skip
-
-
-def _bare_spec(tensor: TensorSpec, labels: tuple[str, ...], where: str) -> ModelSpec:
-    """Return the contract of a bare model, read from its input tensor (MobileNet conventions)."""
-    shape = tensor.shape
-    if len(shape) != 4:
-        raise ModelFormatError(f"{where}: expected an image input (N, H, W, C), found shape {shape}")
-    if shape[-1] in (1, 3):
-        height, width, channels = shape[1], shape[2], shape[3]
-    elif shape[1] in (1, 3):  # channels-first ONNX export (N, C, H, W) is not supported
-        raise ModelFormatError(f"{where}: channels-first input {shape}; re-export with NHWC input")
-    else:
-        raise ModelFormatError(f"{where}: cannot tell the image channels from input shape {shape}")
-    if height <= 0 or width <= 0:
-        raise ModelFormatError(f"{where}: input size is dynamic {shape}; this runtime needs a fixed size")
-    raw = np.dtype(tensor.dtype) == np.uint8  # uint8 models take raw pixels
-    return ModelSpec(
-        labels=labels,
-        good_labels=default_good_labels(labels),
-        input=InputSpec(
-            height=height, width=width, color_mode="rgb" if channels == 3 else "grayscale",
-            normalization="model" if raw else "runtime",
-            mean=() if raw else MOBILENET_MEAN * channels, std=() if raw else MOBILENET_STD * channels,
-        ),  # fmt: skip
-    )
-
-
-def _extra_outputs(backend: Backend, spec: ModelSpec, export: Any, where: str, embedded: bool) -> tuple[int | None, int | None]:
-    """Return the indices of the heatmap and of the embedding among the backend's outputs (None when absent).
-
-    An anomaly detector's contract names a heatmap; an export with ``--embedding`` names its size
-    in the export facts. Any other output is a file assembled from mismatched parts.
-    """
-    from .errors import ContractError
-
-    extra = [i for i, t in enumerate(backend.outputs) if t is not backend.output]
-    size = getattr(export, "embedding", 0) if embedded else 0
-    embedding = [i for i in extra if size and output_size(backend.outputs[i]) == size and len(backend.outputs[i].shape) == 4]
-    extra = [i for i in extra if i not in embedding[:1]]
-    if size and not embedding:
-        raise ContractError(f"{where}: its export facts say it has a {size}-value embedding output, but its outputs are "
-                            f"{[t.shape for t in backend.outputs]}; re-export it with `edgetl export --embedding`")  # fmt: skip
-    if not spec.output.heatmap:
-        if extra and embedded:
-            raise ContractError(f"{where}: the model has {len(backend.outputs)} outputs but its contract describes "
-                                f"{len(backend.outputs) - len(extra)}; a file assembled from mismatched parts: "
-                                "re-export it")  # fmt: skip
-        if extra:
-            raise ModelFormatError(f"{where}: expected an image classifier with 1 output, found "
-                                   f"{len(backend.outputs)} outputs")  # fmt: skip
-        return None, embedding[0] if embedding else None
-    rows, cols = spec.output.heatmap
-    fits = [i for i in extra if tuple(backend.outputs[i].shape[1:]) in ((rows, cols), (rows, cols, 1))]
-    if len(extra) != 1 or not fits:
-        shapes = [backend.outputs[i].shape for i in extra]
-        raise ContractError(f"{where}: its contract says a ({rows}, {cols}) anomaly heatmap is the second output, but "
-                            f"the model's other outputs are {shapes}; re-export it with `edgetl export`")  # fmt: skip
-    return fits[0], embedding[0] if embedding else None
-
-
-def _imprinted_backend(backend: Backend, embedded: Any, artifact: Any, embedding_output: int | None, where: str) -> Any:
-    """Return the backend of an imprinted model: its base's embedding, then the class means (see :mod:`.imprinted`)."""
-    from .errors import ContractError
-
-    base = embedded.spec
-    if base is None:  # a bare embedding extractor: its one output is the embedding
-        embedding_output = next(i for i, t in enumerate(backend.outputs) if t is backend.output)
-    elif embedding_output is None:
-        raise ContractError(f"{where}: its base was exported without an embedding output; the file is assembled from "
-                            "mismatched parts: imprint again on an `edgetl export --embedding` file")  # fmt: skip
-    size = output_size(backend.outputs[embedding_output])
-    if size != artifact.embedding:
-        raise ContractError(f"{where}: its class means have {artifact.embedding} values but the base's embedding has "
-                            f"{size}; the file is assembled from mismatched parts: imprint again")  # fmt: skip
-    if not artifact.base_classes:
-        return ImprintBackend(backend, artifact, embedding_output)
-    protos = getattr(embedded.export, "prototypes", ())
-    if base is None or base.labels != artifact.spec.labels[:artifact.base_classes] or len(protos) != len(base.labels):
-        raise ContractError(f"{where}: it extends a classifier's labels, but its base does not carry those labels and "
-                            "their prototypes; imprint again on an `edgetl export --embedding` file")  # fmt: skip
-    primary = next(i for i, t in enumerate(backend.outputs) if t is backend.output)
-    quant, kind = backend.output.quantization, base.output.kind
-    head = lambda outputs: _probabilities(outputs[primary], quant, kind)  # noqa: E731
-    return ImprintBackend(backend, artifact, embedding_output, head, np.asarray(protos, np.float32))
 
 
 def load(
@@ -391,16 +293,16 @@ def load(
             names = tuple(str(i) for i in range(n_outputs))
             notes.append(f"{path} has no edgetl model contract and no labels were given: classes are named by "
                          "their output index (pass labels=, CLI --labels labels.txt)")  # fmt: skip
-        spec = _bare_spec(backend.input, names, where)
+        spec = bare_spec(backend.input, names, where)
         spec = spec.replace(output=OutputSpec(kind="logits" if softmax else "probabilities"))
         # uint8 inputs take raw pixels (the quantization maps 0..255 onto the trained range);
         # int8 and float inputs get mean/std first, then the tensor's own quantization.
         input_quant = None if np.dtype(backend.input.dtype) == np.uint8 else backend.input.quantization
     if n_outputs and len(spec.labels) != n_outputs:
         raise MetadataError(f"{path}: {len(spec.labels)} labels but the model has {n_outputs} outputs")
-    heatmap_output, embedding_output = _extra_outputs(backend, spec, embedded.export, where, embedded.spec is not None)
+    heatmap_output, embedding_output = extra_outputs(backend, spec, embedded.export, where, embedded.spec is not None)
     if artifact is not None:
-        backend = _imprinted_backend(backend, embedded, artifact, embedding_output, where)
+        backend = imprinted_backend(backend, embedded, artifact, embedding_output, where)
         spec, embedding_output, notes = artifact.spec, None, [n for n in notes if "no edgetl model contract" not in n]
         counts = ", ".join(f"{name} ({n})" for name, n in zip(artifact.imprinted_labels, artifact.counts))
         notes.append(f"imprinted on {artifact.base_name or 'its base'}: {counts} images")

@@ -133,4 +133,5 @@ def _export_summary(export: ExportInfo) -> dict[str, Any]:
     data = json.loads(export.to_json())
     if data.get("prototypes"):
         data["prototypes"] = f"{len(export.prototypes)} x {export.embedding}"
+        data.pop("prototype_labels", None)
     return data
