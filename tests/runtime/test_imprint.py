@@ -178,3 +178,27 @@ def test_imprinting_refuses_a_trained_label_and_a_wrong_suffix(exported_with_emb
         rt.imprint(model_path, {"good": images[:2]}, tmp_path / "x.imprint")
     with pytest.raises(ValueError, match=r"\*\.imprint"):
         rt.imprint(model_path, {"new": images[:2]}, tmp_path / "x.tflite")
+
+
+_IMPRINT_WITHOUT_TF = """
+import sys
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tf_keras", "keras", "tflite_runtime"):
+            raise ImportError("TensorFlow is not available on this device")
+sys.meta_path.insert(0, NoTensorFlow())
+import edgetl_runtime
+base, out, red, green, probe = sys.argv[1:]
+edgetl_runtime.imprint(base, {"red": [red], "green": [green]}, out)
+print(edgetl_runtime.load(out).predict(probe).top_class)
+"""
+
+
+def test_imprints_on_a_device_without_tensorflow(extractor, parts, tmp_path):
+    import subprocess
+    import sys
+
+    args = [str(extractor), str(tmp_path / "x.imprint"), str(parts["red"][0]), str(parts["green"][0]), str(parts["red"][3])]
+    out = subprocess.run([sys.executable, "-c", _IMPRINT_WITHOUT_TF, *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "red"
