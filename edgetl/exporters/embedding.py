@@ -23,8 +23,8 @@ POOL_LAYERS = ("pool", "quant_pool")  # the trainer's name, and tfmot's after qu
 BATCH = 32
 # Prototypes per label: a label's images are often of several kinds (mono and poly cells, two part
 # variants), and one mean between them sits closer to a new class than any real image does. On ELPV
-# one mean per label sent 29 % of the test cells to a class imprinted from 5 images, 4 per label 1 %
-# (docs/imprinting.md).
+# one mean per label sent 21 % of the other test cells to a class imprinted from 5 images, 4 per label
+# 0.5 % (docs/imprinting.md).
 PER_LABEL = 4
 IMAGES_PER_PROTOTYPE = 10
 
