@@ -90,6 +90,38 @@ def _ncm(train_emb: np.ndarray, train_y: np.ndarray, test_emb: np.ndarray) -> np
     return (test_emb @ means.T).argmax(axis=1)
 
 
+def _variants(model, pix: dict, y: dict, level: dict, ks: list[int], draws: int) -> list[str]:
+    """Replay the extension rule in numpy with 1, 2, 4 or 8 prototypes per trained label and scale 10 or 30."""
+    from edgetl.exporters.embedding import spherical_kmeans
+
+    emb = {part: _embeddings(model, pix[part]) for part in ("train", "test")}
+    head = np.concatenate([model.scores(pix["test"][i:i + 64]) for i in range(0, len(pix["test"]), 64)])
+    good = list(model.labels).index("good")
+    is23, seen = level["test"] == LEVEL_23, level["train"] != LEVEL_23
+    lines = ["| prototypes per label | scale | k | decision accuracy | level-2/3 recall | other cells as the new class |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for per in (1, 2, 4, 8):
+        centres = [spherical_kmeans(emb["train"][seen & (y["train"] == (c == "defect"))], per) for c in model.labels]
+        for scale in (10, 30):
+            for k in ks:
+                got = []
+                for d in range(draws):
+                    rng = np.random.default_rng(2000 * k + d)
+                    mean = emb["train"][rng.choice(np.flatnonzero(~seen), k, replace=False)].mean(axis=0)
+                    cos = np.stack([(emb["test"] @ c.T).max(axis=1) for c in centres] +
+                                   [emb["test"] @ (mean / np.linalg.norm(mean))], axis=1)  # fmt: skip
+                    s = np.exp(scale * (cos - cos.max(axis=1, keepdims=True)))
+                    q = (s[:, -1] / s.sum(axis=1))[:, None]
+                    probs = np.concatenate([head * (1 - q), q], axis=1)
+                    defect = probs[:, good] < 0.5
+                    new = probs.argmax(axis=1) == probs.shape[1] - 1
+                    got.append((np.mean(defect == (y["test"] == 1)), np.mean(defect[is23]), np.mean(new[~is23])))
+                a, r, f = (100 * np.array(got)).mean(axis=0)
+                lines.append(f"| {per} | {scale} | {k} | {a:.2f} % | {r:.1f} % | {f:.2f} % |")
+        print("\n".join(lines[-2 * len(ks):]), flush=True)
+    return lines
+
+
 def _pm(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
 
@@ -103,6 +135,8 @@ def main() -> int:
     parser.add_argument("--ks", default="5,10,20")
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--latency-only", action="store_true", help="only the timings (run it on an idle machine)")
+    parser.add_argument("--variants", action="store_true",
+                        help="also replay the extension in numpy with 1/2/4/8 prototypes per label and scale 10/30")
     add_state_options(parser)
     args = parser.parse_args()
     import edgetl_runtime as rt
@@ -178,6 +212,8 @@ def main() -> int:
         ext.append(f"| leave-out classifier + imprinted `{NEW}` | {k} | " + " | ".join(cols) + " |")
         print(ext[-1], flush=True)
 
+    variants = _variants(base, pix, y, level, ks, args.draws) if args.variants and not args.latency_only else []
+
     # 3. latency: imprint per image, predict of the base and of the imprinted file, side by side
     one = pix["test"][0]
     lat = {}
@@ -192,7 +228,7 @@ def main() -> int:
             times.append((time.perf_counter() - t0) * 1e3)
         lat[label] = statistics.median(times)
     bench.end()
-    text = "\n".join([*lines, "", *ext, "",
+    text = "\n".join([*lines, "", *ext, "", *variants, "",
                       f"imprint: {statistics.mean(ms):.1f} ms per image (mean over {len(ms)} calls, decode + resize + "
                       f"embedding + mean update), imprinted file {sizes[-1] / 2**20:.2f} MB",
                       "inference p50 (one image, 200 runs): " + ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items())])  # fmt: skip
