@@ -17,6 +17,15 @@ from edgetl_runtime.metadata import embed_onnx_metadata, embed_tflite_metadata
 from edgetl_runtime.preprocess import load_image
 
 LABELS = ("defect", "good")
+# The start of a `python -c` script that runs as on a device: TensorFlow (and Keras) cannot be imported.
+NO_TENSORFLOW = """
+import sys
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tf_keras", "keras", "tflite_runtime"):
+            raise ImportError("TensorFlow is not available on this device")
+sys.meta_path.insert(0, NoTensorFlow())
+"""
 
 
 class ExportedModels(NamedTuple):

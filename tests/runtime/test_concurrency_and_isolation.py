@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import edgetl_runtime
+from .conftest import NO_TENSORFLOW
 
 
 @pytest.mark.parametrize("attr", ["tflite_int8", "tflite_fp32", "onnx"])
@@ -56,13 +57,7 @@ def test_10000_predictions_keep_their_answers_and_their_memory(exported):
     assert growth < 16, f"RSS grew by {growth:.1f} MB over 9,000 predictions: a leak of ~{growth * 1024 / 9:.0f} KB per 1,000"
 
 
-_NO_TF = """
-import sys
-class NoTensorFlow:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "tf_keras", "keras", "tflite_runtime"):
-            raise ImportError("TensorFlow is not available on this device")
-sys.meta_path.insert(0, NoTensorFlow())
+_NO_TF = NO_TENSORFLOW + """
 import edgetl_runtime
 cheap = not any(m.split(".")[0] in ("numpy", "PIL", "ai_edge_litert", "onnxruntime") for m in sys.modules)
 model = edgetl_runtime.load(sys.argv[1])

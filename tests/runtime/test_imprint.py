@@ -16,7 +16,7 @@ import edgetl_runtime as rt
 from edgetl_runtime.cli import main
 from edgetl_runtime.errors import EdgetlRuntimeError
 
-from .conftest import tf_modules, to_edgetpu_lookalike, to_tflite
+from .conftest import NO_TENSORFLOW, tf_modules, to_edgetpu_lookalike, to_tflite
 
 
 def _tinted(rng: np.random.Generator, channel: int, size: int = 40) -> np.ndarray:
@@ -180,13 +180,7 @@ def test_imprinting_refuses_a_trained_label_and_a_wrong_suffix(exported_with_emb
         rt.imprint(model_path, {"new": images[:2]}, tmp_path / "x.tflite")
 
 
-_IMPRINT_WITHOUT_TF = """
-import sys
-class NoTensorFlow:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "tf_keras", "keras", "tflite_runtime"):
-            raise ImportError("TensorFlow is not available on this device")
-sys.meta_path.insert(0, NoTensorFlow())
+_IMPRINT_WITHOUT_TF = NO_TENSORFLOW + """
 import edgetl_runtime
 base, out, red, green, probe = sys.argv[1:]
 edgetl_runtime.imprint(base, {"red": [red], "green": [green]}, out)
