@@ -27,6 +27,8 @@ _LAZY = {
     "ExportResult": "edgetl.exporters",
     "load_profile": "edgetl.profiles",
     "DeviceProfile": "edgetl.profiles",
+    "select": "edgetl.selection",
+    "SelectOptions": "edgetl.selection",
 }
 
 

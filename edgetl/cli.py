@@ -1,4 +1,4 @@
-"""``edgetl``: the workstation CLI (data, backbones, train, eval, export, benchmark, devices).
+"""``edgetl``: the workstation CLI (data, backbones, select, train, eval, export, benchmark, devices).
 
 Each command lives in ``edgetl/commands/<name>.py`` and imports TensorFlow only inside its body,
 so ``edgetl --help`` is instant.
@@ -22,6 +22,7 @@ _COMMANDS = {
     "eval": ("edgetl.commands.evaluate", "eval_cmd"),
     "export": ("edgetl.commands.export", "export"),
     "benchmark": ("edgetl.commands.benchmark", "benchmark"),
+    "select": ("edgetl.commands.select", "select"),
     "devices": ("edgetl.commands.devices", "devices"),
 }
 

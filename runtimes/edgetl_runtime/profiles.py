@@ -135,11 +135,19 @@ class Budget:
 
 @dataclass(frozen=True)
 class ReferenceModel:
-    """The model the budget is stated for: backbone name, (height, width), quantization."""
+    """The model the budget is stated for: backbone name, (height, width), quantization.
+
+    ``device_p50_ms``: its end-to-end p50 latency on the device (measured or estimated; the file
+    says which), and ``overhead_ms`` the share of it that does not grow with the model (JPEG
+    decode, resize, postprocess). ``edgetl select`` scales ``device_p50_ms - overhead_ms`` to
+    estimate other models' latency on a device it cannot measure; without it, it cannot.
+    """
 
     backbone: str
     input_size: tuple[int, int]
     quantization: str
+    device_p50_ms: float | None = None
+    overhead_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -269,8 +277,15 @@ def _parse(path: Path, data: dict[str, Any]) -> DeviceProfile:
     budget = Budget(float(b.positive("p50_ms")), float(b.positive("p99_ms")), float(b.positive("memory_mb")))
     if budget.p99_ms < budget.p50_ms:
         raise b.fail("p99_ms", f"{budget.p99_ms} is below p50_ms {budget.p50_ms}; p99 can never be faster than p50")
-    m = top.sub("reference", ("backbone", "input_size", "quantization"))
-    reference = ReferenceModel(m.get("backbone", str), m.size("input_size"), m.choice("quantization", QUANTIZATIONS))
+    m = top.sub("reference", ("backbone", "input_size", "quantization", "device_p50_ms", "overhead_ms"))
+    ref_p50 = float(m.positive("device_p50_ms")) if "device_p50_ms" in m.table else None
+    overhead = float(m.get("overhead_ms", (int, float), 0.0))
+    if overhead and ref_p50 is None:
+        raise m.fail("overhead_ms", "is a share of device_p50_ms: give device_p50_ms too, or delete the line")
+    if not (math.isfinite(overhead) and 0.0 <= overhead < (ref_p50 or math.inf)):
+        raise m.fail("overhead_ms", f"must be >= 0 and below device_p50_ms {ref_p50}, got {overhead}")
+    reference = ReferenceModel(m.get("backbone", str), m.size("input_size"), m.choice("quantization", QUANTIZATIONS),
+                               ref_p50, overhead)
     figures = []
     for i, item in enumerate(top.get("published", list, [])):
         p = _Reader(path, item, f"published[{i}].", ("model", "device", "latency_ms", "source", "note"))
