@@ -48,7 +48,7 @@ class ValidationFailed(click.ClickException):
 @click.option("--tta", is_flag=True,
               help="Average the scores over the image's four flips inside the model (4 inferences per image).")
 @click.option("--embedding", is_flag=True,
-              help="Add the image embedding as a second output (and the labels' mean embeddings), so the file can "
+              help="Add the image embedding as a second output (and a few prototypes per label), so the file can "
                    "learn new classes on the device: edgetl-runtime imprint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (nothing else there).")
 @click.option("-o", "--output", type=click.Path(), default=None,

@@ -3,9 +3,9 @@
 The embedding is the classifier's pooled backbone features (the ``pool`` layer its head reads),
 a second output of shape (N, 1, 1, size), the layout of Coral's embedding extractors (so the
 scores stay the file's one (N, classes) output). The export facts carry its size and, per label,
-the normalised mean embedding of the training images *through the exported file itself* (its
-quantization included): the prototypes that imprinted classes compete with on the device
-(:mod:`edgetl_runtime.imprinted`).
+a few unit centres (spherical k-means) of the training images' embeddings *through the exported
+file itself* (its quantization included): the prototypes that imprinted classes compete with on
+the device (:mod:`edgetl_runtime.imprinted`).
 """
 
 from __future__ import annotations

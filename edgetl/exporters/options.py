@@ -47,7 +47,7 @@ class ExportOptions:
     ``max_drop``: points of decision accuracy or defect recall the export may lose against the
     float model on the validation images (default 1.0); more fails the export.
     ``embedding``: add the classifier's image embedding (its pooled features) as a second output
-    (N, 1, 1, size) and the per-label mean embeddings of the training images as prototypes, so the
+    (N, 1, 1, size) and a few centres of each label's training embeddings as prototypes, so the
     file can be imprinted on (``edgetl-runtime imprint``). Classifiers only.
     """
 

@@ -316,7 +316,7 @@ class ExportInfo:
             raise MetadataError(f"export embedding must be the embedding's size (0 to {MAX_EMBEDDING}), got {size!r}")
         protos = self.prototypes
         if not isinstance(protos, (list, tuple)) or len(protos) > MAX_LABELS or (protos and not size):
-            raise MetadataError("export prototypes must be a list of vectors, one per label, of an embedding output")
+            raise MetadataError("export prototypes must be a list of vectors (a few per label) of an embedding output")
         rows = []
         for row in protos:
             if not isinstance(row, (list, tuple)) or len(row) != size or not all(
