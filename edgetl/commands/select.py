@@ -82,8 +82,10 @@ def select(data, profile_name, backbones, sizes, max_images, random_images, no_m
         result = run_select(data, output, options)
     except (SelectionError, DatasetError, ProfileError, UnknownBackbone) as exc:
         raise InputError(str(exc)) from None
-    except OSError as exc:
-        raise InputError(f"cannot write to {output}: {exc}") from None
+    except OSError as exc:  # an unwritable output or cache folder, an unreadable file
+        where = exc.filename or output
+        raise InputError(f"{where}: {exc.strerror or exc}; check the path and its permissions (--output, --cache, "
+                         "DATA)") from None  # fmt: skip
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return

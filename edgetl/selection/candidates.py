@@ -24,7 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["SelectionError", "Candidate", "default_sizes", "candidate_grid", "FeatureCache", "pooled_extractor", "CHUNK"]
+__all__ = ["SelectionError", "Candidate", "default_sizes", "candidate_grid", "FeatureCache", "images_key",
+           "pooled_extractor", "CHUNK"]
 
 class SelectionError(ValueError):
     """``edgetl select`` cannot run as asked (no candidate, bad sizes, no profile); the message says what to do."""
@@ -94,7 +95,11 @@ def pooled_extractor(backbone: Any) -> Any:
 
 
 class FeatureCache:
-    """Pooled features per (candidate, weights, images), as ``.npy`` chunks under ``root``."""
+    """Pooled features per (candidate, weights, images), as ``.npy`` chunks under ``root``.
+
+    ``images_key`` must change whenever the images, their labels or their order change (see
+    :func:`images_key`): the chunks hold rows in the order of the images.
+    """
 
     def __init__(self, root: str | Path, images_key: str):
         self.root = Path(root)
@@ -126,9 +131,8 @@ class FeatureCache:
         parts, pixels, extractor = [], None, None
         for start in range(0, n, CHUNK):
             path = folder / f"{start // CHUNK:05d}.npy"
-            if path.is_file():
-                part = np.load(path, allow_pickle=False)
-            else:
+            part = _cached(path, min(CHUNK, n - start))
+            if part is None:
                 pixels = images() if pixels is None else pixels
                 extractor = model() if extractor is None else extractor
                 batch = pixels[start : start + CHUNK].astype(np.float32)
@@ -140,4 +144,22 @@ class FeatureCache:
             if advance is not None:
                 advance(min(CHUNK, n - start))
         return np.concatenate(parts)
+
+
+def _cached(path: Path, rows: int) -> np.ndarray | None:
+    """Return the cached chunk at ``path`` when it holds ``rows`` finite feature rows, else None (recompute)."""
+    if not path.is_file():
+        return None
+    try:
+        part = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # a chunk damaged on disk is computed again
+        return None
+    ok = part.ndim == 2 and part.shape[0] == rows and part.dtype == np.float32 and np.isfinite(part).all()
+    return part if ok else None
+
+
+def images_key(dataset: Any) -> str:
+    """Return a key of a data set's files' contents, labels *and order* (``content_hash`` ignores order)."""
+    order = "\n".join(f"{s.path}\t{s.label}" for s in dataset.samples)
+    return hashlib.sha256(f"{dataset.content_hash()}\n{order}".encode()).hexdigest()[:16]
 

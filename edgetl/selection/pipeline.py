@@ -19,14 +19,15 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .candidates import Candidate, FeatureCache, SelectionError, candidate_grid, pooled_extractor
+from .candidates import Candidate, FeatureCache, SelectionError, candidate_grid, images_key, pooled_extractor
 from .latency import Latency, LatencyError, count_macs, export_reference, measure_ms, profile_estimate, reference_macs
-from .report import CandidateResult, Selection, pareto_front, plot_selection, recommend
-from .scores import NegativeTransfer, knn_balanced_accuracy, logme
+from .report import CandidateResult, Selection, latency_source, pareto_front, plot_selection, recommend
+from .scores import knn_balanced_accuracy, logme, negative_transfer_risk
 
 __all__ = ["SelectOptions", "SelectionError", "select", "JSON_FILE", "PLOT_FILE"]
 
 JSON_FILE, PLOT_FILE = "select.json", "select.png"
+MIN_RANDOM_IMAGES = 10
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class SelectOptions:
             raise SelectionError(f"--max-images must be at least 4, got {self.max_images}")
         if self.random_images < 0 or self.knn_k < 1 or self.batch_size < 1 or self.bench_runs < 1:
             raise SelectionError("random_images must be >= 0, knn_k, batch_size and bench_runs >= 1")
+        if 0 < self.random_images < MIN_RANDOM_IMAGES:
+            raise SelectionError(f"--random-images {self.random_images} is too few to compare two feature sets: give "
+                                 f"at least {MIN_RANDOM_IMAGES} (300 by default), or 0 for no negative-transfer check")  # fmt: skip
 
 
 def _profile(name: str | None) -> tuple[Any, str | None]:
@@ -90,8 +94,24 @@ def _sample(data: str | Path, options: SelectOptions, size: int, progress: bool)
     readable = load_images(sample, InputSpec(size, size), progress=progress).samples
     if len(readable) != len(sample):
         sample = ImageDataset(tuple(readable), sample.classes, sample.root)
+    present = {c: n for c, n in sample.counts().items() if n}
+    if len(present) < 2 or len(sample) < 4:
+        raise SelectionError(f"{data}: {len(sample)} readable image(s) in {len(present)} class(es) "
+                             f"({', '.join(f'{n} {c}' for c, n in present.items()) or 'none'}); ranking backbones "
+                             "needs at least 4 images of 2 or more classes, a few dozen per class to be worth reading")  # fmt: skip
     sub = stratified_sample(sample, options.random_images, options.seed) if options.random_images else None
     return sample, sub
+
+
+def _rows_of(sample: Any, sub: Any) -> np.ndarray:
+    """Return the row in ``sample`` of each image of ``sub``, in order (``sub`` keeps ``sample``'s order)."""
+    rows, j = [], 0
+    for item in sub.samples:
+        while sample.samples[j] != item:
+            j += 1
+        rows.append(j)
+        j += 1
+    return np.array(rows, np.intp)
 
 
 class _Images:
@@ -126,9 +146,10 @@ class _Context:
     y: np.ndarray  # class ids of the sample
     n: int
     images: _Images
-    sub_index: np.ndarray | None  # the random-init sub-sample's rows in the sample
+    sub_index: np.ndarray | None  # the random-init sub-sample's rows in the sample (None: no check)
     sub_images: _Images | None
     features: FeatureCache
+    sub_features: FeatureCache | None
     notes: list[str]
 
 
@@ -171,15 +192,27 @@ def select(data: str | Path, output: str | Path = "runs/select", options: Select
                       "measured latencies will be too high; rerun when it is idle for figures to keep")  # fmt: skip
     candidates.sort(key=lambda c: c.size)  # one decoded size in memory at a time
     sample, sub = _sample(data, options, candidates[0].size, verbosity() >= 0)
-    in_sub = set(sub.samples) if sub is not None else set()
-    sub_index = np.array([i for i, s in enumerate(sample.samples) if s in in_sub]) if sub is not None else None
+    notes: list[str] = []
+    ref = profile.reference
+    if not measuring and ref.device_p50_ms is not None and ref.quantization != profile.export.quantization:
+        notes.append(f"{profile.name}'s reference figure is of a {ref.quantization} model and its export is "
+                     f"{profile.export.quantization}: the estimates carry that difference too (often a factor of 2 "
+                     "to 4 on CPUs); time the leading candidates on the device")  # fmt: skip
+    if sub is not None and len({s.label for s in sub.samples}) < 2:
+        notes.append(f"no negative-transfer check: its {len(sub)}-image sub-sample holds one class; raise "
+                     "--random-images")  # fmt: skip
+        sub = None
+    sub_index = _rows_of(sample, sub) if sub is not None else None
     counts = ", ".join(f"{n} {c}" for c, n in sample.counts().items())
     console.print(f"[bold]select[/] {len(candidates)} candidates on {len(sample)} images of {data} ({counts}) for "
                   f"{profile.name}: latency {'measured here' if measuring else 'ESTIMATED from the profile'}")  # fmt: skip
     cache_dir = Path(options.cache_dir) if options.cache_dir else output / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(cache_dir)
     ctx = _Context(Path(data), options, profile, measuring, cache_dir, reference_macs(profile), sample.labels_array(),
                    len(sample), _Images(sample), sub_index, _Images(sub) if sub is not None else None,
-                   FeatureCache(cache_dir, sample.content_hash()), [])  # fmt: skip
+                   FeatureCache(cache_dir, images_key(sample)),
+                   FeatureCache(cache_dir, images_key(sub)) if sub is not None else None, notes)  # fmt: skip
     rows = sorted((_score(c, ctx) for c in candidates), key=lambda r: -r.logme)
     front = pareto_front([(r.logme, r.latency.p50_ms) for r in rows])
     budget = profile.budget.p50_ms
@@ -187,10 +220,9 @@ def select(data: str | Path, output: str | Path = "runs/select", options: Select
                                 within_budget=None if r.latency.p50_ms is None else r.latency.p50_ms <= budget)
             for i, r in enumerate(rows)]  # fmt: skip
     best, reason = recommend(rows, budget)
-    ref = profile.reference
     selection = Selection(
         data=str(data), profile=profile.name, host_profile=host_profile,
-        latency_source="measured" if measuring else "estimated", budget_p50_ms=budget, n_images=len(sample),
+        latency_source=latency_source(rows), budget_p50_ms=budget, n_images=len(sample),
         class_counts=sample.counts(), rows=tuple(rows), recommended=None if best is None else rows[best].name,
         reason=reason, skipped=tuple(skipped), notes=tuple(ctx.notes), seconds=round(time.perf_counter() - start, 1),
         reference={"backbone": ref.backbone, "input_size": list(ref.input_size), "quantization": ref.quantization,
@@ -212,10 +244,11 @@ def _score(cand: Candidate, ctx: _Context) -> CandidateResult:
     k, opts = keras(), ctx.options
     backbone = load_backbone(cand.backbone, weights="imagenet", input_size=cand.size)
     macs = count_macs(backbone)
-    check = ctx.sub_index is not None and ctx.sub_images is not None and len(np.unique(ctx.y[ctx.sub_index])) > 1
+    check = ctx.sub_index is not None and ctx.sub_images is not None and ctx.sub_features is not None
     n_sub = len(ctx.sub_index) if check else 0  # type: ignore[arg-type]
     random_key = f"random{opts.seed}"
-    cached = ctx.features.complete(cand, "imagenet", ctx.n) and (not check or ctx.features.complete(cand, random_key, n_sub))
+    cached = ctx.features.complete(cand, "imagenet", ctx.n) and (
+        not check or ctx.sub_features.complete(cand, random_key, n_sub))  # type: ignore[union-attr]
     transfer = None
     with _progress(f"features {cand.name}", ctx.n + n_sub) as advance:
         feats = ctx.features.features(cand, "imagenet", lambda: ctx.images.at(cand.size), ctx.n,
@@ -227,12 +260,10 @@ def _score(cand: Candidate, ctx: _Context) -> CandidateResult:
                 k.utils.set_random_seed(opts.seed)  # the same random network on every run
                 return pooled_extractor(load_backbone(cand.backbone, weights=None, input_size=cand.size))
 
-            rand = ctx.features.features(cand, random_key, lambda: sub_images.at(cand.size), n_sub,  # type: ignore[union-attr]
+            rand = ctx.sub_features.features(cand, random_key, lambda: sub_images.at(cand.size), n_sub,  # type: ignore[union-attr]
                                          random_model, opts.batch_size, advance)  # fmt: skip
     if check:
-        mine, ys = feats[ctx.sub_index], ctx.y[ctx.sub_index]
-        transfer = NegativeTransfer(logme(mine, ys), logme(rand, ys), knn_balanced_accuracy(mine, ys, opts.knn_k),
-                                    knn_balanced_accuracy(rand, ys, opts.knn_k), len(ys))  # fmt: skip
+        transfer = negative_transfer_risk(feats[ctx.sub_index], rand, ctx.y[ctx.sub_index], opts.knn_k)
     score, knn = logme(feats, ctx.y), knn_balanced_accuracy(feats, ctx.y, opts.knn_k)
     latency = _latency(cand, backbone, macs, ctx)
     k.backend.clear_session()  # every candidate builds new graphs: keep memory flat

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from .latency import Latency
 from .scores import NegativeTransfer
 
-__all__ = ["CandidateResult", "Selection", "pareto_front", "recommend", "plot_selection"]
+__all__ = ["CandidateResult", "Selection", "pareto_front", "recommend", "latency_source", "plot_selection"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,12 @@ def pareto_front(points: Sequence[tuple[float, float | None]]) -> list[bool]:
     return front
 
 
+def latency_source(rows: Sequence[CandidateResult]) -> str:
+    """Return how the rows' latencies were had: ``measured``, ``estimated``, ``mixed`` or ``unknown`` (none known)."""
+    sources = {r.latency.source for r in rows} - {"unknown"}
+    return sources.pop() if len(sources) == 1 else "mixed" if sources else "unknown"
+
+
 def recommend(rows: Sequence[CandidateResult], budget_ms: float) -> tuple[int | None, str]:
     """Return ``(index of the recommended row or None, why)``: the best LogME within the p50 budget.
 
@@ -106,7 +112,7 @@ class Selection:
     data: str
     profile: str
     host_profile: str | None
-    latency_source: str  # measured | estimated
+    latency_source: str  # measured | estimated | mixed (some rows fell back to the estimate) | unknown
     budget_p50_ms: float
     n_images: int
     class_counts: dict[str, int]
@@ -141,11 +147,12 @@ class Selection:
         from rich.table import Table
 
         est = self.latency_source == "estimated"
+        any_est = any(r.latency.source == "estimated" for r in self.rows)
         table = Table(title=escape(self.title), box=box.SIMPLE_HEAD,
                       caption=escape("* Pareto front (LogME x latency); budget: p50 within the profile's budget; "
                                      "transfer: pretrained vs random-init features" + (
                                          "; ~ latency ESTIMATED from the profile's reference figure by MACs "
-                                         "(rough, see docs/select.md)" if est else "")))  # fmt: skip
+                                         "(rough, see docs/select.md)" if any_est else "")))  # fmt: skip
         for name, justify in (("#", "right"), ("candidate", "left"), ("LogME", "right"), ("k-NN bal.", "right"),
                               ("GMACs", "right"), ("p50 ms" + (" (est.)" if est else ""), "right"),
                               ("budget", "left"), ("transfer", "left")):  # fmt: skip
@@ -153,8 +160,8 @@ class Selection:
         for r in self.rows:
             marker = "*" if r.pareto else " "
             budget = "-" if r.within_budget is None else ("ok" if r.within_budget else "over")
-            transfer = "-" if r.transfer is None else ("[red]RISK[/red]" if r.at_risk else
-                                                      "ok" if "clearly" in r.transfer.reason() else "weak")
+            transfer = "-" if r.transfer is None else {"risk": "[red]RISK[/red]"}.get(r.transfer.verdict,
+                                                                                     r.transfer.verdict)
             p50 = "-" if r.latency.p50_ms is None else f"{r.latency.p50_ms:.1f}{'~' if r.latency.source == 'estimated' else ''}"
             name = f"[bold]{escape(r.name)}[/bold]" if r.name == self.recommended else escape(r.name)
             table.add_row(str(r.rank), f"{marker}{name}", f"{r.logme:.3f}", f"{r.knn:.1%}", f"{r.macs / 1e9:.2f}",
@@ -169,7 +176,7 @@ def plot_selection(selection: Selection, path: str | Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5))
     rows = [r for r in selection.rows if r.latency.p50_ms is not None]
-    est = selection.latency_source == "estimated"
+    source = selection.latency_source
     for r in rows:
         filled = r.latency.source == "measured"
         colour = "#cc3311" if r.at_risk else ("#228833" if r.name == selection.recommended else "#4477aa")
@@ -180,11 +187,16 @@ def plot_selection(selection: Selection, path: str | Path) -> Path:
     if front:
         ax.plot(*zip(*front), color="#888888", linestyle="--", zorder=2, label="Pareto front")
     ax.axvline(selection.budget_p50_ms, color="black", linestyle=":", label=f"p50 budget {selection.budget_p50_ms:g} ms")
-    ax.set_xlabel("p50 latency per image, end to end (ms)" + (", ESTIMATED from MACs (rough)" if est else ", measured"))
+    ax.set_xlabel("p50 latency per image, end to end (ms)" + {
+        "estimated": ", ESTIMATED from MACs (rough)", "measured": ", measured",
+        "mixed": ", measured (filled) or ESTIMATED from MACs (hollow)"}.get(source, ""))  # fmt: skip
     ax.set_ylabel("LogME (higher transfers better)")
-    for label, colour, face in (("recommended", "#228833", "#228833"), ("negative-transfer risk", "#cc3311", "#cc3311"),
-                                ("measured" if not est else "estimated (hollow)", "#4477aa",
-                                 "#4477aa" if not est else "none")):  # fmt: skip
+    legend = [("recommended", "#228833", "#228833"), ("negative-transfer risk", "#cc3311", "#cc3311")]
+    if source in ("measured", "mixed"):
+        legend.append(("measured", "#4477aa", "#4477aa"))
+    if source in ("estimated", "mixed"):
+        legend.append(("estimated (hollow)", "#4477aa", "none"))
+    for label, colour, face in legend:
         ax.scatter([], [], s=40, color=face, edgecolors=colour, label=label)
     where = "/".join(Path(selection.data).parts[-2:])
     ax.set_title(f"{where} on {selection.profile}: transferability vs latency", fontsize=10)

@@ -32,8 +32,8 @@ __all__ = ["logme", "knn_balanced_accuracy", "NegativeTransfer", "negative_trans
 # A pretrained candidate is flagged when neither score shows it beating the random-init network of
 # the same architecture by at least this much. LogME is in nats per image: 0.02 is about the spread
 # of LogME between random-label draws on a few hundred images (on ELPV the pretrained lead is about
-# 0.1). k-NN: 2 points of balanced accuracy, about one standard error on 300 images, so k-NN alone
-# is too noisy to flag a candidate: it has to agree with LogME.
+# 0.1). k-NN: 2 points of balanced accuracy, below one standard error on 300 images (about 3 points),
+# so k-NN alone is too noisy to flag a candidate: it has to agree with LogME.
 LOGME_MARGIN = 0.02
 KNN_MARGIN = 0.02
 
@@ -45,8 +45,10 @@ def logme(features: np.ndarray, labels: np.ndarray, max_iter: int = 11, tol: flo
     (noise precision) are found by fixed-point iteration on the evidence of the one-hot target,
     and the maximum evidence divided by N is averaged over classes. The features are used as
     given (as in the reference implementation). Unlike the reference code, when N < D (fewer
-    images than feature dimensions) the weight-prior term counts only the rank of the features,
-    which is what the evidence's determinant gives; the two agree whenever N > D.
+    images than feature dimensions, or dead channels) the weight-prior term counts only the rank
+    of the features, which is what the evidence's determinant gives; the two agree whenever the
+    features have full column rank. Features of rank 0 (all zero: a dead network) get the evidence
+    of a model with no weights, finite and below any informative features'.
     """
     f = np.asarray(features, np.float64)
     y = np.asarray(labels).reshape(-1)
@@ -73,8 +75,9 @@ def logme(features: np.ndarray, labels: np.ndarray, max_iter: int = 11, tol: flo
         target = (y == c).astype(np.float64)
         x2 = (u.T @ target) ** 2  # the target's energy along each singular direction
         rest = float(target @ target - x2.sum())  # the part outside the span of the features
-        alpha, beta = 1.0, 1.0
-        for _ in range(max_iter):
+        alpha, beta = 1.0, (1.0 if k else n / (rest + 1e-5))
+        res2, m2 = rest, 0.0
+        for _ in range(max_iter if k else 0):  # rank 0: no weights, beta alone maximises the evidence
             t = alpha / beta
             gamma = float((sigma / (sigma + t)).sum())  # effective number of parameters
             m2 = float((sigma * x2 / (sigma + t) ** 2).sum())  # |m|^2, the posterior mean's norm
@@ -142,11 +145,16 @@ class NegativeTransfer:
         """True when neither score puts the pretrained features ahead of the random ones by its margin."""
         return self.logme_gain < LOGME_MARGIN and self.knn_gain < KNN_MARGIN
 
+    @property
+    def verdict(self) -> str:
+        """``risk`` (neither score clearly better), ``weak`` (one of the two) or ``ok`` (both)."""
+        wins = (self.logme_gain >= LOGME_MARGIN) + (self.knn_gain >= KNN_MARGIN)
+        return ("risk", "weak", "ok")[wins]
+
     def reason(self) -> str:
         """Return one line: what was compared and the verdict."""
-        both = self.logme_gain >= LOGME_MARGIN and self.knn_gain >= KNN_MARGIN
-        verdict = ("RISK of negative transfer" if self.at_risk else "pretrained features clearly better" if both
-                   else "pretrained features better on one score only")  # fmt: skip
+        verdict = {"risk": "RISK of negative transfer", "ok": "pretrained features clearly better",
+                   "weak": "pretrained features better on one score only"}[self.verdict]  # fmt: skip
         return (f"{verdict}: LogME {self.logme_pretrained:.3f} vs {self.logme_random:.3f} random-init "
                 f"(gain {self.logme_gain:+.3f}, need >= {LOGME_MARGIN}), k-NN {self.knn_pretrained:.1%} vs "
                 f"{self.knn_random:.1%} (gain {100 * self.knn_gain:+.1f} pp, need >= {100 * KNN_MARGIN:.0f} pp) "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -21,7 +22,9 @@ from edgetl.selection import (
     pareto_front,
     recommend,
 )
-from edgetl.selection.candidates import SelectionError
+from edgetl.selection.candidates import CHUNK, Candidate, FeatureCache, SelectionError, images_key
+from edgetl.selection.pipeline import SelectOptions, _rows_of
+from edgetl.selection.report import latency_source
 from edgetl.selection.latency import LatencyError, profile_estimate
 from edgetl.selection.scores import KNN_MARGIN, LOGME_MARGIN, negative_transfer_risk
 from edgetl_runtime.profiles import ProfileError, load_profile
@@ -80,6 +83,17 @@ def test_logme_refuses_a_single_class() -> None:
         logme(np.ones((5, 3)), np.zeros(5))
 
 
+def test_logme_of_dead_features_is_finite_and_below_informative_ones() -> None:
+    f, y = _blobs(n=100, d=16)
+    dead = logme(np.zeros_like(f), y)  # a random-init network whose ReLUs all died
+    assert np.isfinite(dead) and dead < logme(f, y)
+    # a model without weights: its evidence is that of y ~ N(0, 1/beta) with beta fitted, per class
+    n = len(y)
+    expected = np.mean([0.5 * np.log(n / t) - 0.5 - 0.5 * np.log(2 * np.pi)
+                        for t in (np.sum(y == c) for c in (0, 1))])  # fmt: skip
+    assert dead == pytest.approx(expected, abs=1e-3)
+
+
 def test_knn_balanced_accuracy_separable_random_and_imbalanced() -> None:
     f, y = _blobs(shift=6.0)
     assert knn_balanced_accuracy(f, y) > 0.95
@@ -114,14 +128,22 @@ def test_negative_transfer_is_flagged_when_neither_score_shows_pretrained_clearl
 def _row(name: str, score: float, ms: float | None, knn: float = 0.8, risk: bool = False) -> CandidateResult:
     backbone, size = name.split("@")
     transfer = NegativeTransfer(score, score + (1.0 if risk else -1.0), knn, knn + (0.1 if risk else -0.3), 100)
-    return CandidateResult(backbone, int(size), score, knn, 1, Latency(ms, "estimated" if ms else "unknown", ms),
-                           transfer)
+    return CandidateResult(backbone, int(size), score, knn, 1,
+                           Latency(ms, "estimated" if ms else "unknown", "MACs", estimated_ms=ms), transfer)
 
 
 def test_pareto_front_keeps_the_candidates_no_other_beats_on_both() -> None:
     points = [(1.0, 30.0), (0.8, 10.0), (0.7, 20.0), (0.8, 12.0), (1.0, 30.0), (2.0, None)]
     assert pareto_front(points) == [True, True, False, False, True, False]
     assert pareto_front([]) == []
+
+
+def test_latency_source_says_mixed_when_some_rows_fell_back_to_the_estimate() -> None:
+    measured = dataclasses.replace(_row("a@224", 1.0, 5.0), latency=Latency(5.0, "measured", "timed here"))
+    assert latency_source([measured, measured]) == "measured"
+    assert latency_source([measured, _row("b@192", 0.9, 9.0)]) == "mixed"
+    assert latency_source([_row("b@192", 0.9, 9.0), _row("c@160", 0.8, None)]) == "estimated"
+    assert latency_source([_row("c@160", 0.8, None)]) == "unknown"
 
 
 def test_recommendation_is_the_best_score_within_the_budget() -> None:
@@ -214,6 +236,54 @@ def test_the_grid_skips_backbones_without_offline_weights_and_checks_sizes() -> 
         candidate_grid(["efficientnet_lite0"], [8])
 
 
+# --------------------------------------------------------------------------- feature cache
+
+
+class _Extractor:
+    """Stands in for the pooled Keras extractor: the features are the mean pixel, counted per call."""
+
+    calls = 0
+
+    def predict(self, x: np.ndarray, batch_size: int, verbose: int) -> np.ndarray:
+        _Extractor.calls += 1
+        return x.reshape(len(x), -1).mean(axis=1, keepdims=True).repeat(3, axis=1)
+
+
+def test_feature_cache_recomputes_chunks_that_do_not_fit(tmp_path: Path) -> None:
+    pixels = np.arange(CHUNK + 10, dtype=np.uint8)[:, None, None, None].repeat(2, axis=1)
+    cache, cand = FeatureCache(tmp_path, "key"), Candidate("efficientnet_lite0", 64)
+    first = cache.features(cand, "imagenet", lambda: pixels, len(pixels), _Extractor)
+    assert first.shape == (CHUNK + 10, 3) and cache.complete(cand, "imagenet", len(pixels))
+    _Extractor.calls = 0
+    assert np.array_equal(cache.features(cand, "imagenet", lambda: 1 / 0, len(pixels), lambda: 1 / 0), first)
+    # a chunk of another length (another sample under the same key) or damaged on disk is computed again
+    np.save(cache.folder(cand, "imagenet") / "00001.npy", np.zeros((4, 3), np.float32))
+    assert np.array_equal(cache.features(cand, "imagenet", lambda: pixels, len(pixels), _Extractor), first)
+    (cache.folder(cand, "imagenet") / "00000.npy").write_bytes(b"\x93NUMPY garbage")
+    assert np.array_equal(cache.features(cand, "imagenet", lambda: pixels, len(pixels), _Extractor), first)
+    assert _Extractor.calls == 2
+
+
+def test_feature_cache_key_follows_the_images_order_and_the_sub_sample(tiny_dataset: Path) -> None:
+    from edgetl.data import ImageDataset, scan_dataset, stratified_sample
+
+    data = scan_dataset(tiny_dataset)
+    reordered = ImageDataset(tuple(reversed(data.samples)), data.classes, data.root)
+    assert data.content_hash() == reordered.content_hash() and images_key(data) != images_key(reordered)
+    sub = stratified_sample(data, 12, 0)
+    rows = _rows_of(data, sub)
+    assert [data.samples[i] for i in rows] == list(sub.samples)
+    doubled = ImageDataset((*data.samples[:3], data.samples[2], *data.samples[3:]), data.classes, data.root)
+    sub = ImageDataset(doubled.samples[1:5], data.classes, data.root)
+    assert list(_rows_of(doubled, sub)) == [1, 2, 3, 4]
+
+
+def test_too_few_random_images_are_refused() -> None:
+    with pytest.raises(SelectionError, match="at least 10"):
+        SelectOptions(random_images=2)
+    assert SelectOptions(random_images=0).random_images == 0
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -264,8 +334,12 @@ def test_select_cli_explains_bad_input(tmp_path: Path, tiny_dataset: Path) -> No
     result = CliRunner().invoke(main, ["select", str(data), "--profile", "toaster", "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "unknown device profile" in result.output
     shutil.copytree(tiny_dataset / "good", tmp_path / "one-class" / "good")
-    result = CliRunner().invoke(main, ["select", str(tmp_path / "one-class"), "-o", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "class" in result.output
+    result = CliRunner().invoke(main, ["select", str(tmp_path / "one-class"), "--profile", "raspberry-pi-4",
+                                       "-o", str(tmp_path / "o")])  # fmt: skip
+    assert result.exit_code == 2 and "needs at least two classes" in result.output, result.output
+    result = CliRunner().invoke(main, ["select", str(data), "--profile", "raspberry-pi-4", "--random-images", "3",
+                                       "-o", str(tmp_path / "o")])  # fmt: skip
+    assert result.exit_code == 2 and "--random-images 3 is too few" in result.output
 
 
 def test_module_doctests() -> None:
