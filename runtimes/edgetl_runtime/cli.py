@@ -421,7 +421,8 @@ def imprint(base: str, class_values: tuple[str, ...], output: str, good: tuple[s
     \b
     BASE: an `edgetl export --embedding` model (its labels stay, the new classes join them),
     a bare embedding extractor (uint8 in, one vector out), or an imprinted model (its class
-    means are updated with the new images, new classes are added). BASE is never modified.
+    means are updated with the new images, new classes are added). BASE is never modified
+    (name an .imprint BASE as the output too to update it in place, atomically).
     \b
       edgetl-runtime imprint model.tflite --class new-crack=a.png,b.png,c.png -o model.imprint
       edgetl-runtime imprint extractor.tflite --class ok=ok/ --class scratch=scratch/ --good ok -o parts.imprint
@@ -443,7 +444,7 @@ def imprint(base: str, class_values: tuple[str, ...], output: str, good: tuple[s
     except (EdgetlRuntimeError, ValueError) as exc:
         raise InputError(str(exc)) from None
     except OSError as exc:
-        raise InputError(f"{base}: {exc.strerror or exc}") from None
+        raise InputError(f"{exc.filename or base}: {exc.strerror or exc}") from None
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -22,8 +22,10 @@ imprinted means])`` and ``q`` the share of the imprinted classes, the
 scores are ``[head probabilities * (1 - q), s of the imprinted classes]``. The defect score and
 verdict follow the contract's one rule (1 - probability of the good labels).
 
-A file someone hands over is read with bounds: only stored entries, the known names, sizes
-checked before reading, ``allow_pickle=False``, the base's hash checked.
+A file someone hands over is read with bounds: the archive's directory is checked from its last
+bytes before Python's ``zipfile`` parses it (exactly the three known entries, no ZIP64, no
+encryption), only stored entries, sizes checked before reading, ``allow_pickle=False``, the
+base's hash checked, and the contract checked against the base's own input.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, TensorSpec
-from .contract import MAX_EMBEDDING, ModelSpec, _parse_json
-from .errors import MetadataError, ModelFormatError
+from .contract import MAX_EMBEDDING, ModelSpec, OutputSpec, _parse_json
+from .errors import EdgetlRuntimeError, MetadataError, ModelFormatError
 from .preprocess import from_model_output
 
 FORMAT = "edgetl-imprint"
@@ -52,6 +54,10 @@ DEFAULT_SCALE = 10.0  # cosines in [-1, 1] times 10: a 0.1 lead in cosine is a f
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_BASE_BYTES = 2**31
 MAX_MEANS_BYTES = 256 * 2**20
+MAX_COUNT = 2**31  # images behind one class mean
+ENTRIES = 3  # manifest, means, base
+EOCD, EOCD_SIZE = b"PK\x05\x06", 22  # the ZIP end-of-central-directory record and its fixed size
+MAX_DIRECTORY = 4096  # bytes of central directory: three short names need a few hundred
 
 
 def is_artifact(data: bytes) -> bool:
@@ -97,12 +103,32 @@ class Artifact:
         return out.getvalue()
 
 
+def _check_directory(data: bytes, where: str) -> None:
+    """Refuse an archive whose directory (read from its end record) is not that of three small entries.
+
+    ``zipfile`` reads the whole central directory into objects when it opens an archive: a file of
+    millions of entries would take gigabytes before any check could run.
+    """
+    at = data.rfind(EOCD, max(0, len(data) - EOCD_SIZE - 65535))
+    if at < 0 or len(data) - at < EOCD_SIZE:
+        raise ModelFormatError(f"{where}: a damaged imprinted model (no ZIP end record); the file is truncated: copy it "
+                               "again or imprint again")  # fmt: skip
+    entries, directory = int.from_bytes(data[at + 10:at + 12], "little"), int.from_bytes(data[at + 12:at + 16], "little")
+    zip64 = at >= 20 and data[at - 20:at - 16] == b"PK\x06\x07"  # a ZIP64 locator overrides the end record
+    if entries != ENTRIES or directory > MAX_DIRECTORY or zip64:
+        raise ModelFormatError(f"{where}: an archive of {entries} entries ({directory} bytes of directory); an imprinted "
+                               f"model holds exactly {ENTRIES}: the file was not written by edgetl-runtime imprint")  # fmt: skip
+
+
 def _entry(zf: zipfile.ZipFile, name: str, limit: int, where: str) -> bytes:
     try:
         info = zf.getinfo(name)
     except KeyError:
         raise ModelFormatError(f"{where}: an imprinted model without its {name}; the file is incomplete: "
                                "imprint again (edgetl-runtime imprint)") from None  # fmt: skip
+    if info.flag_bits & 0x61:  # encrypted (0x1), patched data (0x20), strong encryption (0x40): never written by us
+        raise ModelFormatError(f"{where}: entry {name} is encrypted or patched; the file was not written by "
+                               "edgetl-runtime imprint")  # fmt: skip
     if info.compress_type != zipfile.ZIP_STORED or info.file_size > limit:
         raise ModelFormatError(f"{where}: entry {name} is compressed or {info.file_size} bytes (limit {limit}); "
                                "edgetl writes neither: the file was not written by edgetl-runtime imprint")  # fmt: skip
@@ -112,9 +138,10 @@ def _entry(zf: zipfile.ZipFile, name: str, limit: int, where: str) -> bytes:
 def read_artifact(path: Path, data: bytes) -> Artifact:
     """Return the :class:`Artifact` in file bytes ``data``, or raise a clear error naming ``path``."""
     where = str(path)
+    _check_directory(data, where)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            names = set(zf.namelist())
+            names = zf.namelist()
             if MANIFEST not in names:
                 raise ModelFormatError(f"{where}: a ZIP archive but not an imprinted model (no {MANIFEST}); pass a "
                                        ".tflite, .onnx or .imprint file")  # fmt: skip
@@ -128,9 +155,16 @@ def read_artifact(path: Path, data: bytes) -> Artifact:
             base, spec = manifest.get("base"), ModelSpec.from_dict(manifest.get("contract"))
             if not isinstance(base, dict) or base.get("format") not in ("tflite", "onnx"):
                 raise MetadataError(f"{where}: {MANIFEST} does not say the base model's format (tflite or onnx)")
+            expected = {MANIFEST, MEANS, f"base.{base['format']}"}
+            if len(names) != ENTRIES or set(names) != expected:
+                raise ModelFormatError(f"{where}: entries {sorted(names)}; an imprinted model holds exactly "
+                                       f"{sorted(expected)}: the file was not written by edgetl-runtime imprint")  # fmt: skip
             base_bytes = _entry(zf, f"base.{base['format']}", MAX_BASE_BYTES, where)
             raw_means = _entry(zf, MEANS, MAX_MEANS_BYTES, where)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError, ValueError, EOFError,
+            OSError) as exc:  # what zipfile raises for damaged, encrypted or unsupported archives
+        if isinstance(exc, EdgetlRuntimeError):
+            raise
         raise ModelFormatError(f"{where}: a damaged imprinted model ({exc}); the file is truncated or altered: copy it "
                                "again or imprint again") from None  # fmt: skip
     if hashlib.sha256(base_bytes).hexdigest() != base.get("sha256"):
@@ -157,7 +191,7 @@ def _means(raw: bytes, where: str) -> np.ndarray:
 def _checked(where: str, spec: ModelSpec, base: dict, base_bytes: bytes, means: np.ndarray, manifest: dict) -> Artifact:
     size, classes, counts, scale = (manifest.get("embedding"), base.get("classes"), manifest.get("counts"),
                                     manifest.get("scale"))  # fmt: skip
-    ints = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    ints = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT  # noqa: E731
     if not ints(size) or not 0 < size <= MAX_EMBEDDING or not ints(classes) or classes >= len(spec.labels):
         raise MetadataError(f"{where}: embedding size {size!r} or base classes {classes!r} do not fit its "
                             f"{len(spec.labels)} labels")  # fmt: skip
@@ -169,10 +203,13 @@ def _checked(where: str, spec: ModelSpec, base: dict, base_bytes: bytes, means: 
     if means.dtype != np.float32 or means.shape != (n, size) or not np.isfinite(means).all():
         raise MetadataError(f"{where}: class means of shape {means.shape} ({means.dtype}); expected ({n}, {size}) "
                             "finite float32: imprint again")  # fmt: skip
-    if spec.task != "imprinted":
-        raise MetadataError(f"{where}: the contract of an imprinted model says task {spec.task!r}")
-    return Artifact(spec, str(base.get("name", "")), base["format"], base_bytes, classes, size, means,
-                    tuple(counts), float(scale))  # fmt: skip
+    if spec.task != "imprinted" or spec.output != OutputSpec():
+        raise MetadataError(f"{where}: the contract of an imprinted model says task {spec.task!r} and output "
+                            f"{spec.output}; imprint again")  # fmt: skip
+    name = base.get("name", "")
+    if not isinstance(name, str) or len(name) > 255 or not name.isprintable():
+        raise MetadataError(f"{where}: the base's name must be a short printable file name, got {str(name)[:40]!r}")
+    return Artifact(spec, name, base["format"], base_bytes, classes, size, means, tuple(counts), float(scale))
 
 
 def normalized(x: np.ndarray) -> np.ndarray:

@@ -53,14 +53,28 @@ class ImprintResult:
                 "added": self.added, "ms_per_image": round(self.ms_per_image, 3), "base": self.base}  # fmt: skip
 
 
-def _start(model: Model, base: Path) -> tuple[Artifact | None, tuple[str, ...], int]:
-    """Return ``(earlier imprinted artifact or None, the base head's labels, their count)`` and check the base."""
-    _, data, earlier = read_model_file(base)
+@dataclass(frozen=True)
+class _Base:
+    """What is imprinted on: the file's model format and bytes (read once), an earlier imprint, the head's labels."""
+
+    format: str
+    data: bytes
+    earlier: Artifact | None
+    head_labels: tuple[str, ...]
+
+    @property
+    def classes(self) -> int:
+        return len(self.head_labels)
+
+
+def _start(model: Model, base: Path) -> _Base:
+    """Return what ``base`` is to imprint on, and check that it can be."""
+    fmt, data, earlier = read_model_file(base)
     if earlier is not None:
-        return earlier, earlier.spec.labels[:earlier.base_classes], earlier.base_classes
+        return _Base(fmt, data, earlier, earlier.spec.labels[:earlier.base_classes])
     spec, export = model.info.embedded_spec, model.info.export
     if spec is None:
-        return None, (), 0  # a bare embedding extractor
+        return _Base(fmt, data, None, ())  # a bare embedding extractor
     if spec.task != "classification":
         raise MetadataError(f"{base}: an edgetl {spec.task} model cannot be imprinted on; use a classifier exported "
                             "with `edgetl export --embedding`")  # fmt: skip
@@ -69,7 +83,7 @@ def _start(model: Model, base: Path) -> tuple[Artifact | None, tuple[str, ...], 
     if export is None or set(export.prototype_labels) != set(range(len(spec.labels))):
         raise MetadataError(f"{base}: its embedding output has no prototypes of its labels; export it again with "
                             "`edgetl export --embedding`")  # fmt: skip
-    return None, spec.labels, len(spec.labels)
+    return _Base(fmt, data, None, spec.labels)
 
 
 def imprint(
@@ -88,7 +102,7 @@ def imprint(
     ``good``: labels that mean "no defect" (added to the base's good labels), so predictions carry
     a defect score and a verdict. ``scale``: the factor on the cosines before the softmax (default
     10; kept from an imprinted base). ``device``/``threads``: where the base computes the
-    embeddings (``edgetpu`` for an Edge TPU-compiled base). ``progress(class, done, total)`` is
+    embeddings (an Edge TPU-compiled base runs on the Edge TPU, and its absence is an error). ``progress(class, done, total)`` is
     called after each batch. Raises :class:`~edgetl_runtime.errors.ImageError` naming an image
     that cannot be read, before anything is written.
     """
@@ -100,18 +114,25 @@ def imprint(
     if output.suffix != SUFFIX:
         raise ValueError(f"{output}: an imprinted model is written as *{SUFFIX}; name the output *{SUFFIX}")
     model = load(base, device=device, threads=threads)
-    earlier, head_labels, n_head = _start(model, base)
+    start = _start(model, base)
+    earlier, head_labels = start.earlier, start.head_labels
     names = list(earlier.imprinted_labels) if earlier else []
-    means = list(earlier.means) if earlier else []
-    counts = list(earlier.counts) if earlier else []
-    added: dict[str, int] = {}
-    t0, n_images = time.perf_counter(), 0
-    for name, images in classes.items():
+    for name, images in classes.items():  # every name and good label checked before any image is read
         if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise ValueError(f"class name {name!r}: give a non-empty name without surrounding spaces")
         if name in head_labels:
             raise ValueError(f"{name!r} is a label of the base's trained head ({', '.join(head_labels)}); its scores "
                              "come from training: imprint a new name")  # fmt: skip
+        if isinstance(images, (str, bytes, Path)) or isinstance(images, np.ndarray) and images.ndim == 3:
+            raise ValueError(f"class {name!r}: give a list of images, not one image ({str(images)[:60]!r})")
+    unknown = [g for g in good if g not in (*head_labels, *names, *classes)]
+    if unknown:
+        raise ValueError(f"good label(s) {unknown} are not among the labels {[*head_labels, *names, *classes]}")
+    means = list(earlier.means) if earlier else []
+    counts = list(earlier.counts) if earlier else []
+    added: dict[str, int] = {}
+    t0, n_images = time.perf_counter(), 0
+    for name, images in classes.items():
         images = list(images)
         if not images:
             raise ValueError(f"class {name!r}: no images given")
@@ -134,16 +155,19 @@ def imprint(
             counts.append(len(images))
     if len(names) > MAX_CLASSES:
         raise ValueError(f"{len(names)} imprinted classes: at most {MAX_CLASSES}")
-    artifact = _artifact(model, base, earlier, head_labels, n_head, names, means, counts, good, scale)
+    artifact = _artifact(model, base, start, names, means, counts, good, scale)
     per_image = (time.perf_counter() - t0) * 1e3 / max(n_images, 1)
-    path = write_bytes(output, artifact.to_bytes())
+    try:
+        path = write_bytes(output, artifact.to_bytes())
+    except OSError as exc:  # name the output, not a temporary file beside it
+        raise OSError(exc.errno, f"cannot write the imprinted model ({exc.strerror or exc})", str(output)) from None
     return ImprintResult(path, artifact.spec.labels, dict(zip(names, counts)), added, per_image, str(base))
 
 
-def _artifact(model: Model, base: Path, earlier: Artifact | None, head_labels: tuple[str, ...], n_head: int,
-              names: list[str], means: list[np.ndarray], counts: list[int], good: Sequence[str],
-              scale: float | None) -> Artifact:  # fmt: skip
-    labels = (*head_labels, *names)
+def _artifact(model: Model, base: Path, start: _Base, names: list[str], means: list[np.ndarray], counts: list[int],
+              good: Sequence[str], scale: float | None) -> Artifact:  # fmt: skip
+    earlier, n_head = start.earlier, start.classes
+    labels = (*start.head_labels, *names)
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be unique, got {list(labels)}")
     unknown = [g for g in good if g not in labels]
@@ -159,12 +183,9 @@ def _artifact(model: Model, base: Path, earlier: Artifact | None, head_labels: t
         provenance=Provenance(provenance.backbone, provenance.weights, provenance.data_hash,
                               provenance.sdk_version, created),
     )  # fmt: skip
+    fmt, data, name = start.format, start.data, earlier.base_name if earlier is not None else base.name
     if earlier is not None:
-        fmt, data, name = earlier.base_format, earlier.base_bytes, earlier.base_name
         scale = earlier.scale if scale is None else scale
-    else:
-        fmt, data, _ = read_model_file(base)
-        name = base.name
     stacked = np.asarray(means, np.float32)
     if not np.isfinite(stacked).all():
         raise ModelFormatError(f"{base}: the base produced non-finite embeddings; the file is corrupted: copy it again")

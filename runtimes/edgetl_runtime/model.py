@@ -26,7 +26,7 @@ from .backends import Backend, is_edgetpu_model, open_backend
 from .contract import InputSpec, OutputSpec
 from .decision import defect_scores
 from .labels import fit_labels, read_labels
-from .errors import MetadataError, ModelFormatError
+from .errors import ContractError, MetadataError, ModelFormatError
 from .imprinted import ImprintBackend
 from .modelfile import cpu_build, output_size, probe_build, read_model_file, warm_up
 from .readout import bare_spec, extra_outputs, imprinted_backend, probabilities
@@ -302,8 +302,12 @@ def load(
         raise MetadataError(f"{path}: {len(spec.labels)} labels but the model has {n_outputs} outputs")
     heatmap_output, embedding_output = extra_outputs(backend, spec, embedded.export, where, embedded.spec is not None)
     if artifact is not None:
+        if artifact.spec.input != spec.input:  # the manifest is not under the base's hash: hold it to the base
+            raise ContractError(f"{path}: its contract's input ({artifact.spec.input}) is not its base's "
+                                f"({spec.input}); the file was altered: imprint again")  # fmt: skip
         backend = imprinted_backend(backend, embedded, artifact, embedding_output, where)
         spec, embedding_output, notes = artifact.spec, None, [n for n in notes if "no edgetl model contract" not in n]
+        heatmap_output = None
         counts = ", ".join(f"{name} ({n})" for name, n in zip(artifact.imprinted_labels, artifact.counts))
         notes.append(f"imprinted on {artifact.base_name or 'its base'}: {counts} images")
     channels = spec.channels

@@ -4,7 +4,9 @@ gains a class, the file updates incrementally, and bad bases or damaged files ge
 from __future__ import annotations
 
 import io
+import json
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,11 @@ def test_cli_imprints_and_predicts(extractor, parts, tmp_path):
     ("truncated file", "damaged imprinted model"),
     ("means header claims 26 GB", "unreadable class means"),
     ("edge tpu base, no edge tpu", "Edge TPU"),
+    ("edge tpu base, default device", "Edge TPU"),
+    ("many entries", "holds exactly 3"),
+    ("duplicate entry", "holds exactly 3"),
+    ("encrypted entry", "encrypted"),
+    ("contract input edited", "not its base's"),
     ("not a class", "NAME=IMG"),
     ("missing image", "no such image"),
 ])  # fmt: skip
@@ -139,10 +146,34 @@ def test_bad_bases_and_files_give_clear_errors(case, message, extractor, parts, 
         base.write_bytes(extractor.read_bytes()[: len(extractor.read_bytes()) // 2])
     elif case == "no embedding":
         base = exported.tflite_int8  # an edgetl classifier exported without --embedding
-    elif case in ("base swapped", "bit flipped", "truncated file", "means header claims 26 GB"):
+    elif case in ("base swapped", "bit flipped", "truncated file", "means header claims 26 GB", "many entries",
+                  "duplicate entry", "encrypted entry", "contract input edited"):  # fmt: skip
         good = rt.imprint(extractor, {"red": parts["red"][:2]}, tmp_path / "good.imprint").path
         data = bytearray(good.read_bytes())
         base = tmp_path / "bad.imprint"
+        if case in ("many entries", "duplicate entry"):  # a directory zipfile would parse entry by entry
+            with zipfile.ZipFile(good) as src, zipfile.ZipFile(base, "w") as dst:
+                for name in src.namelist():
+                    dst.writestr(name, src.read(name))
+                for i in range(2000 if case == "many entries" else 1):
+                    with pytest.warns(UserWarning) if case == "duplicate entry" else nullcontext():
+                        dst.writestr("means.npy" if case == "duplicate entry" else f"x{i}", b"")
+            data = bytearray(base.read_bytes())
+        elif case == "encrypted entry":  # the flag bit set in the central directory record of every entry
+            at = 0
+            while (at := data.find(b"PK\x01\x02", at)) >= 0:
+                data[at + 8] |= 0x01
+                at += 4
+        elif case == "contract input edited":  # the manifest is not under the base's hash
+            with zipfile.ZipFile(good) as src, zipfile.ZipFile(base, "w") as dst:
+                for name in src.namelist():
+                    entry = src.read(name)
+                    if name == "edgetl-imprint.json":
+                        manifest = json.loads(entry)
+                        manifest["contract"]["input"]["height"] *= 2
+                        entry = json.dumps(manifest).encode()
+                    dst.writestr(name, entry)
+            data = bytearray(base.read_bytes())
         if case == "bit flipped":
             data[data.index(extractor.read_bytes()[-64:])] ^= 0xFF  # inside the stored base model
         if case in ("base swapped", "means header claims 26 GB"):  # well-formed archives, crafted entries
@@ -155,10 +186,10 @@ def test_bad_bases_and_files_give_clear_errors(case, message, extractor, parts, 
                     dst.writestr(name, swapped.get(name, src.read(name)))
         else:
             base.write_bytes(bytes(data[: len(data) // 2] if case == "truncated file" else data))
-    elif case == "edge tpu base, no edge tpu":
+    elif case.startswith("edge tpu base"):  # with or without --device, never a silent CPU run
         base = tmp_path / "compiled_edgetpu.tflite"
         base.write_bytes(to_edgetpu_lookalike(extractor.read_bytes()))
-        args += ["--device", "edgetpu"]
+        args += ["--device", "edgetpu"] if case.endswith("no edge tpu") else []
     elif case == "not a class":
         args = ["--class", "red"]
     elif case == "missing image":
@@ -178,6 +209,19 @@ def test_imprinting_refuses_a_trained_label_and_a_wrong_suffix(exported_with_emb
         rt.imprint(model_path, {"good": images[:2]}, tmp_path / "x.imprint")
     with pytest.raises(ValueError, match=r"\*\.imprint"):
         rt.imprint(model_path, {"new": images[:2]}, tmp_path / "x.tflite")
+    with pytest.raises(ValueError, match="a list of images, not one image"):
+        rt.imprint(model_path, {"new": "crack.png"}, tmp_path / "x.imprint")  # not split into letters
+    # a good label that is no label is refused before any image is read (this one does not exist)
+    with pytest.raises(ValueError, match=r"good label\(s\) \['ok'\]"):
+        rt.imprint(model_path, {"new": [tmp_path / "missing.png"]}, tmp_path / "x.imprint", good=["ok"])
+    assert not (tmp_path / "x.imprint").exists()
+
+
+def test_read_spec_reads_an_imprinted_model(extractor, parts, tmp_path):
+    out = rt.imprint(extractor, {"red": parts["red"][:2], "green": parts["green"][:2]}, tmp_path / "s.imprint",
+                     good=["green"]).path  # fmt: skip
+    spec = rt.read_spec(out)
+    assert (spec.task, spec.labels, spec.good_labels) == ("imprinted", ("red", "green"), ("green",))
 
 
 _IMPRINT_WITHOUT_TF = NO_TENSORFLOW + """
