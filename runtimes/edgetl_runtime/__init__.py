@@ -19,7 +19,7 @@ __all__ = ["load", "imprint", "ImprintResult", "Model", "ModelInfo", "Prediction
 
 if TYPE_CHECKING:  # pragma: no cover
     from .contract import ExportInfo, ModelSpec
-    from .metadata import read_spec
+    from .modelfile import read_spec
     from .imprinting import ImprintResult, imprint
     from .model import Model, ModelInfo, Prediction, load
 
@@ -30,7 +30,7 @@ _LAZY = {
     "Model": "model",
     "ModelInfo": "model",
     "Prediction": "model",
-    "read_spec": "metadata",
+    "read_spec": "modelfile",
     "ModelSpec": "contract",
     "ExportInfo": "contract",
 }

@@ -365,17 +365,7 @@ def file_entries(data: bytes, fmt: str) -> dict[str, Any]:
 
 
 def read_embedded(path: str | Path) -> Embedded:
-    """Return the contract and export facts embedded in a ``.tflite``/``.onnx`` file (Nones if bare);
-    for an imprinted model (``.imprint``), those of its base."""
-    from .modelfile import read_model_file  # it reads files with bounds; it imports this module
-
-    fmt, data, _ = read_model_file(Path(path))
-    return parse_embedded(file_entries(data, fmt))
-
-
-def read_spec(path: str | Path) -> ModelSpec | None:
-    """Return the :class:`ModelSpec` of a ``.tflite``/``.onnx``/``.imprint`` file, or None if it has none."""
-    from .modelfile import read_model_file
-
-    fmt, data, artifact = read_model_file(Path(path))
-    return artifact.spec if artifact is not None else parse_embedded(file_entries(data, fmt)).spec
+    """Return the contract and export facts embedded in a ``.tflite``/``.onnx`` file (Nones if bare)."""
+    path = Path(path)
+    fmt = model_format(path)
+    return parse_embedded(file_entries(path.read_bytes(), fmt))

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import metadata as md
 from .backends import Backend, TensorSpec, open_backend
+from .contract import ModelSpec
 from .errors import ModelFormatError
 from .imprinted import Artifact, is_artifact, read_artifact
 
@@ -48,6 +49,12 @@ def read_model_file(path: Path) -> tuple[str, bytes, Artifact | None]:
         artifact = read_artifact(path, data)
         return artifact.base_format, artifact.base_bytes, artifact
     return md.model_format(path, data[:16]), data, None
+
+
+def read_spec(path: str | Path) -> ModelSpec | None:
+    """Return the :class:`ModelSpec` of a ``.tflite``/``.onnx``/``.imprint`` file, or None if it has none."""
+    fmt, data, artifact = read_model_file(Path(path))
+    return artifact.spec if artifact is not None else md.parse_embedded(md.file_entries(data, fmt)).spec
 
 
 def warm_up(backend: Backend, path: Path) -> None:
