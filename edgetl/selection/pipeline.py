@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,10 +210,11 @@ def select(data: str | Path, output: str | Path = "runs/select", options: Select
     cache_dir = Path(options.cache_dir) if options.cache_dir else output / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     check_writable(cache_dir)
+    key = images_key(sample)
+    sub_key = None if sub_index is None else f"{key}-rows-{hashlib.sha256(sub_index.tobytes()).hexdigest()[:12]}"
     ctx = _Context(Path(data), options, profile, measuring, cache_dir, reference_macs(profile), sample.labels_array(),
                    len(sample), _Images(sample), sub_index, _Images(sub) if sub is not None else None,
-                   FeatureCache(cache_dir, images_key(sample)),
-                   FeatureCache(cache_dir, images_key(sub)) if sub is not None else None, notes)  # fmt: skip
+                   FeatureCache(cache_dir, key), FeatureCache(cache_dir, sub_key) if sub_key else None, notes)  # fmt: skip
     rows = sorted((_score(c, ctx) for c in candidates), key=lambda r: -r.logme)
     front = pareto_front([(r.logme, r.latency.p50_ms) for r in rows])
     budget = profile.budget.p50_ms
@@ -244,7 +246,7 @@ def _score(cand: Candidate, ctx: _Context) -> CandidateResult:
     k, opts = keras(), ctx.options
     backbone = load_backbone(cand.backbone, weights="imagenet", input_size=cand.size)
     macs = count_macs(backbone)
-    check = ctx.sub_index is not None and ctx.sub_images is not None and ctx.sub_features is not None
+    check = ctx.sub_features is not None  # set with sub_index and sub_images, or none of them
     n_sub = len(ctx.sub_index) if check else 0  # type: ignore[arg-type]
     random_key = f"random{opts.seed}"
     cached = ctx.features.complete(cand, "imagenet", ctx.n) and (

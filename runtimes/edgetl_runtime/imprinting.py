@@ -102,8 +102,8 @@ def imprint(
     ``good``: labels that mean "no defect" (added to the base's good labels), so predictions carry
     a defect score and a verdict. ``scale``: the factor on the cosines before the softmax (default
     10; kept from an imprinted base). ``device``/``threads``: where the base computes the
-    embeddings (an Edge TPU-compiled base runs on the Edge TPU, and its absence is an error). ``progress(class, done, total)`` is
-    called after each batch. Raises :class:`~edgetl_runtime.errors.ImageError` naming an image
+    embeddings (an Edge TPU-compiled base runs on the Edge TPU, and its absence is an error).
+    ``progress(class, done, total)`` is called after each batch. Raises :class:`~edgetl_runtime.errors.ImageError` naming an image
     that cannot be read, before anything is written.
     """
     base, output = Path(base), Path(output)
@@ -170,9 +170,6 @@ def _artifact(model: Model, base: Path, start: _Base, names: list[str], means: l
     labels = (*start.head_labels, *names)
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be unique, got {list(labels)}")
-    unknown = [g for g in good if g not in labels]
-    if unknown:
-        raise ValueError(f"good label(s) {unknown} are not among the labels {list(labels)}")
     prior = earlier.spec if earlier else model.info.embedded_spec
     good_labels = tuple(dict.fromkeys([*(prior.good_labels if prior else ()), *good]))
     provenance = prior.provenance if prior else Provenance()
