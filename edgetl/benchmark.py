@@ -23,6 +23,7 @@ import numpy as np
 from edgetl_runtime.atomic import check_writable
 from edgetl_runtime.profiles import DeviceProfile, detect, load_profile
 
+from .exporters.gate import DEFAULT_MAX_DROP
 from .exporters.registry import SUPPORTED
 
 __all__ = ["Candidate", "BenchmarkRow", "BenchmarkTable", "BenchmarkError", "candidates", "benchmark"]
@@ -280,8 +281,9 @@ def _row(cand: Candidate, run: Any, out_dir: Path, pixels: np.ndarray, labels: n
     try:
         model = edgetl_runtime.load(path, device=cand.device, threads=cand.threads, engine_options=cand.options)
         scores = np.concatenate([model.scores(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
+        own = model.info.spec.threshold  # a lossy export decides at its own threshold
         report = compare(path, scores, reference, labels, cand.quantization, device=cand.device, spec=run.spec,
-                         max_drop=max_drop)  # fmt: skip
+                         max_drop=max_drop, exported_threshold=None if own == run.spec.threshold else own)  # fmt: skip
         row = replace(row, metrics=report.exported_metrics, accuracy_delta=report.delta("decision_accuracy"),
                       agreement=report.agreement, validation_passed=report.passed,
                       validation_failures=tuple(f.message for f in report.failures), engine=model.info.engine,
@@ -309,7 +311,7 @@ def benchmark(
     formats: Sequence[str] | None = None,
     output_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-    max_drop: float = 1.0,
+    max_drop: float = DEFAULT_MAX_DROP,
     tta: bool = False,
 ) -> BenchmarkTable:
     """Return the :class:`BenchmarkTable` of every export of ``run_dir`` that ``device`` supports.
@@ -319,8 +321,9 @@ def benchmark(
     ``runs``/``warmup``: timed and untimed predictions per row. ``threads``: CPU threads
     (default: the profile's). ``formats``: restrict to these (``tflite``, ``onnx:int8``, ...).
     ``output_dir``: where the exports go (default ``RUN_DIR/benchmark``). ``progress`` is
-    called with one line per step. ``max_drop``: as for the export validation (points of decision
-    accuracy or defect recall a row may lose against the float model before it is flagged).
+    called with one line per step. ``max_drop``: as for the export validation (the gate's hard limit:
+    points of decision accuracy or defect recall a row may lose against the float model before it
+    is flagged; a row that loses images beyond chance is flagged too).
     ``tta``: add a row with four-flip test-time augmentation (``export --tta``) for the profile's
     target (or for each selected row when the target is not selected); its Δ is against the plain
     float model, so it shows what the averaging gains, and its latency what it costs.

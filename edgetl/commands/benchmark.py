@@ -13,6 +13,7 @@ import sys
 import click
 
 from ..console import err_console, verbosity_options
+from ..exporters.gate import DEFAULT_MAX_DROP
 from . import InputError, check_output_files, table_console
 
 
@@ -36,8 +37,9 @@ class BusyMachine(click.ClickException):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [the profile's].")
 @click.option("--formats", multiple=True,
               help="Only these rows: format or format:quant, comma-separated or repeated (e.g. tflite:int8,onnx).")
-@click.option("--max-drop", type=click.FloatRange(0, 100), default=1.0, show_default=True,
-              help="Flag a row whose decision accuracy or defect recall is more than this many points below the float model's.")
+@click.option("--max-drop", type=click.FloatRange(0, 100), default=DEFAULT_MAX_DROP, show_default=True,
+              help="Flag a row whose decision accuracy or defect recall is more than this many points below the float "
+                   "model's, or worse beyond chance (the export gate's paired test).")
 @click.option("--tta", is_flag=True, help="Add a row with test-time augmentation (export --tta) for the target.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON on stdout (nothing else there).")
 @click.option("--json-file", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the table as JSON to this file.")

@@ -13,6 +13,7 @@ import click
 from edgetl_runtime.contract import FORMATS, QUANTIZATIONS
 
 from ..console import verbosity, verbosity_options
+from ..exporters.gate import DEFAULT_ALPHA, DEFAULT_MAX_DROP
 from ..exporters.options import IO_TYPES
 from . import InputError, table_console
 
@@ -41,12 +42,19 @@ class ValidationFailed(click.ClickException):
               help="Fail when any score differs from the float model's by more than this (default: 1e-3 for fp32, report only otherwise).")
 @click.option("--min-agreement", type=float, default=None,
               help="Fail below this top-1 agreement with the float model, over all images (default per quantization).")
-@click.option("--max-drop", type=click.FloatRange(0, 100), default=1.0, show_default=True,
-              help="Fail when decision accuracy or defect recall on the validation images falls by more than "
-                   "this many points against the float model.")
+@click.option("--max-drop", type=click.FloatRange(0, 100), default=DEFAULT_MAX_DROP, show_default=True,
+              help="Hard limit: fail when decision accuracy or defect recall on the validation images falls by "
+                   "more than this many points against the float model, however few the images.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
+              help="Fail when a paired test of the verdicts, image by image, says the export loses images beyond "
+                   "chance with a p-value below this (0: off).")
 @click.option("--no-validate", is_flag=True, help="Skip validation against the float model.")
 @click.option("--tta", is_flag=True,
               help="Average the scores over the image's four flips inside the model (4 inferences per image).")
+@click.option("--full-int8", is_flag=True,
+              help="int8: keep the classification head (dense layer, softmax) in int8 too, for accelerators that "
+                   "need every op in int8 (the Edge TPU always does). Default: the head runs in float, so scores "
+                   "near a low threshold are not rounded together.")
 @click.option("--embedding", is_flag=True,
               help="Add the image embedding as a second output (and a few prototypes per label), so the file can "
                    "learn new classes on the device: edgetl-runtime imprint.")
@@ -54,7 +62,7 @@ class ValidationFailed(click.ClickException):
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Output file (default: RUN_DIR/export/model-<format>-<quant>.<ext>).")
 def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile_name, atol, min_agreement, max_drop,
-           no_validate, tta, embedding, as_json, output):
+           alpha, no_validate, tta, full_int8, embedding, as_json, output):
     """Export the model of RUN_DIR (a `edgetl train` folder) for an edge device.
 
     \b
@@ -74,8 +82,8 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile
 
     fields = dict(calib_data=Path(calib) if calib else None, calib_samples=calib_samples,
                   val_data=Path(val_data) if val_data else None, validate=not no_validate,
-                  atol=atol, min_agreement=min_agreement, max_drop=max_drop, tta=tta,
-                  embedding=embedding)  # fmt: skip
+                  atol=atol, min_agreement=min_agreement, max_drop=max_drop, alpha=alpha, tta=tta,
+                  embedding=embedding, float_head=not full_int8)  # fmt: skip
     try:
         if profile_name:
             if fmt or quant:
@@ -145,9 +153,9 @@ def _show(report, result, as_json: bool) -> None:
     if result.edgetpu is not None:
         console.print(result.edgetpu.summary())
     if result.note:
-        console.print(result.note)
+        console.print(result.note, soft_wrap=True)
     for step in result.adjusted:
-        console.print(step)
+        console.print(step, soft_wrap=True)
     if result.qat is not None and result.qat.float_layers:
         layers = result.qat.float_layers
         console.print(f"QAT: {len(layers)} layer(s) outside tfmot's int8 scheme were calibrated post-training (first: {layers[0]})")
@@ -157,35 +165,43 @@ def _validation_table(console, report, Table) -> None:
     from pathlib import Path
 
     exported, reference = report.exported_metrics or {}, report.float_metrics or {}
-    table = Table(title=f"Validation of {Path(report.path).name} against the float model ({report.n_images} images, "
-                        f"threshold {exported.get('threshold', float('nan')):.3g})")  # fmt: skip
-    for name, justify in (("metric", "left"), ("float", "right"), ("exported", "right"), ("Δ points", "right"),
-                          ("limit", "right")):  # fmt: skip
+    threshold, own = reference.get("threshold"), exported.get("threshold")
+    at = "" if threshold is None else f", threshold {threshold:.4g}"
+    if own is not None and threshold is not None and own != threshold:
+        at += f" (the file's own: {own:.4g})"
+    table = Table(title=f"Validation of {Path(report.path).name} against the float model ({report.n_images} images{at})")
+    for name, justify in (("metric", "left"), ("float", "right"), ("exported", "right"), ("Δ pts", "right"),
+                          ("lost/gained", "right"), ("p", "right"), ("limit", "left")):  # fmt: skip
         table.add_column(name, justify=justify)
-    gated = {"decision_accuracy", "defect_recall"}
+    tests = {t.metric: t for t in report.paired}
+    gate = f"drop ≤ {report.max_drop:g}, p ≥ {report.alpha:g}"
     for metric in ("decision_accuracy", "defect_recall", "defect_precision", "roc_auc", "class_accuracy"):
         if exported.get(metric) is None and reference.get(metric) is None:
             continue
         delta = report.delta(metric)
         fmt = (lambda v: "n/a" if v is None else f"{v:.4f}") if metric == "roc_auc" else _pct
+        test = tests.get(metric)
         table.add_row(metric.replace("_", " "), fmt(reference.get(metric)), fmt(exported.get(metric)),
-                      "n/a" if delta is None else f"{delta:+.1f}",
-                      f"drop <= {report.max_drop:g}" if metric in gated else "")  # fmt: skip
+                      "n/a" if delta is None else f"{delta:+.1f}", f"{test.lost}/{test.gained}" if test else "",
+                      f"{test.p_value:.2g}" if test else "", gate if test else "")  # fmt: skip
     tol = report.tolerance
     all_images = report.quantization == "fp32" or any(f.kind == "agreement" and "on all images" in f.message
                                                       for f in report.failures)  # fmt: skip
-    table.add_row("top-1 agreement (all)", "", f"{report.agreement:.1%}", "", f">= {tol.min_agreement:.0%}" if all_images else "")
+    table.add_row("top-1 agreement (all)", "", f"{report.agreement:.1%}", "", "", "",
+                  f"≥ {tol.min_agreement:.0%}" if all_images else "")  # fmt: skip
     if report.quantization != "fp32":
-        table.add_row(f"agreement ({report.decisive_images} decisive)", "", _pct(report.decisive_agreement), "",
-                      "" if all_images else f">= {tol.min_agreement:.0%}")  # fmt: skip
+        table.add_row(f"agreement ({report.decisive_images} decisive)", "", _pct(report.decisive_agreement), "", "", "",
+                      "" if all_images else f"≥ {tol.min_agreement:.0%}")  # fmt: skip
     if report.rank_agreement is not None:
-        table.add_row("rank agreement (Spearman)", "", f"{report.rank_agreement:.4f}", "", "report only")
-    table.add_row("max |score diff|", "", f"{report.max_abs_diff:.2e}", "",
-                  "report only" if tol.max_abs_diff is None else f"<= {tol.max_abs_diff:g}")  # fmt: skip
-    table.add_row("ran on", "", f"{report.engine}, {report.provider or '-'}, {report.device}", "", "")
-    table.add_row("verdict", "", "[green]pass[/green]" if report.passed else "[red]FAIL[/red]", "", "")
+        table.add_row("rank agreement", "", f"{report.rank_agreement:.4f}", "", "", "", "report only")
+    table.add_row("max |score diff|", "", f"{report.max_abs_diff:.2e}", "", "", "",
+                  "report only" if tol.max_abs_diff is None else f"≤ {tol.max_abs_diff:g}")  # fmt: skip
+    table.add_row("verdict", "", "[green]pass[/green]" if report.passed else "[red]FAIL[/red]", "", "", "", "")
     console.print(table)
+    console.print(f"ran on {report.engine}, {report.provider or '-'}, {report.device}. lost/gained: images the float "
+                  "model got right and the export wrong / the other way round; p: how likely that many losses are "
+                  "by chance (exact paired test)", soft_wrap=True)  # fmt: skip
     for failure in report.failures:
-        console.print(f"[red]failed:[/red] {failure.message}")
+        console.print(f"[red]failed:[/red] {failure.message}", soft_wrap=True)
     if report.note:
-        console.print(report.note)
+        console.print(report.note, soft_wrap=True)

@@ -212,7 +212,7 @@ class EdgeTpuTarget(TfliteTarget):
     """
 
     def convert(self, model: Any, options: Any, calibration: np.ndarray | None) -> bytes:
-        return super().convert(model, options.replace(io_type="uint8"), calibration)
+        return super().convert(model, options.replace(io_type="uint8", float_head=False), calibration)
 
     def unsupported_hint(self, quantization: str) -> str:
         return " The Edge TPU runs only fully integer models: use --quant int8 or --quant qat."

@@ -38,8 +38,9 @@ class AtolError(ValidationError):
 
 
 class MetricDropError(ValidationError):
-    """Decision accuracy or defect recall fell by more than ``max_drop`` points against the float model."""
+    """Decision accuracy or defect recall fell past the hard limit (``max_drop``) or beyond chance (``alpha``)."""
 
 
 # Failure kind (ValidationReport.failures[i].kind) -> the error raised for it.
-ERROR_OF_KIND = {"shape": ShapeError, "agreement": AgreementError, "atol": AtolError, "drop": MetricDropError}
+ERROR_OF_KIND = {"shape": ShapeError, "agreement": AgreementError, "atol": AtolError, "drop": MetricDropError,
+                 "paired": MetricDropError}

@@ -85,8 +85,23 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(saved)
 
 
-def to_int8(proto: Any, calibration: np.ndarray, workdir: Path) -> Any:
-    """Return ``proto`` statically quantized to int8 QDQ (per-channel weights), calibrated on ``calibration``."""
+def head_nodes(proto: Any) -> list[str]:
+    """Return the names of the classification head's nodes: the last MatMul/Gemm and every node after it.
+
+    tf2onnx lists nodes in topological order, so what follows the classifier's matrix product is
+    its bias, softmax and any averaging over flips (``--tta``).
+    """
+    nodes = list(proto.graph.node)
+    last = max((i for i, n in enumerate(nodes) if n.op_type in ("MatMul", "Gemm")), default=None)
+    return [] if last is None else [n.name for n in nodes[last:]]
+
+
+def to_int8(proto: Any, calibration: np.ndarray, workdir: Path, float_head: bool = True) -> Any:
+    """Return ``proto`` statically quantized to int8 QDQ (per-channel weights), calibrated on ``calibration``.
+
+    ``float_head``: leave the classification head (:func:`head_nodes`) in float, as the TFLite
+    export does (see :mod:`edgetl.exporters.tflite`).
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -103,6 +118,7 @@ def to_int8(proto: Any, calibration: np.ndarray, workdir: Path) -> Any:
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=head_nodes(proto) if float_head else [],
             )
     except Exception as exc:
         raise ExportError(f"ONNX int8 static quantization failed: {exc.__class__.__name__}: {exc}") from exc
@@ -118,7 +134,7 @@ def convert(model: Any, options: Any, calibration: np.ndarray | None = None) -> 
         if calibration is None or not len(calibration):
             raise ExportError("ONNX int8 export needs calibration images; pass --calib DATA or a run with a train split")
         with tempfile.TemporaryDirectory(prefix="edgetl-onnx-") as tmp:
-            return to_int8(proto, calibration, Path(tmp))
+            return to_int8(proto, calibration, Path(tmp), options.has_float_head)
     if options.quantization != "fp32":
         raise ExportError(f"ONNX export does not support {options.quantization!r}; use fp32, fp16 or int8")
     return proto

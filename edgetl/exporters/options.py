@@ -17,6 +17,7 @@ from typing import Any
 from edgetl_runtime.contract import FORMATS, QUANTIZATIONS
 
 from .errors import ExportError
+from .gate import DEFAULT_ALPHA, DEFAULT_MAX_DROP
 from .registry import get_target
 
 IO_TYPES = ("uint8", "int8", "float32")
@@ -30,9 +31,11 @@ class ExportOptions:
     ``calib_data``: folder of images for int8 calibration (default: the run's ``train`` split).
     ``calib_samples``: how many calibration images to use (default 200).
     ``io_type``: tensor type of the model's input and output for int8/qat TFLite (default
-    ``uint8``: raw pixels in, scale 1 / zero point 0). Float formats ignore it.
+    ``uint8``: raw pixels in, scale 1 / zero point 0); with a float head (below) the output is
+    float32 whatever it says. Float formats ignore it.
     ``val_data``: folder of held-out images for validation (default: the run's ``val`` split).
-    ``val_samples``: at most this many validation images (default 200).
+    ``val_samples``: at most this many validation images (default None: all of them, up to 5000;
+    the gate's paired test is surer the more images it sees).
     ``validate``: run the exported file against the float model (default True).
     ``fail_on_validation``: raise when validation fails its tolerances (default True).
     ``qat_epochs`` / ``qat_learning_rate``: the short quantization-aware fine-tune (2 epochs, 1e-5).
@@ -44,8 +47,14 @@ class ExportOptions:
     ``tta``: average the scores over the image's four flips inside the exported graph (test-time
     augmentation; four inferences per image). Validation compares against the float model with
     the same averaging.
-    ``max_drop``: points of decision accuracy or defect recall the export may lose against the
-    float model on the validation images (default 1.0); more fails the export.
+    ``max_drop``: the gate's hard limit: points of decision accuracy or defect recall the export
+    may lose against the float model on the validation images, whatever their number (default 5).
+    ``alpha``: the gate's significance: the export also fails when a paired test says it loses
+    images beyond chance with a p-value below this (default 0.01); see :mod:`edgetl.exporters.gate`.
+    ``float_head``: int8 models (TFLite and ONNX, post-training) compute their classification
+    head (dense layer and softmax) in float after the int8 backbone, so that the defect score is
+    not rounded to a few dozen values (default True); False keeps every op in int8, as QAT and the
+    Edge TPU always do (see :mod:`edgetl.exporters.tflite`).
     ``embedding``: add the classifier's image embedding (its pooled features) as a second output
     (N, 1, 1, size) and a few centres of each label's training embeddings as prototypes, so the
     file can be imprinted on (``edgetl-runtime imprint``). Classifiers only.
@@ -57,7 +66,7 @@ class ExportOptions:
     calib_data: Path | None = None
     calib_samples: int = 200
     val_data: Path | None = None
-    val_samples: int = 200
+    val_samples: int | None = None
     validate: bool = True
     fail_on_validation: bool = True
     qat_epochs: int = 2
@@ -67,9 +76,11 @@ class ExportOptions:
     compile_edgetpu: bool = True
     atol: float | None = None
     min_agreement: float | None = None
-    max_drop: float = 1.0
+    max_drop: float = DEFAULT_MAX_DROP
+    alpha: float = DEFAULT_ALPHA
     tta: bool = False
     embedding: bool = False
+    float_head: bool = True
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -86,12 +97,14 @@ class ExportOptions:
             )
         if self.format == "edgetpu" and self.io_type != "uint8":
             raise ExportError("the Edge TPU needs uint8 input and output: drop --io-type or pass --io-type uint8")
-        if self.calib_samples < 1 or self.val_samples < 1:
+        if self.calib_samples < 1 or (self.val_samples is not None and self.val_samples < 1):
             raise ExportError("calib_samples and val_samples must be at least 1")
         if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
             raise ExportError(f"min_agreement must be within [0, 1], got {self.min_agreement}")
         if not 0.0 <= self.max_drop <= 100.0:
             raise ExportError(f"max_drop is in points (0..100), got {self.max_drop}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ExportError(f"alpha is a p-value (0..1; 0 turns the paired test off), got {self.alpha}")
         if self.atol is not None and self.atol < 0:
             raise ExportError(f"atol must be >= 0, got {self.atol}")
         if self.embedding and self.tta:
@@ -104,6 +117,11 @@ class ExportOptions:
     def is_integer(self) -> bool:
         """True when the exported model computes in int8 (int8 or QAT)."""
         return self.quantization in ("int8", "qat")
+
+    @property
+    def has_float_head(self) -> bool:
+        """True when the export keeps the classification head in float (post-training int8 on TFLite or ONNX)."""
+        return self.float_head and self.quantization == "int8" and self.format in ("tflite", "onnx")
 
     @property
     def suffix(self) -> str:

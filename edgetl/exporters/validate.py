@@ -16,11 +16,13 @@ int8      reported only        >= 90 % (fails)     int8 everywhere, calibrated r
 qat       reported only        >= 90 % (fails)     as int8, after a QAT fine-tune
 ========  ===================  ==================  =====================================
 
-Besides agreement, the export must keep the **decision**: its decision accuracy and defect recall
-(:func:`edgetl_runtime.decision.decision_metrics`, at the contract's threshold) on the labelled
-validation images may fall at most ``max_drop`` points (default :data:`DEFAULT_MAX_DROP`, 1.0)
-below the float model's. Agreement alone can pass a collapse: an int8 model whose accuracy fell
-from 100 % to 75 % still agreed on every "decisive" image.
+Besides agreement, the export must keep the **decision** (:mod:`edgetl.exporters.gate`): its
+verdicts on the labelled validation images (all of them by default) are compared with the float
+model's image by image, and the export fails when it loses images beyond chance (an exact
+one-sided paired test, for decision accuracy and separately for defect recall, below ``alpha``,
+default 0.01) or when either metric falls more than ``max_drop`` points (default 5), a hard limit
+that no sample size excuses. Agreement alone can pass a collapse: an int8 model whose accuracy
+fell from 100 % to 75 % still agreed on every "decisive" image.
 
 The agreement floor of the lossy quantizations is applied to the *decisive* images: those where the
 float model's top-1 score beats the runner-up by at least :data:`DECISIVE_MARGIN` (0.2, i.e. 0.6 vs 0.4 for two
@@ -33,8 +35,8 @@ A drift beyond tolerance is a :class:`Failure` (kind, measured, limit) in the re
 (:class:`AgreementError`, :class:`AtolError`, :class:`ShapeError`), carrying the full
 :class:`ValidationReport`.
 
->>> TOLERANCES["fp32"].max_abs_diff, TOLERANCES["int8"].min_agreement, DEFAULT_MAX_DROP
-(0.001, 0.9, 1.0)
+>>> TOLERANCES["fp32"].max_abs_diff, TOLERANCES["int8"].min_agreement, DEFAULT_MAX_DROP, DEFAULT_ALPHA
+(0.001, 0.9, 5.0, 0.01)
 """
 
 from __future__ import annotations
@@ -48,12 +50,13 @@ import numpy as np
 from edgetl_runtime.contract import ModelSpec
 from edgetl_runtime.decision import decision_metrics, defect_scores
 
+from .gate import DEFAULT_ALPHA, DEFAULT_MAX_DROP, GATED_METRICS, PairedTest, failure_message, paired_tests, verdict
 from .errors import ERROR_OF_KIND, AgreementError, AtolError, MetricDropError, ShapeError, ValidationError
 
 __all__ = ["Tolerance", "TOLERANCES", "Failure", "ValidationReport", "compare", "validate", "raise_for",
            "rank_agreement", "first_output",
            "reference_scores", "ValidationError", "ShapeError", "AgreementError", "AtolError",
-           "MetricDropError", "DEFAULT_MAX_DROP"]
+           "MetricDropError", "DEFAULT_MAX_DROP", "DEFAULT_ALPHA", "PairedTest"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,6 @@ class Tolerance:
 
 
 DECISIVE_MARGIN = 0.2
-DEFAULT_MAX_DROP = 1.0  # points of decision accuracy / defect recall an export may lose
-GATED_METRICS = ("decision_accuracy", "defect_recall")
 
 TOLERANCES = {
     "fp32": Tolerance(1e-3, 1.0),
@@ -81,7 +82,7 @@ TOLERANCES = {
 class Failure:
     """One limit an export missed: ``kind`` (shape, agreement or atol), the measured value, the limit."""
 
-    kind: str  # shape | agreement | atol | drop
+    kind: str  # shape | agreement | atol | drop (past the hard limit) | paired (worse beyond chance)
     measured: float
     limit: float
     message: str
@@ -116,6 +117,8 @@ class ValidationReport:
     decisive_agreement: float | None = None  # agreement on those images (None: no decisive image)
     max_drop: float = DEFAULT_MAX_DROP
     rank_agreement: float | None = None  # Spearman's rho of the defect scores, exported vs float
+    alpha: float = DEFAULT_ALPHA
+    paired: tuple[PairedTest, ...] = ()  # the gate's paired tests, one per gated metric
 
     @property
     def passed(self) -> bool:
@@ -142,6 +145,8 @@ class ValidationReport:
             "delta_points": {m: self.delta(m) for m in ("decision_accuracy", "defect_recall", "defect_precision",
                                                         "roc_auc", "class_accuracy")},  # fmt: skip
             "max_drop": self.max_drop,
+            "alpha": self.alpha,
+            "paired_tests": {t.metric: t.to_dict() for t in self.paired},
             "tolerance": {"max_abs_diff": self.tolerance.max_abs_diff, "min_agreement": self.tolerance.min_agreement},
             "passed": self.passed,
             "failures": [f.to_dict() for f in self.failures],
@@ -193,29 +198,24 @@ def _metrics(scores: np.ndarray, labels: np.ndarray, spec: ModelSpec) -> dict[st
     return decision_metrics(scores, labels, spec.labels, spec.good_labels, spec.threshold)
 
 
-def _counts(metrics: dict[str, Any], metric: str) -> tuple[int, int]:
-    """Return ``(right, out of)`` behind ``metric``: images with the right verdict, or defects found."""
-    c = metrics["confusion"]
-    if metric == "defect_recall":
-        return c["tp"], c["tp"] + c["fn"]
-    return c["tp"] + c["tn"], metrics["n"]
-
-
-def _drops(exported: dict[str, Any] | None, reference: dict[str, Any] | None, max_drop: float) -> list[Failure]:
+def _gate(exported: np.ndarray, reference: np.ndarray, labels: np.ndarray, spec: ModelSpec, exported_spec: ModelSpec,
+          alpha: float, max_drop: float) -> tuple[tuple[PairedTest, ...], list[Failure]]:  # fmt: skip
+    """Return the paired tests of the gated metrics on the labelled images, and the failures among them."""
+    known = np.asarray(labels) >= 0
+    good = spec.good_indices
+    if not good or not known.any():
+        return (), []
+    is_defect = ~np.isin(np.asarray(labels)[known], good)
+    called = [defect_scores(scores[known], good) >= s.threshold for scores, s in ((reference, spec), (exported, exported_spec))]
+    tests = tuple(paired_tests(called[0], called[1], is_defect).values())
     failures = []
-    for metric in GATED_METRICS:
-        a, b = (exported or {}).get(metric), (reference or {}).get(metric)
-        if a is None or b is None:
-            continue
-        drop = (b - a) * 100
-        if drop > max_drop + 1e-9:
-            name = metric.replace("_", " ")
-            (was, total), (now, _) = _counts(reference, metric), _counts(exported, metric)
-            what = "defects found" if metric == "defect_recall" else "images right"
-            failures.append(Failure("drop", drop, max_drop, f"{name} fell {drop:.1f} points against the float model "
-                                    f"({b:.1%} -> {a:.1%}: {was} -> {now} of {total} {what}), more than the "
-                                    f"{max_drop:g} allowed (--max-drop)"))  # fmt: skip
-    return failures
+    for test in tests:
+        kind = verdict(test, alpha, max_drop)
+        if kind is not None:
+            limit = max_drop if kind == "drop" else alpha
+            measured = test.drop if kind == "drop" else test.p_value
+            failures.append(Failure(kind, measured, limit, failure_message(test, kind, alpha, max_drop)))
+    return tests, failures
 
 
 def _gate_note(exported: dict[str, Any] | None) -> str:
@@ -240,13 +240,18 @@ def compare(
     *,
     spec: ModelSpec,
     max_drop: float = DEFAULT_MAX_DROP,
+    alpha: float = DEFAULT_ALPHA,
+    exported_threshold: float | None = None,
 ) -> ValidationReport:
     """Return the :class:`ValidationReport` of ``exported`` scores against ``reference`` scores.
 
     ``labels``: each image's class index (-1 where unknown), for the decision metrics of both
-    models under ``spec`` (good labels, threshold). ``max_drop``: points of decision accuracy or
-    defect recall the export may lose.
+    models under ``spec`` (good labels, threshold). ``exported_threshold``: the threshold the
+    exported file decides at when its export re-set it (default: the contract's). The gate
+    (:mod:`edgetl.exporters.gate`) fails a metric that falls more than ``max_drop`` points, or
+    whose paired test is below ``alpha``.
     """
+    exported_spec = spec if exported_threshold is None else spec.with_threshold(exported_threshold, "export")
     tol = tolerance or TOLERANCES[quantization]
     failures: list[Failure] = []
     n = len(reference)
@@ -255,7 +260,7 @@ def compare(
                                 f"output shape {exported.shape} != float model's {reference.shape}"))  # fmt: skip
         return ValidationReport(str(path), quantization, n, 0.0, float("inf"), float("inf"), None,
                                 _metrics(reference, labels, spec), tol, tuple(failures), device=device,
-                                max_drop=max_drop)  # fmt: skip
+                                max_drop=max_drop, alpha=alpha)  # fmt: skip
     diff = np.abs(exported.astype(np.float64) - reference.astype(np.float64))
     same = exported.argmax(axis=1) == reference.argmax(axis=1)
     agreement = float(np.mean(same)) if len(same) else 1.0
@@ -274,10 +279,11 @@ def compare(
     if tol.max_abs_diff is not None and max_diff > tol.max_abs_diff:
         failures.append(Failure("atol", max_diff, tol.max_abs_diff,
                                 f"max |score difference| {max_diff:.3g} exceeds {tol.max_abs_diff:g} for {quantization}"))
-    exported_metrics, float_metrics = _metrics(exported, labels, spec), _metrics(reference, labels, spec)
+    exported_metrics, float_metrics = _metrics(exported, labels, exported_spec), _metrics(reference, labels, spec)
     good = spec.good_indices
     ranks = rank_agreement(defect_scores(exported, good), defect_scores(reference, good)) if good else None
-    failures += _drops(exported_metrics, float_metrics, max_drop)
+    paired, gate_failures = _gate(exported, reference, labels, spec, exported_spec, alpha, max_drop)
+    failures += gate_failures
     note = _gate_note(exported_metrics)
     return ValidationReport(
         path=str(path),
@@ -296,6 +302,8 @@ def compare(
         note=note,
         max_drop=max_drop,
         rank_agreement=ranks,
+        alpha=alpha,
+        paired=paired,
     )
 
 
@@ -310,35 +318,72 @@ def validate(
     *,
     spec: ModelSpec,
     max_drop: float = DEFAULT_MAX_DROP,
+    alpha: float = DEFAULT_ALPHA,
+    float_scores: np.ndarray | None = None,
 ) -> ValidationReport:
     """Run ``path`` through the runtime on uint8 ``pixels``, compare with ``reference_model``; return the report.
 
+    ``float_scores``: the reference model's scores on ``pixels`` when the caller has them already.
     The report names the engine, device and provider that actually ran the exported file.
     """
+    if float_scores is None:
+        float_scores = reference_scores(reference_model, pixels)
     import edgetl_runtime
 
     model = edgetl_runtime.load(path, device=device)
-    report = compare(path, model.scores(pixels), reference_scores(reference_model, pixels), labels, quantization,
-                     tolerance, device, spec=spec, max_drop=max_drop)  # fmt: skip
+    own = model.info.spec.threshold  # the file's own threshold, when its export re-set it
+    report = compare(path, model.scores(pixels), float_scores, labels, quantization,
+                     tolerance, device, spec=spec, max_drop=max_drop, alpha=alpha,
+                     exported_threshold=None if own == spec.threshold else own)  # fmt: skip
     info = model.info
     return replace(report, engine=info.engine, device=info.device, provider=info.provider)
 
 
-_AGREEMENT_ADVICE = ("Check the calibration data (--calib) matches the deployment images, try more calibration "
-                     "images (--calib-samples) or a float format, or see the report for per-metric numbers.")
-_DROP_ADVICE = ("Try more calibration images (--calib-samples 500) or calibration data closer to the deployment "
-                "images (--calib), or --quant fp16; to ship it anyway, accept the loss explicitly with "
-                "--max-drop POINTS (the report beside the output path has every metric).")
+def next_levers(report: ValidationReport, options: Any = None) -> str:
+    """Return what to try after a failed validation, never an option ``options`` already holds.
+
+    ``options``: the :class:`~edgetl.exporters.options.ExportOptions` of the export (None: the
+    defaults). The levers, in order: more calibration images, calibration images closer to the
+    line, quantization-aware training, a float format; then accepting the loss explicitly.
+    """
+    kinds = {f.kind for f in report.failures}
+    calib_samples = getattr(options, "calib_samples", 200)
+    quant, fmt = getattr(options, "quantization", report.quantization), getattr(options, "format", "tflite")
+    steps = []
+    if quant in ("int8", "qat") and calib_samples < MORE_CALIBRATION:
+        steps.append(f"more calibration images (--calib-samples {MORE_CALIBRATION}; this export used {calib_samples})")
+    if quant in ("int8", "qat") and getattr(options, "calib_data", None) is None:
+        steps.append("calibration images closer to the line's (--calib DIR)")
+    if quant == "int8" and fmt in ("tflite", "edgetpu"):
+        steps.append("a quantization-aware fine-tune (--quant qat)")
+    if quant != "fp32" and fmt != "edgetpu":
+        steps.append("a float format (--quant fp16, half the size of fp32)")
+    advice = f"Try {'; or '.join(steps)}." if steps else "The float model itself may be at fault: check it with `edgetl eval`."
+    if kinds & {"drop", "paired"}:
+        accept = []
+        if "drop" in kinds:
+            accept.append("--max-drop POINTS")
+        if "paired" in kinds:
+            accept.append("a smaller --alpha")
+        advice += (f" To ship it anyway, accept the loss explicitly with {' and '.join(accept)} (the report beside "
+                   "the output path has every count).")  # fmt: skip
+    return advice
 
 
-def raise_for(report: ValidationReport) -> None:
-    """Raise the matching :class:`ValidationError` subclass when ``report`` failed; do nothing otherwise."""
+MORE_CALIBRATION = 500  # the calibration images the advice suggests
+
+
+def raise_for(report: ValidationReport, options: Any = None) -> None:
+    """Raise the matching :class:`ValidationError` subclass when ``report`` failed; do nothing otherwise.
+
+    ``options``: the export's options, so that the advice names only levers not yet pulled.
+    """
     if report.passed:
         return
     message = (
         f"{report.path}: exported model failed validation on {report.n_images} held-out images: "
         + "; ".join(f.message for f in report.failures)
         + ". Nothing was written at the output path. "
-        + (_DROP_ADVICE if any(f.kind == "drop" for f in report.failures) else _AGREEMENT_ADVICE)
+        + next_levers(report, options)
     )
     raise ERROR_OF_KIND[report.failures[0].kind](message, report)

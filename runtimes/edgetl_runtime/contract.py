@@ -150,7 +150,7 @@ class DecisionSpec:
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
             raise MetadataError(f"decision threshold must be a number, got {self.threshold!r}")
-        if not 0.0 <= float(self.threshold) <= 1.0:
+        if not 0.0 <= self.threshold <= 1.0:  # no float(): a 400-digit integer would overflow it
             raise MetadataError(f"decision threshold must be within [0, 1], got {self.threshold!r}")
         _one_of(self.defect_score, DEFECT_SCORES, "decision defect_score")
 
@@ -307,10 +307,21 @@ class ExportInfo:
     embedding: int = 0
     prototypes: tuple[tuple[float, ...], ...] = ()
     prototype_labels: tuple[int, ...] = ()
+    # The threshold this file decides at, when the export re-set it through its own quantized graph
+    # (None: the contract's): int8 moves every defect score a little, mostly one way, so the
+    # contract's threshold would call more (or fewer) parts defective than the float model did.
+    # ``threshold_source`` says how it was set; the contract itself stays the run's, byte for byte.
+    threshold: float | None = None
+    threshold_source: str = ""
 
     def __post_init__(self) -> None:
         _one_of(self.format, FORMATS, "export format")
         _one_of(self.quantization, QUANTIZATIONS, "export quantization")
+        t = self.threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0):
+            raise MetadataError(f"export threshold must be a number within [0, 1], got {str(t)[:40]}")
+        if not isinstance(self.threshold_source, str) or len(self.threshold_source) > MAX_LABEL_CHARS * 4:
+            raise MetadataError("export threshold_source must be a short text")
         size = self.embedding
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_EMBEDDING:
             raise MetadataError(f"export embedding must be the embedding's size (0 to {MAX_EMBEDDING}), got {size!r}")
@@ -337,6 +348,8 @@ class ExportInfo:
         data = dataclasses.asdict(self)
         if not self.embedding:  # an export without an embedding reads as it did before they existed
             del data["embedding"], data["prototypes"], data["prototype_labels"]
+        if self.threshold is None:  # nor one without a threshold of its own
+            del data["threshold"], data["threshold_source"]
         return json.dumps(data, sort_keys=True)
 
     @classmethod

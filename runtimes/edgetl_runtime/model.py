@@ -319,6 +319,8 @@ def load(
         input_quant = backend.input.quantization
     if threshold is not None:
         spec = spec.with_threshold(threshold, "set when loading")
+    elif embedded.export is not None and embedded.export.threshold is not None and artifact is None:
+        spec = spec.with_threshold(embedded.export.threshold, embedded.export.threshold_source or "set by the export")
     if good_labels is not None:
         unknown = sorted(set(good_labels) - set(spec.labels))
         if unknown:

@@ -24,7 +24,9 @@ from edgetl_runtime.metadata import read_embedded
 out = {}
 for path in sys.argv[1:]:
     model = edgetl_runtime.load(path)  # the contract is checked against the tensors here
-    out[path] = {"bytes": read_embedded(path).spec_json.decode(), "spec": model.info.spec.to_dict()}
+    own = model.info.export.threshold  # a lossy export decides at its own threshold; the contract is unchanged
+    out[path] = {"bytes": read_embedded(path).spec_json.decode(), "spec": model.info.embedded_spec.to_dict(),
+                 "threshold": model.info.spec.threshold, "own": own}
 print(json.dumps(out))
 """
 
@@ -52,6 +54,9 @@ def test_contract_of_the_run_is_embedded_unchanged_in_every_format(tiny_dataset:
     for path in artifacts:
         assert read_back[path]["bytes"].encode() == written, path  # byte for byte
         assert read_back[path]["spec"] == json.loads(written), path
+        own = read_back[path]["own"]
+        assert read_back[path]["threshold"] == (json.loads(written)["decision"]["threshold"] if own is None else own)
+    assert [read_back[p]["own"] is None for p in artifacts] == [True, False, False, True, False]  # fp32 keeps it
 
 
 def test_a_run_folder_of_edgetl_0_1_still_exports(tiny_run, tmp_path) -> None:
