@@ -3,10 +3,10 @@
 The metrics are :func:`edgetl_runtime.decision.decision_metrics` - the same definitions and
 names as the export validation, ``edgetl benchmark`` and ``edgetl-runtime bench --data``:
 decision accuracy, defect recall and precision at the stored threshold, ROC AUC, and class
-accuracy for models with more than two classes. Missing a defect usually costs more than a false
-alarm, so the threshold can be chosen to reach a target recall of the defect class on the
-validation data; with few defects that choice is uncertain, and :func:`recall_interval` says how
-much.
+accuracy for models with more than two classes, and the two costs of a threshold on the line: the
+false-reject rate (good parts rejected) and the escape rate (defects passed). The threshold can
+be chosen on the validation data by what those cost (:mod:`edgetl.thresholds`): a target recall
+of the defect class, or a maximum false-alarm rate (the scrap budget).
 
 >>> import numpy as np
 >>> from edgetl_runtime.contract import InputSpec
@@ -28,10 +28,11 @@ import numpy as np
 from edgetl_runtime.contract import ModelSpec
 from edgetl_runtime.decision import decided_classes, decision_metrics, roc_auc, roc_curve
 
+from .thresholds import FEW_DEFECTS, choose_threshold, recall_interval, threshold_for_recall
+
 __all__ = ["defect_scores", "roc_curve", "roc_auc", "threshold_for_recall", "recall_interval",
            "confusion_matrix", "predict_labels", "EvalResult", "evaluate_probs", "evaluate", "FEW_DEFECTS"]
 
-FEW_DEFECTS = 30  # below this many defective validation images, a threshold for recall is shaky
 
 
 def defect_scores(probs: np.ndarray, spec: ModelSpec) -> np.ndarray:
@@ -39,32 +40,6 @@ def defect_scores(probs: np.ndarray, spec: ModelSpec) -> np.ndarray:
     from edgetl_runtime.decision import defect_scores as scores
 
     return scores(probs, spec.good_indices)
-
-
-def threshold_for_recall(is_defect: np.ndarray, score: np.ndarray, recall: float) -> float:
-    """Return the highest threshold whose defect recall on these scores is at least ``recall``."""
-    if not 0.0 < recall <= 1.0:
-        raise ValueError(f"target recall must be in (0, 1], got {recall}")
-    positives = np.sort(score[is_defect.astype(bool)])[::-1]
-    if positives.size == 0:
-        raise ValueError("no defective images in the validation data: cannot choose a threshold for recall")
-    needed = int(np.ceil(recall * positives.size))
-    return float(positives[needed - 1])
-
-
-def recall_interval(found: int, defects: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Return the Wilson score interval of a recall of ``found`` out of ``defects`` (95 % by default).
-
-    >>> [round(v, 3) for v in recall_interval(10, 10)]
-    [0.722, 1.0]
-    """
-    if defects <= 0:
-        return (0.0, 1.0)
-    z = {0.9: 1.6449, 0.95: 1.96, 0.99: 2.5758}.get(confidence, 1.96)
-    p = found / defects
-    centre = (p + z * z / (2 * defects)) / (1 + z * z / defects)
-    half = z * math.sqrt(p * (1 - p) / defects + z * z / (4 * defects**2)) / (1 + z * z / defects)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -119,20 +94,12 @@ def _pyplot():
     return plt
 
 
-def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path) -> Path:
-    """Write a confusion-matrix PNG to ``path`` and return it."""
-    plt = _pyplot()
-    matrix = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", color="black")
-    fig.tight_layout()
-    return _save(fig, plt, path)
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path,
+                   title: str = "confusion matrix") -> Path:
+    """Write a confusion-matrix PNG (counts and the share of each true class, titled) to ``path`` and return it."""
+    from .reports import write_matrix
+
+    return write_matrix(path, np.asarray(matrix), labels, title)
 
 
 def plot_roc(is_defect: np.ndarray, score: np.ndarray, path: Path) -> Path:
@@ -185,11 +152,13 @@ def _save(fig, plt, path: Path) -> Path:
 # --------------------------------------------------------------------------- model on a data set
 
 
-def _scorer(model: Path, target_recall: float | None) -> tuple[ModelSpec, Callable[[np.ndarray], np.ndarray], Any, Any]:
+def _scorer(model: Path, rule: dict[str, float]) -> tuple[ModelSpec, Callable[[np.ndarray], np.ndarray], Any, Any]:
     """Return ``(contract, pixels -> probabilities, run or None, pixels -> heatmaps or None)`` for a run or a file."""
     if model.suffix.lower() in (".tflite", ".onnx", ".imprint"):
-        if target_recall is not None:
-            raise ValueError("--target-recall needs a run folder (the threshold is chosen on its validation split)")
+        if rule:
+            flag = "--" + next(iter(rule)).replace("_", "-")
+            raise ValueError(f"{flag} needs a run folder (the threshold is chosen on its validation split and stored "
+                             "in its contract, which later exports carry)")  # fmt: skip
         import edgetl_runtime
 
         runtime_model = edgetl_runtime.load(model)
@@ -226,10 +195,27 @@ def default_report_dir(model: Path, data: str | Path) -> Path:
     return base / name
 
 
-def _threshold_from_recall(run: Any, spec: ModelSpec, score: Callable, target_recall: float, batch_size: int,
-                           progress: bool) -> tuple[ModelSpec, dict[str, Any], list[str]]:  # fmt: skip
-    """Choose the threshold for ``target_recall`` on the run's validation split; return (spec, details, warnings)."""
+def _unused(folder: Path) -> Path:
+    """Create and return ``folder``, or ``folder-2``, ``folder-3``...: the first that did not exist.
+
+    No report overwrites another; ``mkdir`` claims the name, so two evaluations at once get two folders.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        candidate = folder if n == 1 else folder.with_name(f"{folder.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+
+
+def _choose_threshold(run: Any, spec: ModelSpec, score: Callable, rule: dict[str, float], batch_size: int,
+                      progress: bool) -> tuple[ModelSpec, dict[str, Any], list[str]]:  # fmt: skip
+    """Choose the threshold by ``rule`` on the run's validation split, store it; return (spec, details, warnings)."""
     from .data import ImageDataset, Sample, load_images
+    from .run import SPEC_FILE
 
     val = run.split("val")
     if not val:
@@ -238,20 +224,12 @@ def _threshold_from_recall(run: Any, spec: ModelSpec, score: Callable, target_re
     val_images = load_images(val_set, spec.input, progress=progress)
     truth = np.array([spec.labels[i] not in spec.good_labels for i in val_images.y])
     val_scores = defect_scores(_probabilities(score, val_images.x, batch_size), spec)
-    threshold = threshold_for_recall(truth, val_scores, target_recall)
-    defects = int(truth.sum())
-    found = int(np.sum(val_scores[truth] >= threshold))
-    low, high = recall_interval(found, defects)
-    details = {"target_recall": target_recall, "validation_defects": defects, "validation_recall": found / defects,
-               "recall_95ci": [low, high]}  # fmt: skip
-    notes = []
-    if defects < FEW_DEFECTS:
-        notes.append(f"the threshold {threshold:.4f} was chosen from only {defects} defective validation images: "
-                     f"its recall there is {found}/{defects}, but the recall on new images is only known to lie "
-                     f"within {low:.1%}-{high:.1%} (95 % Wilson interval). Label more defects (>= {FEW_DEFECTS}) "
-                     "for a threshold you can rely on")  # fmt: skip
-    source = f"target recall {target_recall} on the validation split ({found}/{defects} defects)"
-    return run.with_spec(spec.with_threshold(threshold, source)).spec, details, notes
+    choice = choose_threshold(truth, val_scores, **rule)
+    stored = run.with_spec(spec.with_threshold(choice.threshold, choice.source)).spec
+    details = {**choice.details(), "threshold_stored": {"path": str(run.run_dir / SPEC_FILE),
+                                                        "previous": spec.threshold,
+                                                        "previous_source": spec.decision.threshold_source}}  # fmt: skip
+    return stored, details, choice.warnings()
 
 
 def evaluate(
@@ -264,38 +242,46 @@ def evaluate(
     report_dir: str | Path | None = None,
     write_report: bool = True,
     heatmap_dir: str | Path | None = None,
+    max_false_alarm: float | None = None,
 ) -> EvalResult:
     """Evaluate a run folder, ``.keras`` model, or exported ``.tflite``/``.onnx`` on the data set ``data``.
 
     Images are prepared as the model contract says (size, colour mode, resize). With
-    ``target_recall`` (run folders only) the decision threshold is first chosen on the run's
-    validation split to reach that defect recall, stored in the run's contract (exports then
-    carry it), and used here; with fewer than :data:`FEW_DEFECTS` defects a warning gives the
-    recall's confidence interval. ``threshold`` evaluates at another threshold without storing it.
-    The report (``metrics.json``, confusion matrices, ROC and precision-recall curves, a gallery
-    of wrong verdicts) goes to ``report_dir`` (default :func:`default_report_dir`). ``heatmap_dir``
+    ``target_recall`` or ``max_false_alarm`` (run folders only) the decision threshold is first
+    chosen on the run's validation split by that rule (:mod:`edgetl.thresholds`), stored in the
+    run's contract (exports then carry it; ``metrics["threshold_stored"]`` says where and the
+    previous value), and used here; a warning gives the rate's confidence interval when the
+    validation split is too small to pin it. ``threshold`` evaluates at another threshold without
+    storing it. The report (``metrics.json``, confusion matrices, ROC and precision-recall curves,
+    a gallery of wrong verdicts) goes to ``report_dir`` (default :func:`default_report_dir`, a new
+    folder for each evaluation). ``heatmap_dir``
     (anomaly detectors): each image with its heatmap drawn over it, as PNG files named
     ``NNNNN-<verdict>-<image name>.png``.
     """
     from .data import load_images, scan_dataset
 
-    if threshold is not None and target_recall is not None:
-        raise ValueError("pass either a threshold or a target recall, not both")
+    rule = {k: v for k, v in (("target_recall", target_recall), ("max_false_alarm", max_false_alarm)) if v is not None}
+    if len(rule) + (threshold is not None) > 1:
+        raise ValueError("choose the threshold one way: --threshold, --target-recall or --max-false-alarm")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    if target_recall is not None and not 0.0 < target_recall <= 1.0:
+        raise ValueError(f"target recall must be in (0, 1], got {target_recall}")
+    if max_false_alarm is not None and not 0.0 <= max_false_alarm < 1.0:
+        raise ValueError(f"max false alarm is a share of the good images in [0, 1), got {max_false_alarm}")
     model = Path(model)
-    spec, score, run, heat = _scorer(model, target_recall)
+    spec, score, run, heat = _scorer(model, rule)
     if heatmap_dir is not None and heat is None:
         raise ValueError(f"--heatmap: {model} is a {spec.task} model and has no anomaly heatmap; it is for runs of "
                          "`edgetl train --task anomaly` and their exports")  # fmt: skip
-    notes: list[str] = []
-    chosen: dict[str, Any] = {}
-    if target_recall is not None:
-        spec, chosen, notes = _threshold_from_recall(run, spec, score, target_recall, batch_size, progress)
-        for note in notes:
-            warnings.warn(note, stacklevel=2)
     dataset = scan_dataset(data)
     _check_labels(dataset.classes, spec, data)
+    notes: list[str] = []
+    chosen: dict[str, Any] = {}
+    if rule:
+        spec, chosen, notes = _choose_threshold(run, spec, score, rule, batch_size, progress)
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
     if run is not None:
         leak = _leak_warning([s.path for s in dataset.samples], run)
         if leak:
@@ -317,7 +303,7 @@ def evaluate(
 
         from .reports import write_eval_report
 
-        out = Path(report_dir) if report_dir is not None else default_report_dir(model, data)
+        out = Path(report_dir) if report_dir is not None else _unused(default_report_dir(model, data))
         m = result.metrics
         report = write_eval_report(out, probs=probs, y_true=result.y_true, paths=[str(s.path) for s in images.samples],
                                    labels=spec.labels, good_labels=spec.good_labels, threshold=m["threshold"],

@@ -20,6 +20,8 @@ METRIC_ROWS = (
     ("roc_auc", "ROC AUC", "ranking quality of the defect score, threshold-free"),
     ("class_accuracy", "class accuracy", "share of images whose decided class is right"),
     ("balanced_accuracy", "balanced accuracy", "mean of defect recall and good recall"),
+    ("false_reject_rate", "false-reject rate", "share of good parts rejected (scrap)"),
+    ("escape_rate", "escape rate", "share of defective parts passed"),
 )
 
 
@@ -27,9 +29,12 @@ METRIC_ROWS = (
 @verbosity_options
 @click.argument("model", type=click.Path(exists=True))
 @click.argument("data", type=click.Path(exists=True))
-@click.option("--target-recall", type=float, default=None,
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Choose the decision threshold reaching this defect recall on the run's validation "
                    "split, store it with the model, and use it here.")
+@click.option("--max-false-alarm", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Choose the decision threshold that rejects at most this share of the good parts on the run's "
+                   "validation split (the scrap budget), store it with the model, and use it here.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Evaluate at this defect-score threshold instead of the stored one (not stored).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
@@ -40,7 +45,8 @@ METRIC_ROWS = (
               help="Anomaly detectors: write each image with its anomaly heatmap over it to this folder (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout (nothing else there).")
 @click.option("--json-file", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON to this file.")
-def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_report, heatmap_dir, as_json, json_file):
+def eval_cmd(model, data, target_recall, max_false_alarm, threshold, batch_size, report_dir, no_report, heatmap_dir,
+             as_json, json_file):
     """Evaluate MODEL (a run folder, .keras, .tflite, .onnx or .imprint) on DATA (<label>/ subfolders or a CSV).
 
     \b
@@ -60,7 +66,7 @@ def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_r
             warnings.simplefilter("always")
             result = evaluate(model, data, target_recall=target_recall, batch_size=batch_size, progress=not as_json and verbosity() >= 0,
                               threshold=threshold, report_dir=report_dir, write_report=not no_report,
-                              heatmap_dir=heatmap_dir)  # fmt: skip
+                              heatmap_dir=heatmap_dir, max_false_alarm=max_false_alarm)  # fmt: skip
     except (ValueError, OSError, ImportError) as exc:
         raise InputError(str(exc)) from None
     for warning in result.warnings:
@@ -92,10 +98,19 @@ def eval_cmd(model, data, target_recall, threshold, batch_size, report_dir, no_r
     c = m["confusion"]
     if c is not None:
         table.add_row("verdicts", f"{c['tp']} {c['fp']} {c['tn']} {c['fn']}", "tp fp tn fn (positive = defect)")
-    if "recall_95ci" in m:
+    if "threshold_stored" in m:
         low, high = m["recall_95ci"]
-        table.add_row("recall 95% CI", f"{low:.2f}-{high:.2f}", f"on {m['validation_defects']} validation defects")
+        table.add_row("validation recall", f"{m['validation_recall']:.4f}",
+                      f"95% CI {low:.2f}-{high:.2f} on {m['validation_defects']} validation defects")  # fmt: skip
+        low, high = m["false_alarm_95ci"]
+        table.add_row("validation false rejects", f"{m['validation_false_alarm']:.4f}",
+                      f"95% CI {low:.2f}-{high:.2f} on {m['validation_good']} good validation images")  # fmt: skip
     out = table_console()
     out.print(table)
+    if "threshold_stored" in m:
+        stored = m["threshold_stored"]
+        out.print(f"stored threshold {m['threshold']:.4g} in {stored['path']} (was {stored['previous']:.4g}, "
+                  f"{stored['previous_source']}); exports made from now on carry it", soft_wrap=True)
     if result.report_dir is not None:
-        out.print(f"report: {result.report_dir} (metrics.json, confusion_matrix.png, roc.png, pr.png, misclassified.html)")
+        out.print(f"report: {result.report_dir} (metrics.json, confusion_matrix.png, roc.png, pr.png, misclassified.html)",
+                  soft_wrap=True)

@@ -15,6 +15,9 @@ validation, ``edgetl benchmark`` and ``edgetl-runtime bench --data`` report, und
     of the defect verdict, at the stored threshold;
 ``roc_auc``
     area under the ROC curve of the defect score (None when only one truth class is present);
+``false_reject_rate``, ``escape_rate``
+    what the threshold costs on the line: the share of good images called defect (scrapped good
+    parts) and the share of defective images called good (defects passed, ``1 - defect_recall``);
 ``class_accuracy``
     share of images whose decided class (the best defect class for a defect verdict, the best good
     class otherwise) is the true class; for models with more than two classes only (None otherwise).
@@ -108,7 +111,8 @@ def decision_metrics(
         return {"n": n, "threshold": float(threshold), "decision_accuracy": None, "defect_recall": None,
                 "defect_precision": None, "roc_auc": None,
                 "class_accuracy": float(np.mean(probs.argmax(axis=1) == y_true)) if n else None,
-                "balanced_accuracy": None, "defect_f1": None, "confusion": None}  # fmt: skip
+                "balanced_accuracy": None, "defect_f1": None, "false_reject_rate": None, "escape_rate": None,
+                "confusion": None}  # fmt: skip
     truth = ~np.isin(y_true, good)
     score = defect_scores(probs, good) if len(probs) else np.zeros(0)
     c = verdict_counts(truth, score, threshold)
@@ -130,5 +134,7 @@ def decision_metrics(
         "class_accuracy": class_accuracy,
         "balanced_accuracy": (recall + specificity) / 2 if recall is not None and specificity is not None else None,
         "defect_f1": f1,
+        "false_reject_rate": fp / (fp + tn) if fp + tn else None,
+        "escape_rate": fn / (tp + fn) if tp + fn else None,
         "confusion": c,
     }
