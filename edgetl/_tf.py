@@ -109,6 +109,17 @@ def _min_log_level() -> int:
 _ABSL_LINE = re.compile(rb"^([IWEF])\d{4} \d\d:\d\d:[\d.]+ +\d+ [^\]]+\] ")
 _ABSL_NOTICE = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 _SEVERITY = {b"I": 0, b"W": 1, b"E": 2, b"F": 3}
+# Lines the TFLite converter prints straight to stderr (no Abseil prefix, so no severity): the
+# quantizer's settings ("fully_quantize: 0, inference_type: 6, ...") on every int8 conversion.
+_CONVERTER_NOISE = re.compile(rb"^fully_quantize: \d")
+
+
+@contextlib.contextmanager
+def quiet_native_logs() -> Iterator[None]:
+    """Keep TensorFlow's native log lines below ``TF_CPP_MIN_LOG_LEVEL`` (and the converter's settings
+    line) off stderr while the block runs (a conversion), unless ``--verbose``."""
+    with _native_log_filter(_min_log_level()):
+        yield
 
 
 @contextlib.contextmanager
@@ -159,7 +170,7 @@ def _native_log_filter(min_level: int) -> Iterator[None]:
 
 
 def _keep_line(line: bytes, previous_kept: bool, min_level: int) -> bool:
-    if line.startswith(_ABSL_NOTICE):
+    if line.startswith(_ABSL_NOTICE) or _CONVERTER_NOISE.match(line):
         return False
     match = _ABSL_LINE.match(line)
     if match is None:

@@ -61,7 +61,9 @@ def err_console():
         from rich.console import Console
 
         # No file given: rich looks up sys.stderr on every write, so redirections (tests) work.
-        _console = Console(stderr=True)
+        # soft_wrap: a line is never broken by rich (a path split over two lines cannot be copied,
+        # and without a terminal rich would break at 80 columns); the terminal wraps it for display.
+        _console = Console(stderr=True, soft_wrap=True)
     _console.quiet = _level < NORMAL
     return _console
 

@@ -71,14 +71,17 @@ def write_eval_report(out_dir: Path, *, probs: np.ndarray, y_true: np.ndarray, p
     n_classes = len(labels)
     classes = np.zeros((n_classes, n_classes), np.int64)
     np.add.at(classes, (y_true, predicted), 1)
+    # The verdict matrix in the class matrix's row order: defect first when the labels start with a defect class.
+    defect_first = not good[0]
     verdicts = np.zeros((2, 2), np.int64)
-    np.add.at(verdicts, (true_defect.astype(int), called_defect.astype(int)), 1)
+    np.add.at(verdicts, (true_defect.astype(int) ^ defect_first, called_defect.astype(int) ^ defect_first), 1)
+    verdict_names = ["defect", "good"] if defect_first else ["good", "defect"]
     caption = f"{title}\n{len(y_true)} images, threshold {threshold:.3f}"
 
     plt = _pyplot()
     files = [
         _save(plt, _plot_matrix(plt, classes, list(labels), caption), out_dir / "confusion_matrix.png"),
-        _save(plt, _plot_matrix(plt, verdicts, ["good", "defect"], caption), out_dir / "verdict_matrix.png"),
+        _save(plt, _plot_matrix(plt, verdicts, verdict_names, caption), out_dir / "verdict_matrix.png"),
         _save(plt, _plot_roc(plt, true_defect, score, threshold, caption), out_dir / "roc.png"),
         _save(plt, _plot_pr(plt, true_defect, score, threshold, caption), out_dir / "pr.png"),
     ]
@@ -120,6 +123,12 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def write_matrix(path: Path, counts: np.ndarray, names: Sequence[str], caption: str) -> Path:
+    """Write a confusion matrix PNG (rows true, columns predicted; counts and the share of each row) to ``path``."""
+    plt = _pyplot()
+    return _save(plt, _plot_matrix(plt, np.asarray(counts), list(names), caption), Path(path))
 
 
 def _save(plt: Any, fig: Any, path: Path) -> Path:

@@ -200,6 +200,26 @@ def _read_spec(run_dir: Path, config: dict[str, Any]) -> ModelSpec:
         raise RunError(f"{where}: {exc}") from None
 
 
+def _not_a_run(folder: Path) -> str:
+    """Return why ``folder`` (which has no model) is not a finished run, and what to do about it."""
+    from edgetl_runtime.preprocess import is_image_file
+
+    if (folder / "checkpoints" / "state.json").is_file():
+        return (f"{folder}: no trained model ({MODEL_FILE}) yet: its training is still running or was interrupted. "
+                f"Finish it with `edgetl train DATA -o {folder} --resume` (DATA: the folder it was trained on)")
+    try:
+        entries = list(folder.iterdir())[:1000]
+        images = any(is_image_file(p) for p in entries) or any(
+            is_image_file(q) for p in entries if p.is_dir() for q in list(p.iterdir())[:50])
+    except OSError:
+        images = False
+    if images:
+        return (f"{folder}: this is a folder of images, not a trained run. Train on it first: `edgetl train {folder} "
+                "-o runs/NAME`, then pass runs/NAME here")  # fmt: skip
+    return (f"{folder}: not a run folder of `edgetl train` (no {MODEL_FILE} in it); pass the folder given to "
+            "`edgetl train -o`")
+
+
 def load_run(path: str | Path) -> Run:
     """Return the :class:`Run` at ``path`` (a run folder, or a ``.keras`` file inside one)."""
     path = Path(path)
@@ -210,11 +230,7 @@ def load_run(path: str | Path) -> Run:
     else:
         raise RunError(f"{path}: no such run folder or .keras model; pass the -o folder of `edgetl train`")
     if not model_path.is_file():
-        raise RunError(
-            f"{run_dir}: no trained model ({MODEL_FILE}) in this folder. Is training still running, "
-            "or was it interrupted? Finish it with `edgetl train ... --resume -o "
-            f"{run_dir}`"
-        )
+        raise RunError(_not_a_run(run_dir))
     config_path = run_dir / CONFIG_FILE
     if not config_path.exists():
         raise RunError(f"{run_dir}: {CONFIG_FILE} is missing; the run is incomplete, retrain it")

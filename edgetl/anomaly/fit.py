@@ -311,6 +311,7 @@ def _plots(run_dir: Path, metrics: dict[str, Any]) -> None:
     ax.set_xlabel("anomaly score")
     ax.set_ylabel("images")
     ax.legend()
+    fig.tight_layout()  # the axis labels inside the figure
     _save(fig, plt, run_dir / "anomaly_scores.png")
     if len(defect):
         plot_roc(np.r_[np.zeros(len(good), bool), np.ones(len(defect), bool)], np.r_[good, defect],

@@ -115,12 +115,13 @@ def _run_parallel(fn: Any, n: int, title: str, progress: bool) -> None:
 
 
 def _warn_skipped(skipped: Sequence[tuple[Path, str]], total: int) -> None:
-    from rich.console import Console
+    from rich.markup import escape
 
-    console = Console(stderr=True)
-    console.print(f"[yellow]warning:[/] skipped {len(skipped)} of {total} files that could not be read:")
+    from ..console import warn
+
     more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-    console.print("\n".join(f"  {path}: {reason}" for path, reason in skipped[:20]) + more, markup=False, highlight=False)
+    lines = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:20]) + more
+    warn(escape(f"skipped {len(skipped)} of {total} files that could not be read:\n{lines}"))
 
 
 

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .._tf import keras, tensorflow
+from .._tf import keras, quiet_native_logs, tensorflow
 
 
 def make_strategy(name: str):
@@ -15,7 +15,8 @@ def make_strategy(name: str):
     if name == "multi-worker":
         # Collective ops must be configured before TensorFlow starts: no device query before this.
         return tf.distribute.MultiWorkerMirroredStrategy()  # cluster from the TF_CONFIG variable
-    gpus = tf.config.list_logical_devices("GPU")
+    with quiet_native_logs():  # the first device query initialises CUDA: "failed call to cuInit" without a GPU
+        gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if name == "default":
@@ -39,7 +40,9 @@ def configure_precision(mode: str) -> str:
         # run it natively. On this project's 2-core Xeon (AMX) it was slower than float32: see BENCHMARKS.md.
         policy = "mixed_bfloat16"
     elif mode == "auto":
-        for gpu in tf.config.list_physical_devices("GPU"):
+        with quiet_native_logs():
+            gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
             capability = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
             if capability and capability[0] >= 7:
                 policy = "mixed_float16"

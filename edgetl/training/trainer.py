@@ -426,13 +426,16 @@ class Trainer:
                                                             for p in ("phase1", "phase2")}}
         write_json(self.run_dir / METRICS_FILE, metrics)
         plot_history(metrics["history"], self.run_dir / "training_curves.png")
-        plot_confusion(result.metrics["confusion_matrix"], self.labels, self.run_dir / "confusion_matrix.png")
+        plot_confusion(result.metrics["confusion_matrix"], self.labels, self.run_dir / "confusion_matrix.png",
+                       f"{self.run_dir.name}: validation split\n{len(self.y_val)} images, threshold {spec.threshold:.3f}")
         truth = np.array([self.labels[i] not in self.good_labels for i in self.y_val])
         plot_roc(truth, defect_scores(probs, spec), self.run_dir / "roc_curve.png")
         self.store.clear()  # the run is complete: model.keras replaces the checkpoints
         m = result.metrics
         # good/defect verdict accuracy ("accuracy" in metrics written before the 0.2 metric names)
         accuracy = next((m[k] for k in ("decision_accuracy", "accuracy") if m.get(k) is not None), None)
+        auc = m.get("roc_auc")
         err_console().print(f"[bold green]done[/] in {seconds:.0f} s: validation accuracy "
-                            f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}, ROC AUC {m.get('roc_auc')}")
+                            f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}, ROC AUC "
+                            f"{'n/a' if auc is None else f'{auc:.4f}'}")
         return TrainResult(self.run_dir, self.run_dir / MODEL_FILE, spec, result.metrics, config, seconds)

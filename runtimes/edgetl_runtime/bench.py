@@ -365,20 +365,27 @@ def report_text(report: BenchReport, result: Verdict | None = None, profile_name
     return buffer.getvalue()
 
 
-def plot_latency(report: BenchReport, out: str | Path) -> Path:
-    """Write a histogram of end-to-end latencies to ``out`` (PNG, atomically) and return its path."""
-    try:
-        import matplotlib
+def require_matplotlib() -> None:
+    """Raise :class:`~edgetl_runtime.errors.EngineNotInstalled` unless matplotlib can be imported (for --plot).
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    Called before the timing starts, so a missing library is said at once, not after minutes of runs.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
         from .errors import EngineNotInstalled
 
-        raise EngineNotInstalled(
-            "--plot needs matplotlib, which is not installed: pip install 'edgetl-runtime[bench]' "
-            "(or pip install matplotlib)"
-        ) from None
+        raise EngineNotInstalled("--plot needs matplotlib, which is not installed: pip install "
+                                 "'edgetl-runtime[bench]' (or pip install matplotlib)")
+
+
+def plot_latency(report: BenchReport, out: str | Path) -> Path:
+    """Write a histogram of end-to-end latencies to ``out`` (PNG, atomically) and return its path."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     from .atomic import atomic_path
 
     total = report.stages["total"]

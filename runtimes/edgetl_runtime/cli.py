@@ -20,7 +20,7 @@ from typing import Any, Callable
 import click
 
 from .backends.base import DEVICE_GRAMMAR
-from .errors import EdgetlRuntimeError
+from .errors import EdgetlRuntimeError, EngineNotInstalled
 
 EXIT_CHECK_FAILED = 1
 _VERBOSITY = {"level": 0}
@@ -332,6 +332,11 @@ def bench(
 
     for out in (json_file, plot):  # fail before minutes of timing, not after
         _writable_file(out)
+    if plot:
+        try:
+            b.require_matplotlib()
+        except EngineNotInstalled as exc:
+            raise InputError(str(exc)) from None
     profile = _profile(profile_name)
     if force and profile is None:
         raise InputError("--force compares with a profile's budget: pass --profile NAME too")

@@ -55,7 +55,9 @@ def test_cli_failing_validation_exits_nonzero_keeps_the_report_and_writes_no_mod
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("no_model", "no trained model"),
+        ("no_model", "not a run folder of `edgetl train` (no model.keras in it)"),
+        ("interrupted", "Finish it with `edgetl train DATA -o"),
+        ("data_folder", "this is a folder of images, not a trained run. Train on it first: `edgetl train"),
         ("empty_calib", "unreadable"),
         ("calib_folder_without_images", "no image files"),
         ("missing_dir", "does not exist"),
@@ -63,14 +65,19 @@ def test_cli_failing_validation_exits_nonzero_keeps_the_report_and_writes_no_mod
         ("bad_suffix", "written as .onnx"),
     ],
 )
-def test_cli_bad_input_exits_2_without_traceback(tiny_run, tmp_path, case, message):
+def test_cli_bad_input_exits_2_without_traceback(tiny_run, tiny_dataset, tmp_path, case, message):
     out = tmp_path / "model.tflite"
     args = [tiny_run, "-o", out]
-    if case == "no_model":
+    if case in ("no_model", "interrupted"):
         run = tmp_path / "run"
         shutil.copytree(tiny_run, run)
         (run / "model.keras").unlink()
+        if case == "interrupted":
+            (run / "checkpoints").mkdir()
+            (run / "checkpoints" / "state.json").write_text("{}")
         args = [run, "-o", out]
+    elif case == "data_folder":  # the quickstart's data folder given where the run goes
+        args = [tiny_dataset, "-o", out]
     elif case == "empty_calib":
         calib = tmp_path / "calib"
         (calib / "good").mkdir(parents=True)
