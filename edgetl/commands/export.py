@@ -55,6 +55,10 @@ class ValidationFailed(click.ClickException):
               help="int8: keep the classification head (dense layer, softmax) in int8 too, for accelerators that "
                    "need every op in int8 (the Edge TPU always does). Default: the head runs in float, so scores "
                    "near a low threshold are not rounded together.")
+@click.option("--roi", default=None, metavar="X,Y,W,H",
+              help="The part's box in the camera frame (pixels, or fractions of width and height): cropped from the "
+                   "calibration and validation images before the resize, and stored in the file so the device crops "
+                   "its frames the same way.")
 @click.option("--embedding", is_flag=True,
               help="Add the image embedding as a second output (and a few prototypes per label), so the file can "
                    "learn new classes on the device: edgetl-runtime imprint.")
@@ -62,7 +66,7 @@ class ValidationFailed(click.ClickException):
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Output file (default: RUN_DIR/export/model-<format>-<quant>.<ext>).")
 def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile_name, atol, min_agreement, max_drop,
-           alpha, no_validate, tta, full_int8, embedding, as_json, output):
+           alpha, no_validate, tta, full_int8, roi, embedding, as_json, output):
     """Export the model of RUN_DIR (a `edgetl train` folder) for an edge device.
 
     \b
@@ -83,7 +87,7 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile
     fields = dict(calib_data=Path(calib) if calib else None, calib_samples=calib_samples,
                   val_data=Path(val_data) if val_data else None, validate=not no_validate,
                   atol=atol, min_agreement=min_agreement, max_drop=max_drop, alpha=alpha, tta=tta,
-                  embedding=embedding, float_head=not full_int8)  # fmt: skip
+                  embedding=embedding, float_head=not full_int8, roi=roi)  # fmt: skip
     try:
         if profile_name:
             if fmt or quant:

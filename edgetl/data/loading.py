@@ -59,8 +59,10 @@ def unknown_classes(classes: Sequence[str], spec: Any) -> list[str]:
     return [] if spec.task == "anomaly" else sorted(set(classes) - set(spec.labels))
 
 
-def load_images(dataset: ImageDataset, image: InputSpec, progress: bool = True) -> LoadedImages:
+def load_images(dataset: ImageDataset, image: InputSpec, progress: bool = True, roi: Any = None) -> LoadedImages:
     """Return every readable image of ``dataset`` decoded as the model input ``image`` says.
+
+    ``roi``: an :class:`edgetl_runtime.roi.Roi` cropped from each image before the resize.
 
     Files that cannot be read (corrupt, truncated, empty, not an image) are skipped and listed in
     ``skipped`` with the reason, and a warning gives their count. Raises :class:`DatasetError`
@@ -73,7 +75,7 @@ def load_images(dataset: ImageDataset, image: InputSpec, progress: bool = True) 
 
     def decode(i: int) -> None:
         try:
-            x[i] = load_image(dataset.samples[i].path, size, image.color_mode, image.resize)
+            x[i] = load_image(dataset.samples[i].path, size, image.color_mode, image.resize, roi)
             ok[i] = True
         except ImageError as exc:
             reasons[i] = exc.reason
@@ -133,6 +135,7 @@ def sample_images(
     limit: int,
     what: str,
     seed: int = 0,
+    roi: Any = None,
 ) -> LoadedImages:
     """Return up to ``limit`` decoded images for calibration or validation (``what`` names them).
 
@@ -150,7 +153,7 @@ def sample_images(
         dataset = ImageDataset(samples, tuple(sorted({s.label for s in samples})), None)
     else:
         raise DatasetError(f"no {what} images: the run records none (split.json missing or empty); pass a folder of images")
-    loaded = load_images(stratified_sample(dataset, limit, seed), image, progress=False)
+    loaded = load_images(stratified_sample(dataset, limit, seed), image, progress=False, roi=roi)
     if not len(loaded.x):
         raise DatasetError(f"{folder or 'the run split'}: none of the {what} images could be read (see the warnings above)")
     return loaded

@@ -55,6 +55,9 @@ class ExportOptions:
     head (dense layer and softmax) in float after the int8 backbone, so that the defect score is
     not rounded to a few dozen values (default True); False keeps every op in int8, as QAT and the
     Edge TPU always do (see :mod:`edgetl.exporters.tflite`).
+    ``roi``: the part's box in the frame (``"X,Y,W,H"`` in pixels or fractions, see
+    :mod:`edgetl_runtime.roi`), cropped from the calibration and validation images before the
+    resize and stored in the file, so the device crops its camera frames the same way.
     ``embedding``: add the classifier's image embedding (its pooled features) as a second output
     (N, 1, 1, size) and a few centres of each label's training embeddings as prototypes, so the
     file can be imprinted on (``edgetl-runtime imprint``). Classifiers only.
@@ -81,6 +84,7 @@ class ExportOptions:
     tta: bool = False
     embedding: bool = False
     float_head: bool = True
+    roi: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -110,6 +114,14 @@ class ExportOptions:
         if self.embedding and self.tta:
             raise ExportError("--embedding and --tta cannot be combined: the embedding is one view's; export them "
                               "separately")  # fmt: skip
+        if self.roi is not None:
+            from edgetl_runtime.errors import MetadataError
+            from edgetl_runtime.roi import Roi
+
+            try:
+                Roi.parse(self.roi)
+            except MetadataError as exc:
+                raise ExportError(str(exc)) from None
         if self.opset < 13:
             raise ExportError(f"ONNX opset {self.opset} is too old; edgetl exports opset 13 or newer")
 

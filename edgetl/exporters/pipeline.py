@@ -170,8 +170,19 @@ def _plan_output(source: Source, options: ExportOptions, output: str | Path | No
     return output
 
 
-def _images(source: Source, folder: Path | None, split: str, limit: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(uint8 pixels, label index into the contract's labels or -1)`` for calibration/validation."""
+def _roi(options: ExportOptions) -> Any:
+    """Return the export's :class:`~edgetl_runtime.roi.Roi`, or None."""
+    from edgetl_runtime.roi import Roi
+
+    return Roi.parse(options.roi) if options.roi else None
+
+
+def _images(source: Source, folder: Path | None, split: str, limit: int | None, what: str,
+            roi: Any = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Return ``(uint8 pixels, label index into the contract's labels or -1)`` for calibration/validation.
+
+    ``roi`` (:class:`edgetl_runtime.roi.Roi`): cropped from every image before the resize.
+    """
     from edgetl.data import DatasetError
     from edgetl.data.loading import sample_images
 
@@ -181,7 +192,7 @@ def _images(source: Source, folder: Path | None, split: str, limit: int | None, 
                                f"(ExportOptions.{'calib_data' if split == 'train' else 'val_data'}, CLI {flag})")
     recorded = source.run.split(split) if source.run is not None else []
     try:
-        loaded = sample_images(folder, recorded, source.spec.input, limit or MAX_VALIDATION_IMAGES, what)
+        loaded = sample_images(folder, recorded, source.spec.input, limit or MAX_VALIDATION_IMAGES, what, roi=roi)
     except DatasetError as exc:
         raise CalibrationError(f"{exc}. Point {flag} at a folder of .png/.jpg images (optionally in <label>/ subfolders).") from None
     return loaded.x, loaded.truth(source.spec)
@@ -241,7 +252,8 @@ def export(
                           "format), without --tta")  # fmt: skip
     calibration, calib_labels, qat = None, None, None
     if options.is_integer:
-        calibration, calib_labels = _images(source, options.calib_data, "train", options.calib_samples, "calibration")
+        calibration, calib_labels = _images(source, options.calib_data, "train", options.calib_samples, "calibration",
+                                            _roi(options))
         if anomaly:  # int8 ranges must reach anomalous distances too, or every defect saturates to one value
             calibration = anomaly_export.calibration_set(calibration)
     model, reference = source.model, source.model
@@ -249,10 +261,10 @@ def export(
     if anomaly and options.quantization != "fp32" and source.run is not None:
         good = source.spec.good_indices[0]
         if options.is_integer:
-            fitted, labels = _images(source, None, "train", MAX_REFIT_IMAGES, "fitted good")
+            fitted, labels = _images(source, None, "train", MAX_REFIT_IMAGES, "fitted good", _roi(options))
             model, refitted = anomaly_export.refit(model, target, options, calibration, source.run,
                                                    fitted[labels == good])
-        held_out, labels = _images(source, None, "val", MAX_REFIT_IMAGES, "held-out good")
+        held_out, labels = _images(source, None, "val", MAX_REFIT_IMAGES, "held-out good", _roi(options))
         model, recalibration = anomaly_export.recalibrate(model, target, options, calibration, source.run,
                                                           held_out[labels == good])
     anomaly_notes = "; ".join(step.note() for step in (refitted, recalibration) if step is not None)
@@ -270,11 +282,13 @@ def export(
     info = ExportInfo(format=options.format, quantization=options.quantization, io_type=options.effective_io_type,
                       opset=options.opset if options.format == "onnx" else None, sdk_version=__version__,
                       tta=options.tta, embedding=embedding_export.size(model) if options.embedding else 0,
-                      created=datetime.now(timezone.utc).replace(microsecond=0).isoformat())  # fmt: skip
+                      created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+                      roi=_roi(options).to_json() if options.roi else None)  # fmt: skip
     data = target.embed(target.convert(model, options, calibration), source.spec, info)
     if options.embedding:
         if calibration is None:
-            calibration, calib_labels = _images(source, options.calib_data, "train", options.calib_samples, "prototype")
+            calibration, calib_labels = _images(source, options.calib_data, "train", options.calib_samples, "prototype",
+                                                _roi(options))
         protos, owners = embedding_export.prototypes(data, options, source.spec, info, calibration, calib_labels, output)
         info = info.replace(prototypes=protos, prototype_labels=owners)
         data = target.embed(data, source.spec, info)
@@ -334,7 +348,7 @@ class _Validation(NamedTuple):
 
 
 def _validation_set(source: Source, options: ExportOptions, reference_model: Any) -> _Validation:
-    pixels, labels = _images(source, options.val_data, "val", options.val_samples, "validation")
+    pixels, labels = _images(source, options.val_data, "val", options.val_samples, "validation", _roi(options))
     synthetic = 0
     if source.spec.task == "anomaly":
         pixels, labels, synthetic = anomaly_export.with_synthetic_defects(pixels, labels, source.spec)

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["load", "imprint", "ImprintResult", "Model", "ModelInfo", "Prediction", "read_spec", "ModelSpec", "ExportInfo",
-           "__version__"]
+           "Line", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .contract import ExportInfo, ModelSpec
     from .modelfile import read_spec
     from .imprinting import ImprintResult, imprint
     from .model import Model, ModelInfo, Prediction, load
+    from .line.pipeline import Line
 
 _LAZY = {
     "load": "model",
@@ -33,6 +34,7 @@ _LAZY = {
     "read_spec": "modelfile",
     "ModelSpec": "contract",
     "ExportInfo": "contract",
+    "Line": "line.pipeline",
 }
 
 

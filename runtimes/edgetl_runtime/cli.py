@@ -15,88 +15,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from .backends.base import DEVICE_GRAMMAR
 from .errors import EdgetlRuntimeError, EngineNotInstalled
 
-EXIT_CHECK_FAILED = 1
-_VERBOSITY = {"level": 0}
-
-
-class InputError(click.ClickException):
-    """Bad input a user can fix (file, option, device): exit status 2, no traceback."""
-
-    exit_code = 2
-
-
-def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if not value:
-        return
-    other = ctx.meta.setdefault("edgetl_runtime.verbosity", param.name)
-    if other != param.name:
-        raise click.UsageError("-q/--quiet and -v/--verbose cannot be combined")
-    _VERBOSITY["level"] = -1 if param.name == "quiet" else 1
-    if param.name == "verbose":  # keep the engines' own native log lines too
-        from .backends.litert import keep_native_logs
-
-        keep_native_logs(True)
-
-
-def verbosity_options(f: Callable) -> Callable:
-    """Add ``-q/--quiet`` and ``-v/--verbose`` to a command."""
-    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbosity,
-                     help="More detail on stderr.")(f)  # fmt: skip
-    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
-                        help="Only results and errors.")(f)  # fmt: skip
-
-
-def note(message: str) -> None:
-    """Print a note on stderr unless --quiet."""
-    if _VERBOSITY["level"] >= 0:
-        click.echo(f"note: {message}", err=True)
-
-
-def _load(model: str, device: str | None, threads: int | None, labels: str | None, profile: Any = None,
-          **kwargs: Any) -> Any:  # fmt: skip
-    from .model import load
-
-    try:
-        m = load(model, device=device, threads=threads, labels=labels, profile=profile, **kwargs)
-    except EdgetlRuntimeError as exc:
-        raise InputError(str(exc)) from None
-    except OSError as exc:
-        raise InputError(f"{model}: {exc.strerror or exc}") from None
-    for text in m.info.notes:
-        note(text)
-    if _VERBOSITY["level"] > 0:
-        i = m.info
-        click.echo(f"loaded {i.path}: {i.format}, engine {i.engine}, provider {i.provider}, device {i.device}, "
-                   f"{i.threads} threads, input {list(i.input.shape)} {i.input.dtype}", err=True)  # fmt: skip
-    return m
-
-
-def _expand(paths: tuple[str, ...]) -> list[Path]:
-    """Return the image files named by ``paths``; a folder stands for the images inside it."""
-    from .preprocess import is_image_file
-
-    out: list[Path] = []
-    for p in map(Path, paths):
-        out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f)) if p.is_dir() else [p]
-    return out
-
-
-def _profile(name: str | None) -> Any:
-    if not name:
-        return None
-    from .profiles import load_profile
-
-    try:
-        return load_profile(name)
-    except (EdgetlRuntimeError, OSError) as exc:
-        raise InputError(str(exc)) from None
+from .clitools import (EXIT_CHECK_FAILED, InputError, _expand, _load, _profile, _VERBOSITY, _writable_file,  # noqa: F401
+                       device_option, fallback_option, labels_option, note, profile_option, softmax_option,
+                       threads_option, verbosity_options)  # fmt: skip (InputError and note: public names of this module)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,24 +43,6 @@ def main() -> None:  # noqa: D401 - click group
         sys.modules["edgetl_runtime.backends.litert"].keep_native_logs(False)
 
 
-device_option = click.option(
-    "--device", default=None, help=f"device string: {DEVICE_GRAMMAR} [cpu, or the profile's]"
-)
-profile_option = click.option(
-    "--profile", "profile_name", default=None,
-    help="device profile (name such as raspberry-pi-4, or a TOML path): its device, threads and engine options apply",
-)
-fallback_option = click.option(
-    "--allow-cpu-fallback", is_flag=True,
-    help="ONNX models: run on the CPU when the requested CUDA/TensorRT provider cannot start (default: an error)",
-)
-threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [all, at most 4]")
-labels_option = click.option(
-    "--labels", type=click.Path(exists=True, dir_okay=False), default=None,
-    help="labels file (one per output), for a model without edgetl metadata [classes numbered]",
-)
-softmax_option = click.option("--softmax", is_flag=True, help="the bare model outputs logits: apply a softmax")
-
 PREDICTION_COLUMNS = ("image", "verdict", "defect_score", "top_class", "top_probability")
 
 
@@ -150,6 +59,9 @@ def _row(path: Path, pred: Any) -> str:
               help="defect-score threshold for the verdict [the model's]")
 @click.option("--heatmap", "heatmap_dir", type=click.Path(file_okay=False), default=None,
               help="anomaly detectors: write each image with its anomaly heatmap over it to this folder (PNG)")
+@click.option("--roi", default=None, metavar="X,Y,W,H",
+              help="the part's box in each image (pixels, or fractions of width and height), cropped before the "
+                   "resize [the file's, else the whole image]")
 @device_option
 @profile_option
 @threads_option
@@ -158,8 +70,8 @@ def _row(path: Path, pred: Any) -> str:
 @fallback_option
 @verbosity_options
 def predict(model: str, paths: tuple[str, ...], as_json: bool, threshold: float | None, heatmap_dir: str | None,
-            device: str | None, profile_name: str | None, threads: int | None, labels: str | None, softmax: bool,
-            allow_cpu_fallback: bool) -> None:  # fmt: skip
+            roi: str | None, device: str | None, profile_name: str | None, threads: int | None, labels: str | None,
+            softmax: bool, allow_cpu_fallback: bool) -> None:  # fmt: skip
     """Classify images (files or folders); an unreadable image is reported and the rest go on.
 
     \b
@@ -173,7 +85,7 @@ def predict(model: str, paths: tuple[str, ...], as_json: bool, threshold: float 
     from .errors import ImageError
 
     m = _load(model, device, threads, labels, _profile(profile_name), threshold=threshold, softmax=softmax,
-              allow_cpu_fallback=allow_cpu_fallback)  # fmt: skip
+              allow_cpu_fallback=allow_cpu_fallback, roi=roi)  # fmt: skip
     images = _expand(paths)
     if not images:
         raise InputError(f"no images found in {', '.join(paths)} (.png, .jpg, .bmp, .tif, .webp, ...)")
@@ -272,18 +184,6 @@ def _field(key: str, value: Any, width: int = 100) -> None:
                              break_on_hyphens=False))  # fmt: skip
 
 
-def _writable_file(out: str | None) -> None:
-    if out and not Path(out).resolve().parent.is_dir():
-        raise InputError(f"{out}: folder {Path(out).parent} does not exist; create it first")
-    if out:
-        from .atomic import check_writable
-
-        try:
-            check_writable(Path(out).resolve().parent)
-        except OSError as exc:
-            raise InputError(f"{out}: cannot write there ({exc.strerror or exc}); choose another path") from None
-
-
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @profile_option
@@ -299,6 +199,9 @@ def _writable_file(out: str | None) -> None:
 @click.option("--json-file", type=click.Path(dir_okay=False), default=None, help="write the report as JSON to this file")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="write a latency histogram PNG here (needs matplotlib)")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), default=None, help="image to time [synthetic 640x480 JPEG]")
+@click.option("--pipeline", "pipeline_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="folder of images: time the station's pipeline against a predict loop and the engine alone "
+                   "(--runs parts)")
 @labels_option
 @fallback_option
 @verbosity_options
@@ -316,10 +219,14 @@ def bench(
     json_file: str | None,
     plot: str | None,
     image: str | None,
+    pipeline_dir: str | None,
     labels: str | None,
     allow_cpu_fallback: bool,
 ) -> None:
     """Time a model: load, first inference, per-stage latency percentiles, throughput, memory.
+
+    With --pipeline DIR: sequential versus pipelined throughput over DIR's images, per-stage
+    p50/p99 and the pipeline's efficiency (end-to-end ÷ inference-only throughput).
 
     With --profile, the profile's device, threads and engine options apply (--device/--threads
     override them) and the report gets a verdict against the profile's budget: PASS, FAIL, or
@@ -356,6 +263,8 @@ def bench(
     warning = busy_warning(machine_state())
     if warning:
         click.echo(warning, err=True)
+    if pipeline_dir is not None:
+        return _bench_pipeline(model, pipeline_dir, runs, device, threads, labels, profile, as_json, json_file)
     try:
         report = b.run_benchmark(model, runs, warmup, threads, concurrency, device, image, labels, profile,
                                  data=data, allow_cpu_fallback=allow_cpu_fallback)  # fmt: skip
@@ -387,6 +296,29 @@ def bench(
     except OSError as exc:
         raise InputError(f"cannot write the report: {exc}") from None
     if result is not None and not result.passed:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def _bench_pipeline(model: str, folder: str, runs: int, device: str | None, threads: int | None, labels: str | None,
+                    profile: Any, as_json: bool, json_file: str | None) -> None:  # fmt: skip
+    from .host import machine_state
+    from .line.bench import format_pipeline, pipeline_benchmark
+
+    images = _expand((folder,))
+    if not images:
+        raise InputError(f"--pipeline {folder}: no images in it")
+    m = _load(model, device, threads, labels, profile)
+    state = machine_state()
+    report = {**pipeline_benchmark(m, images, runs), "machine": state.to_dict(), "model": model}
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        click.echo(format_pipeline(report))
+    if json_file:
+        from .atomic import write_json
+
+        write_json(json_file, report)
+    if report["lost"] or report["duplicates"]:
         sys.exit(EXIT_CHECK_FAILED)
 
 
@@ -456,3 +388,13 @@ def imprint(base: str, class_values: tuple[str, ...], output: str, good: tuple[s
     counts = ", ".join(f"{k} ({v} image{'s' if v > 1 else ''})" for k, v in result.imprinted.items())
     click.echo(f"wrote {result.path}: labels {', '.join(result.labels)}; imprinted {counts}; "
                f"{result.ms_per_image:.1f} ms per image")  # fmt: skip
+
+
+def _register_station_commands() -> None:
+    from .line.cli import history, serve
+
+    main.add_command(serve)
+    main.add_command(history)
+
+
+_register_station_commands()

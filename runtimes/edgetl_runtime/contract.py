@@ -313,6 +313,9 @@ class ExportInfo:
     # ``threshold_source`` says how it was set; the contract itself stays the run's, byte for byte.
     threshold: float | None = None
     threshold_source: str = ""
+    # ``edgetl export --roi``: the part's box in the camera frame, cropped before the resize (JSON of
+    # :class:`edgetl_runtime.roi.Roi`); the export's calibration and validation images were cropped so.
+    roi: list | dict | None = None
 
     def __post_init__(self) -> None:
         _one_of(self.format, FORMATS, "export format")
@@ -322,6 +325,10 @@ class ExportInfo:
             raise MetadataError(f"export threshold must be a number within [0, 1], got {str(t)[:40]}")
         if not isinstance(self.threshold_source, str) or len(self.threshold_source) > MAX_LABEL_CHARS * 4:
             raise MetadataError("export threshold_source must be a short text")
+        if self.roi is not None:
+            from .roi import Roi
+
+            object.__setattr__(self, "roi", Roi.from_json(self.roi).to_json())  # checked, canonical
         size = self.embedding
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_EMBEDDING:
             raise MetadataError(f"export embedding must be the embedding's size (0 to {MAX_EMBEDDING}), got {size!r}")
@@ -350,6 +357,8 @@ class ExportInfo:
             del data["embedding"], data["prototypes"], data["prototype_labels"]
         if self.threshold is None:  # nor one without a threshold of its own
             del data["threshold"], data["threshold_source"]
+        if self.roi is None:
+            del data["roi"]
         return json.dumps(data, sort_keys=True)
 
     @classmethod

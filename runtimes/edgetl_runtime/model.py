@@ -33,6 +33,7 @@ from .readout import bare_spec, extra_outputs, imprinted_backend, probabilities
 from .prediction import ClassProbabilities, ModelInfo, Prediction
 from .preprocess import ImageSource, from_model_output, load_image, to_model_input
 from .probe import enabled as probe_enabled
+from .roi import Roi
 from .probe import engine_settings, probe
 
 __all__ = ["ClassProbabilities", "Model", "ModelInfo", "Prediction", "load", "probe_build"]
@@ -49,12 +50,13 @@ class Model:
     """A loaded classifier; build it with :func:`load`. ``predict`` is safe from many threads."""
 
     def __init__(self, backend: Backend, info: ModelInfo, input_quant: tuple[float, int] | None,
-                 heatmap_output: int | None = None, embedding_output: int | None = None):
+                 heatmap_output: int | None = None, embedding_output: int | None = None, roi: Roi | None = None):
         self._backend = backend
         self._heatmap_output = heatmap_output  # index into backend.outputs, for anomaly detectors
         self._embedding_output = embedding_output  # index of an `edgetl export --embedding` output
         self._primary = next(i for i, t in enumerate(backend.outputs) if t is backend.output)
         self.info = info
+        self.roi = roi  # cropped from every image before the resize (None: the whole image)
         spec = info.spec
         self.labels = spec.labels
         self._size = spec.input_size
@@ -77,11 +79,11 @@ class Model:
         return self._size
 
     def pixels(self, image: ImageSource) -> np.ndarray:
-        """Return ``image`` as uint8 pixels (H, W, C) at the model's size and colour mode."""
+        """Return ``image`` as uint8 pixels (H, W, C) at the model's size and colour mode, its ROI cropped first."""
         if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape == self._shape:
             return image  # already decoded at the right size: no copy, no PIL round trip
         inp = self.info.spec.input
-        return load_image(image, self._size, color_mode=inp.color_mode, resize=inp.resize)
+        return load_image(image, self._size, color_mode=inp.color_mode, resize=inp.resize, roi=self.roi)
 
     @property
     def has_heatmap(self) -> bool:
@@ -152,10 +154,18 @@ class Model:
         """Return the :class:`Prediction` for one image (path, bytes, PIL image or array)."""
         t0 = time.perf_counter()
         pixels = self.pixels(image)
+        return self.predict_pixels(pixels, {"preprocess": (time.perf_counter() - t0) * 1e3})
+
+    def predict_pixels(self, pixels: np.ndarray, timings: dict[str, float] | None = None) -> Prediction:
+        """Return the :class:`Prediction` for uint8 ``pixels`` (H, W, C) already prepared by :meth:`pixels`.
+
+        The inference half of :meth:`predict`, for a pipeline that decodes in other threads;
+        ``timings`` (milliseconds) are kept and ``inference``/``postprocess`` added.
+        """
         t1 = time.perf_counter()
         probs, maps = self.scores_and_heatmaps(pixels[None])
         t2 = time.perf_counter()
-        timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
+        timings = {**(timings or {}), "inference": (t2 - t1) * 1e3}
         pred = self._prediction(probs[0], timings, None if maps is None else maps[0])
         timings["postprocess"] = (time.perf_counter() - t2) * 1e3
         return pred
@@ -210,6 +220,7 @@ def load(
     good_labels: Sequence[str] | None = None,
     softmax: bool = False,
     allow_cpu_fallback: bool = False,
+    roi: Roi | str | None = None,
 ) -> Model:
     """Return a :class:`Model` for a ``.tflite`` or ``.onnx`` file, ready to predict.
 
@@ -227,7 +238,9 @@ def load(
     the input normalization of a bare model (default: raw pixels for uint8 inputs,
     ``(p - 127.5) / 127.5`` otherwise). A bare model's output is read as it is (dequantized);
     ``softmax=True`` applies a softmax for a model that outputs logits. ``threshold`` and
-    ``good_labels`` override the contract's decision rule.
+    ``good_labels`` override the contract's decision rule. ``roi``: the part's box in the frame,
+    cropped before the resize (:class:`~edgetl_runtime.roi.Roi` or ``"X,Y,W,H"``; default: the one
+    the file's export stored, else the whole image).
 
     Raises :class:`~edgetl_runtime.errors.ContractError` when the embedded contract does not fit
     the model's tensors (input size, channels, number of outputs).
@@ -340,4 +353,8 @@ def load(
         output=backend.output,
         notes=tuple(notes),
     )
-    return Model(backend, info, input_quant, heatmap_output, embedding_output)
+    if roi is None and embedded.export is not None and embedded.export.roi is not None:
+        roi = Roi.from_json(embedded.export.roi)
+    elif isinstance(roi, str):
+        roi = Roi.parse(roi)
+    return Model(backend, info, input_quant, heatmap_output, embedding_output, roi)

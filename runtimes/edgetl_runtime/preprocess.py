@@ -15,7 +15,7 @@ import io
 import threading
 import warnings
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -174,9 +174,17 @@ def load_image(
     size: tuple[int, int],
     color_mode: str = "rgb",
     resize: str = "bilinear",
+    roi: Any = None,
 ) -> np.ndarray:
-    """Return ``src`` as uint8 pixels of shape ``(height, width, channels)`` at ``size`` (h, w)."""
-    img = open_image(src, color_mode=color_mode, size=size)
+    """Return ``src`` as uint8 pixels of shape ``(height, width, channels)`` at ``size`` (h, w).
+
+    ``roi``: an :class:`edgetl_runtime.roi.Roi` cropped from the image before the resize (the
+    part's box in a camera frame); None takes the whole image.
+    """
+    img = open_image(src, color_mode=color_mode, size=None if roi is not None else size)
+    if roi is not None:
+        name = src if isinstance(src, (str, Path)) else "<image>"
+        img = img.crop(roi.box(img.width, img.height, str(name)))
     height, width = int(size[0]), int(size[1])
     if img.size != (width, height):
         try:

@@ -1,0 +1,78 @@
+"""The station's running figures: counts, yield, parts per minute, latency per stage; bounded memory.
+
+>>> s = LineStats()
+>>> s.add("decided", "good", {"total": 12.0}); s.add("decided", "defect", {"total": 8.0})
+>>> s.snapshot()["yield"], s.snapshot()["latency_ms"]["total"]["p50"]
+(0.5, 10.0)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+STAGES = ("queued", "decode", "wait", "inference", "record", "total")
+WINDOW = 2000  # latencies kept per stage: the last 2000 parts
+RATE_WINDOW_S = 60.0
+
+
+class LineStats:
+    """Thread-safe counters and rolling windows; :meth:`snapshot` is what the status API shows."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = time.time()
+        self.counts = {"decided": 0, "error": 0, "dropped": 0, "defect": 0, "good": 0, "duplicate": 0}
+        self._latency = {stage: deque(maxlen=WINDOW) for stage in STAGES}
+        self._times: deque[float] = deque(maxlen=100_000)  # when each part was decided, for parts per minute
+        self.last: dict[str, Any] | None = None
+
+    def add(self, status: str, verdict: str | None, timings: dict[str, float], record: dict | None = None) -> None:
+        with self._lock:
+            self.counts[status] = self.counts.get(status, 0) + 1
+            if status == "decided":
+                self.counts[verdict or "good"] = self.counts.get(verdict or "good", 0) + 1
+                self._times.append(time.time())
+                for stage in STAGES:
+                    if stage in timings:
+                        self._latency[stage].append(timings[stage])
+            if record is not None:
+                self.last = record
+
+    def duplicate(self) -> None:
+        with self._lock:
+            self.counts["duplicate"] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the counts, yield, rate and latency percentiles now (JSON-ready)."""
+        now = time.time()
+        with self._lock:
+            counts = dict(self.counts)
+            recent = [t for t in self._times if now - t <= RATE_WINDOW_S]
+            latency = {stage: _percentiles(values) for stage, values in self._latency.items() if values}
+            last = self.last
+        decided = counts["decided"]
+        span = min(RATE_WINDOW_S, now - self.started)
+        return {
+            "uptime_s": round(now - self.started, 1),
+            "parts": decided,
+            "rejects": counts.get("defect", 0),
+            "good": counts.get("good", 0),
+            "errors": counts["error"],
+            "dropped": counts["dropped"],
+            "duplicates": counts["duplicate"],
+            "yield": (decided - counts.get("defect", 0)) / decided if decided else None,
+            "parts_per_min": round(len(recent) * 60.0 / span, 2) if span > 0 else 0.0,
+            "latency_ms": latency,
+            "last": last,
+        }
+
+
+def _percentiles(values: deque) -> dict[str, float]:
+    array = np.fromiter(values, float, len(values))
+    p50, p99 = np.percentile(array, [50, 99])
+    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "n": int(array.size)}
