@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -159,3 +160,48 @@ def test_predict_takes_a_region_of_interest(station_model, part_images, tmp_path
     outside = subprocess.run([RUNTIME, "predict", str(station_model), str(part_images[0]), "--roi", "0,0,5000,10"],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert outside.returncode == 1 and "does not lie inside" in outside.stderr
+
+
+def test_export_stores_the_roi_and_the_device_crops_frames_as_the_validation_did(tiny_run, tmp_path):
+    """A run of camera frames: export --roi crops calibration and validation images; the file crops its input."""
+    import edgetl
+    import edgetl_runtime
+    from PIL import Image
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    split = json.loads((run / "split.json").read_text())
+    frames = tmp_path / "frames"
+    for part in ("train", "val"):
+        for i, (path, label) in enumerate(split[part]):
+            image = Image.open(path).convert("RGB")
+            frame = Image.new("RGB", (image.width + 60, image.height + 40), (20, 200, 20))  # conveyor around the part
+            frame.paste(image, (50, 10))
+            out = frames / label / f"{part}-{i}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            frame.save(out)
+            split[part][i] = [str(out), label]
+    (run / "split.json").write_text(json.dumps(split))
+    original = json.loads((tiny_run / "split.json").read_text())["val"][0][0]
+    size = Image.open(original).size
+    roi = f"50,10,{size[0]},{size[1]}"
+    result = edgetl.export(run, edgetl.ExportOptions(quantization="int8", roi=roi), tmp_path / "m.tflite")
+    assert result.report.passed and result.report.exported_metrics["decision_accuracy"] >= 0.9
+    model = edgetl_runtime.load(result.path)
+    assert model.info.export.roi == [50, 10, size[0], size[1]] and model.roi is not None
+    whole = edgetl_runtime.load(result.path, roi="0,0,1.0,1.0")  # the caller's ROI wins: here the whole image
+    assert model.predict(split["val"][0][0]).defect_score == pytest.approx(whole.predict(original).defect_score, abs=1e-6)
+
+
+def test_bench_pipeline_reports_the_three_throughputs_and_no_part_lost(station_model, part_images, tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for path in part_images[:6]:
+        shutil.copy(path, folder / path.name)
+    done = subprocess.run([RUNTIME, "bench", str(station_model), "--pipeline", str(folder), "--runs", "60", "--json"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["parts"] == 60 and report["lost"] == 0 and report["duplicates"] == 0
+    for key in ("inference_only_per_s", "sequential_per_s", "pipelined_per_s", "efficiency", "speedup_vs_sequential"):
+        assert report[key] > 0, key
+    assert set(report["latency_ms"]) >= {"decode", "inference", "total"} and report["machine"]["cores"]

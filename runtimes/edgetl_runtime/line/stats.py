@@ -53,6 +53,7 @@ class LineStats:
         with self._lock:
             counts = dict(self.counts)
             recent = [t for t in self._times if now - t <= RATE_WINDOW_S]
+            last_10s = sum(1 for t in recent if now - t <= 10.0)
             latency = {stage: _percentiles(values) for stage, values in self._latency.items() if values}
             last = self.last
         decided = counts["decided"]
@@ -68,8 +69,21 @@ class LineStats:
             "yield": (decided - counts.get("defect", 0)) / decided if decided else None,
             "parts_per_min": round(len(recent) * 60.0 / span, 2) if span > 0 else 0.0,
             "latency_ms": latency,
+            "pipeline": _pipeline(last_10s / min(10.0, max(now - self.started, 1e-9)), latency),
             "last": last,
         }
+
+
+def _pipeline(rate: float, latency: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """Return the station's throughput over the last 10 s against what the engine alone could do.
+
+    ``efficiency`` = parts per second ÷ the engine's capacity (1000 ÷ its p50 inference ms): near 1
+    when the line keeps the engine busy; at a slower feed it is how busy the engine is.
+    """
+    inference = latency.get("inference", {}).get("p50")
+    capacity = 1000.0 / inference if inference else None
+    return {"parts_per_s": round(rate, 2), "engine_capacity_per_s": round(capacity, 2) if capacity else None,
+            "efficiency": round(rate / capacity, 3) if capacity else None}  # fmt: skip
 
 
 def _percentiles(values: deque) -> dict[str, float]:
