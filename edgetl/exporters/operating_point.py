@@ -75,13 +75,8 @@ def reset_threshold(float_scores: np.ndarray, exported_scores: np.ndarray, thres
     return ThresholdReset(t, float(threshold), int(len(float_scores)), int(np.sum(np.asarray(float_scores) >= threshold)))
 
 
-def reset_for_export(data: bytes, fmt: str, float_scores: np.ndarray, pixels: np.ndarray,
-                     threshold: float, good: tuple[int, ...]) -> ThresholdReset:  # fmt: skip
-    """Return the :class:`ThresholdReset` of the exported file ``data`` (bytes of a ``fmt`` file).
-
-    The file is run by the runtime, as on the device, on uint8 ``pixels``; ``float_scores`` are the
-    float model's class probabilities on the same images; ``good``: the good class indices.
-    """
+def exported_defect_scores(data: bytes, fmt: str, pixels: np.ndarray, good: tuple[int, ...]) -> np.ndarray:
+    """Return the defect scores of the exported file ``data`` (a ``fmt`` file) on uint8 ``pixels``, run as on the device."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -98,4 +93,4 @@ def reset_for_export(data: bytes, fmt: str, float_scores: np.ndarray, pixels: np
         del model
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return reset_threshold(defect_scores(float_scores, good), defect_scores(exported, good), threshold)
+    return defect_scores(exported, good)

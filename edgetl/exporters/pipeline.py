@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from edgetl_runtime.atomic import check_writable, write_bytes, write_json
 from edgetl_runtime.contract import ExportInfo, ModelSpec
+from edgetl_runtime.decision import defect_scores
+from edgetl_runtime.line.drift import reference as drift_reference
 
 from .edgetpu import CompatibilityReport
 from . import anomaly as anomaly_export
@@ -293,11 +295,17 @@ def export(
         info = info.replace(prototypes=protos, prototype_labels=owners)
         data = target.embed(data, source.spec, info)
     val, reset = None, None
-    if _resets_threshold(source, options):
+    if _decides(source, options):  # the file's own threshold (a lossy export) and its drift reference
         val = _validation_set(source, options, reference)
-        reset = operating_point.reset_for_export(data, options.format, val.reference, val.pixels,
-                                                 source.spec.threshold, source.spec.good_indices)  # fmt: skip
-        info = info.replace(threshold=reset.threshold, threshold_source=reset.source)
+        good = source.spec.good_indices
+        float_scores = defect_scores(val.reference, good)
+        exported = float_scores
+        if options.quantization != "fp32":
+            exported = operating_point.exported_defect_scores(data, options.format, val.pixels, good)
+            reset = operating_point.reset_threshold(float_scores, exported, source.spec.threshold)
+            info = info.replace(threshold=reset.threshold, threshold_source=reset.source)
+        # the parts the station will see are like the real validation images, not the painted defects
+        info = info.replace(reference=drift_reference(exported[: len(exported) - val.synthetic]))
         data = target.embed(data, source.spec, info)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
     try:
@@ -355,15 +363,17 @@ def _validation_set(source: Source, options: ExportOptions, reference_model: Any
     return _Validation(pixels, labels, reference_scores(reference_model, pixels), synthetic)
 
 
-def _resets_threshold(source: Source, options: ExportOptions) -> bool:
-    """True when the export sets its own threshold: a lossy export of a model with a verdict and images to match on.
+def _decides(source: Source, options: ExportOptions) -> bool:
+    """True when the file gets a drift reference (and, when lossy, its own threshold): a model with a verdict and
+    validation images (the run's, or --data). A lossy export sets its own threshold by the rank match.
 
     An anomaly export first re-sets its decision layer on the held-out good images (exporters/anomaly.py);
     the match over every validation image then keeps the float model's count of verdicts, which the few
     held-out images near a 1 % false-alarm target cannot pin down (3 or 2 of 270 is the whole difference).
     """
     return (source.spec.task in ("classification", "anomaly") and bool(source.spec.good_indices)
-            and options.quantization != "fp32" and (source.run is not None or options.val_data is not None))  # fmt: skip
+            and (source.run is not None or options.val_data is not None)
+            and (options.validate or options.quantization != "fp32"))  # fmt: skip
 
 
 def _unstaged(final: Any, staging: Path, folder: Path) -> Any:

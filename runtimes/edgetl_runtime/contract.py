@@ -316,6 +316,9 @@ class ExportInfo:
     # ``edgetl export --roi``: the part's box in the camera frame, cropped before the resize (JSON of
     # :class:`edgetl_runtime.roi.Roi`); the export's calibration and validation images were cropped so.
     roi: list | dict | None = None
+    # The distribution of this file's defect scores on the run's validation images (101 quantiles and
+    # their count): what the station's drift alarm compares the line's recent parts with.
+    reference: dict | None = None
 
     def __post_init__(self) -> None:
         _one_of(self.format, FORMATS, "export format")
@@ -329,6 +332,13 @@ class ExportInfo:
             from .roi import Roi
 
             object.__setattr__(self, "roi", Roi.from_json(self.roi).to_json())  # checked, canonical
+        if self.reference is not None:
+            from .line.drift import check_reference
+
+            try:
+                object.__setattr__(self, "reference", check_reference(self.reference))
+            except ValueError as exc:
+                raise MetadataError(f"export reference: {exc}") from None
         size = self.embedding
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_EMBEDDING:
             raise MetadataError(f"export embedding must be the embedding's size (0 to {MAX_EMBEDDING}), got {size!r}")
@@ -359,6 +369,8 @@ class ExportInfo:
             del data["threshold"], data["threshold_source"]
         if self.roi is None:
             del data["roi"]
+        if self.reference is None:
+            del data["reference"]
         return json.dumps(data, sort_keys=True)
 
     @classmethod

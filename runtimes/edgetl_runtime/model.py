@@ -73,6 +73,15 @@ class Model:
     def __repr__(self) -> str:
         return f"Model({self.info.path!r}, engine={self.info.engine!r}, device={self.info.device!r})"
 
+    def set_threshold(self, threshold: float, source: str) -> None:
+        """Decide at ``threshold`` from now on (``source`` says who set it); the model file is not changed."""
+        import dataclasses
+
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+        self.info = dataclasses.replace(self.info, spec=self.info.spec.with_threshold(threshold, source))
+        self._threshold = float(threshold)
+
     @property
     def input_size(self) -> tuple[int, int]:
         """Return the (height, width) in pixels that images are resized to."""

@@ -62,9 +62,10 @@ def feed(images: list[Path], folder: Path, n: int, start: int = 0, every_s: floa
 class Station:
     """An ``edgetl-runtime serve`` subprocess and the means to watch it: its history, its status API."""
 
-    def __init__(self, model: Path, workdir: Path, *args: str, http: bool = True, stdin: bool = False):
+    def __init__(self, model: Path, workdir: Path, *args: str, http: bool = True, stdin: bool = False,
+                 port: int | None = None):  # fmt: skip
         self.workdir, self.history = workdir, workdir / "history.sqlite"
-        self.port = free_port() if http else None
+        self.port = (port or free_port()) if http else None
         argv = [RUNTIME, "serve", str(model), "--history", str(self.history), *args]
         argv += ["--http", f"127.0.0.1:{self.port}"] if http else ["--no-http"]
         self.log = open(workdir / f"serve-{time.monotonic_ns()}.log", "w")

@@ -45,10 +45,15 @@ def _input_error(message: str) -> click.ClickException:
 @click.option("--decode-workers", type=click.IntRange(1, 64), default=None, help="decoding threads [cores - 1]")
 @click.option("--queue", "queue_size", type=click.IntRange(1, 4096), default=8, show_default=True,
               help="parts waiting to be decoded (a live source drops the oldest beyond it)")
+@click.option("--drift-window", type=click.IntRange(20, 100_000), default=200, show_default=True,
+              help="recent parts the drift alarm compares with the reference")
+@click.option("--drift-baseline", type=click.IntRange(20, 1_000_000), default=None,
+              help="take the first N parts as the drift reference instead of the model file's (a line whose defect "
+                   "rate differs from the validation data's)")
 def serve(model: str, source_spec: str, sink_specs: tuple[str, ...], history_path: str, trigger: str | None,
           roi: str | None, threshold: float | None, http_address: str, no_http: bool, token: str | None, no_auth: bool,
           max_body_mb: float, device: str | None, profile_name: str | None, threads: int | None,
-          decode_workers: int | None, queue_size: int) -> None:  # fmt: skip
+          decode_workers: int | None, queue_size: int, drift_window: int, drift_baseline: int | None) -> None:  # fmt: skip
     """Run the inspection at the line: parts from SRC, decisions to the history and every --sink.
 
     \b
@@ -73,8 +78,8 @@ def serve(model: str, source_spec: str, sink_specs: tuple[str, ...], history_pat
         if trigger:
             source = TriggeredSource(source, trigger)
         line = Line(model, source, sink_specs, history=history_path, decode_workers=decode_workers,
-                    queue_size=queue_size, device=device, threads=threads, profile=_profile(profile_name), roi=roi,
-                    threshold=threshold)  # fmt: skip
+                    queue_size=queue_size, drift_window=drift_window, drift_baseline=drift_baseline, device=device,
+                    threads=threads, profile=_profile(profile_name), roi=roi, threshold=threshold)  # fmt: skip
         if address is not None:
             server = StationServer(line, address, token, no_auth, int(max_body_mb * 2**20))
     except (EdgetlRuntimeError, SourceError, SinkError, OSError, TypeError) as exc:
@@ -91,7 +96,10 @@ def serve(model: str, source_spec: str, sink_specs: tuple[str, ...], history_pat
         server.start()
     click.echo(f"station: {line.model.info.path} ({line.model.info.engine}, {line.model.info.device}) <- {source.name}"
                f"; history {line.history_path}; sinks: {', '.join(s.name for s in line.sinks) or 'none'}"
-               + (f"; status {server.url}/api/status" if server else ""), err=True)  # fmt: skip
+               + (f"; page {server.url}/" if server else ""), err=True)  # fmt: skip
+    drift = line.drift_status()
+    if "note" in drift:
+        click.echo(f"note: no drift alarm: {drift['note']}", err=True)
     while not stopping.is_set() and not line.wait(0.2):
         pass
     if server is not None and stopping.is_set():
@@ -113,17 +121,27 @@ def serve(model: str, source_spec: str, sink_specs: tuple[str, ...], history_pat
 @click.option("--hours", type=click.FloatRange(min=0), default=None, help="only the last N hours [all]")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="also write every row as CSV here")
 @click.option("--json", "as_json", is_flag=True, help="print the hourly figures as JSON")
-def history(database: str, hours: float | None, csv_out: str | None, as_json: bool) -> None:
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
+              help="write a PNG: yield and defect rate per hour, the defect-score distribution per day (matplotlib)")
+def history(database: str, hours: float | None, csv_out: str | None, as_json: bool, plot_out: str | None) -> None:
     """Yield and defect rate per hour of a station's history (the --history file of serve)."""
     import time
 
     from .history import History, HistoryError
 
     since = time.time() - hours * 3600 if hours is not None else None
+    if plot_out:
+        from ..bench import require_matplotlib
+
+        try:
+            require_matplotlib()
+        except EdgetlRuntimeError as exc:
+            raise _input_error(str(exc)) from None
     try:
         db = History(database, readonly=True)
         try:
             rows, totals = db.hourly(since), db.counts()
+            days = db.daily_scores(since) if plot_out else []
             written = db.write_csv(csv_out, since) if csv_out else None
         finally:
             db.close()
@@ -141,3 +159,42 @@ def history(database: str, hours: float | None, csv_out: str | None, as_json: bo
                                   str(r["errors"]), str(r["dropped"]))))  # fmt: skip
     if written is not None:
         click.echo(f"wrote {written} rows to {csv_out}", err=True)
+    if plot_out:
+        plot_history(rows, days, plot_out, title=Path(database).name)
+        click.echo(f"wrote {plot_out}", err=True)
+
+
+def plot_history(hours: list[dict], days: list[dict], out: str | Path, title: str = "") -> Path:
+    """Write the history's two charts as one PNG: yield and defect rate per hour; the score distribution per day."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ..atomic import atomic_path
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7))
+    if hours:
+        x = np.arange(len(hours))
+        top.bar(x, [100 * (h["yield"] or 0) for h in hours], color="#1b7f3b", label="yield %")
+        top.plot(x, [100 * (h["defect_rate"] or 0) for h in hours], "o-", color="#c62828", label="defect rate %")
+        step = max(1, len(hours) // 12)
+        top.set_xticks(x[::step], [h["hour"][5:] for h in hours][::step], rotation=30, ha="right", fontsize=8)
+    top.set_ylim(0, 100)
+    top.set_ylabel("% of decided parts")
+    top.set_title(f"{title}: yield and defect rate per hour (UTC)", fontsize=10)
+    top.legend(fontsize=8, loc="lower left")
+    if days:
+        counts = np.array([d["counts"] for d in days], float)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        image = bottom.imshow(shares.T, origin="lower", aspect="auto", cmap="Blues", extent=(-0.5, len(days) - 0.5, 0, 1))
+        fig.colorbar(image, ax=bottom, label="share of the day's parts")
+        bottom.set_xticks(range(len(days)), [d["day"] for d in days], rotation=30, ha="right", fontsize=8)
+    bottom.set_ylabel("defect score")
+    bottom.set_title("defect-score distribution per day", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(out)

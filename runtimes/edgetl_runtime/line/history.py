@@ -159,6 +159,23 @@ class History:
                         "defect_rate": rejects / decided if decided else None})  # fmt: skip
         return out
 
+    def daily_scores(self, since: float | None = None, bins: int = 20) -> list[dict[str, Any]]:
+        """Return per day (UTC) the histogram of the decided parts' defect scores (``bins`` equal bins on [0, 1])."""
+        cur = self._db.execute(
+            "SELECT strftime('%Y-%m-%d', t, 'unixepoch') AS day, min(CAST(defect_score * ? AS INTEGER), ?), count(*) "
+            "FROM results WHERE t >= ? AND status='decided' AND defect_score IS NOT NULL GROUP BY day, 2 ORDER BY day",
+            (bins, bins - 1, since or 0.0))  # fmt: skip
+        days: dict[str, list[int]] = {}
+        for day, b, n in cur:
+            days.setdefault(day, [0] * bins)[int(b)] = int(n)
+        return [{"day": day, "counts": counts} for day, counts in days.items()]
+
+    def events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Return the latest station events (newest first), of one ``kind`` when given."""
+        cur = self._db.execute("SELECT t, kind, detail FROM events WHERE ? IS NULL OR kind = ? ORDER BY id DESC LIMIT ?",
+                               (kind, kind, limit))  # fmt: skip
+        return [{"t": t, "kind": k, **json.loads(detail or "{}")} for t, k, detail in cur]
+
     def write_csv(self, out: str | Path, since: float | None = None) -> int:
         """Write every row (from ``since``) to ``out`` as CSV; return how many."""
         from ..atomic import atomic_path

@@ -1,16 +1,24 @@
 """The station's one HTTP listener: the status API, the HTTP source and trigger, the rejects' images.
 
 ==================================  ==============================================================
+``GET /``                           the operator's page (page.html: no build step, no CDN)
 ``GET /healthz``                    ``{"ok": true, "state": ...}`` (a load balancer's or systemd's check)
-``GET /api/status``                 counts, yield, parts/min, latency per stage, source and sinks
+``GET /api/status``                 counts, yield, parts/min, latency per stage, drift, source, sinks
 ``GET /api/results?since=ID``       the history's rows after ID (``&limit=``, at most 1000)
+``GET /api/scores?n=N``             the defect scores of the last N parts (at most 2000), the threshold
+``GET /api/history?hours=H``        yield and defect rate per hour, score distribution per day
 ``GET /api/image/ID[?overlay=1]``   a reject's image (or heatmap overlay) from the rejects folder
+``GET /api/image/latest``           the last part as the model saw it (``?overlay=1``: its heatmap)
+``GET /metrics``                    Prometheus text: parts, rejects, errors, latency histogram, drift
 ``POST /api/inspect[?part_id=]``    an image in the body (``--source http``): its decision
 ``POST /api/trigger[?part_id=]``    a part-present signal (``--trigger http``): its decision
+``POST /api/threshold``             ``{"threshold": t, "who": name}``: decide at t from now on
 ==================================  ==============================================================
 
 Safe by default: the listener binds 127.0.0.1; any other address needs ``--token`` (a bearer token
-that every POST must carry) or an explicit ``--no-auth``. GETs only read. Bodies are limited
+that every POST must carry) or an explicit ``--no-auth``. GETs only read. A threshold change needs
+the token whatever the address (a station started without one refuses it), is written to the
+history with who and when, and never edits the model file. Bodies are limited
 (``--max-body-mb``, default 32) and must give their length. Files are served only from the rejects
 folder, looked up by row id, never by a path from the request.
 """
@@ -107,6 +115,18 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         try:
+            if url.path in ("/", "/index.html"):
+                return self._page()
+            if url.path == "/metrics":
+                return self._text(200, metrics(self.server.line), "text/plain; version=0.0.4")
+            if url.path == "/api/scores":
+                n = _int(query, "n", 2000)
+                return self._json(200, {"scores": self.server.line.stats.recent_scores(n),
+                                        "threshold": self.server.line.model.info.spec.threshold})  # fmt: skip
+            if url.path == "/api/history":
+                return self._history(query)
+            if url.path == "/api/image/latest":
+                return self._latest(query.get("overlay", ["0"])[0] in ("1", "true"))
             if url.path == "/healthz":
                 return self._json(200, {"ok": self.server.line.state in ("running", "finished"),
                                         "state": self.server.line.state})  # fmt: skip
@@ -131,6 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._inspect(part_id)
         if url.path == "/api/trigger":
             return self._trigger(part_id)
+        if url.path == "/api/threshold":
+            return self._threshold()
         self._drain()
         return self._json(404, {"error": f"no such action: {url.path}"})
 
@@ -195,6 +217,58 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(503, {"error": f"no decision within {REPLY_TIMEOUT_S:g} s"})
         return self._json(200, box[0].to_dict())
 
+    def _threshold(self) -> None:
+        if not self.server.token:
+            self._drain()
+            return self._json(403, {"error": "threshold changes need a token: start serve with --token TOKEN"})
+        body = self._body()
+        if body is None:
+            return None
+        try:
+            request = json.loads(body)
+            threshold, who = float(request["threshold"]), str(request.get("who") or "").strip()[:80]
+            if not 0.0 <= threshold <= 1.0 or not who:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return self._json(400, {"error": 'send {"threshold": 0..1, "who": "your name"}'})
+        return self._json(200, self.server.line.set_threshold(threshold, who))
+
+    def _page(self) -> None:
+        from importlib.resources import files
+
+        self._text(200, (files("edgetl_runtime.line") / "page.html").read_text(encoding="utf-8"), "text/html; charset=utf-8")
+
+    def _history(self, query: dict[str, list[str]]) -> None:
+        import time
+
+        from .history import History
+
+        since = time.time() - 3600 * _int(query, "hours", 24)
+        history = History(self.server.line.history_path, readonly=True)
+        try:
+            return self._json(200, {"hours": history.hourly(since), "days": history.daily_scores(since)})
+        finally:
+            history.close()
+
+    def _latest(self, overlay: bool) -> None:
+        import io
+
+        view = self.server.line._latest_view
+        if view is None or (overlay and view[1] is None):
+            return self._json(404, {"error": "no part yet" if view is None else "this model has no heatmap"})
+        from PIL import Image
+
+        pixels, heatmap = view
+        if overlay:
+            from ..heatmap import overlay as draw
+
+            image = draw(pixels, heatmap)
+        else:
+            image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        self._bytes(200, buffer.getvalue(), "image/png", cache="no-store")
+
     # ---------------------------------------------------------------- plumbing
 
     def _authorized(self) -> bool:
@@ -232,10 +306,48 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _json(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload, default=str).encode()
+        self._bytes(status, json.dumps(payload, default=str).encode(), "application/json")
+
+    def _text(self, status: int, text: str, kind: str) -> None:
+        self._bytes(status, text.encode("utf-8"), kind)
+
+    def _bytes(self, status: int, data: bytes, kind: str, cache: str = "no-store") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", cache)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _int(query: dict[str, list[str]], name: str, default: int) -> int:
+    try:
+        return max(1, int(query.get(name, [str(default)])[0]))
+    except ValueError:
+        return default
+
+
+def metrics(line: Any) -> str:
+    """Return the station's figures in the Prometheus text format (``GET /metrics``)."""
+    from .stats import LATENCY_BUCKETS_MS
+
+    status, counts = line.stats.snapshot(), line.stats.counts
+    drift = line.drift_status()
+    cumulative, total_ms = line.stats.latency_histogram()
+    out = ["# HELP edgetl_parts_total Parts recorded in the history, by status.", "# TYPE edgetl_parts_total counter"]
+    for name in ("decided", "error", "dropped"):
+        out.append(f'edgetl_parts_total{{status="{name}"}} {counts.get(name, 0)}')
+    out += ["# HELP edgetl_rejects_total Parts with a defect verdict.", "# TYPE edgetl_rejects_total counter",
+            f"edgetl_rejects_total {status['rejects']}",
+            "# HELP edgetl_latency_ms End-to-end latency of a part, taken to recorded (ms).",
+            "# TYPE edgetl_latency_ms histogram"]  # fmt: skip
+    for bound, count in zip([*map(str, LATENCY_BUCKETS_MS), "+Inf"], cumulative):
+        out.append(f'edgetl_latency_ms_bucket{{le="{bound}"}} {count}')
+    out += [f"edgetl_latency_ms_sum {total_ms:.3f}", f"edgetl_latency_ms_count {cumulative[-1] if cumulative else 0}",
+            "# HELP edgetl_drift 1 while the drift alarm is on.", "# TYPE edgetl_drift gauge",
+            f"edgetl_drift {1 if drift.get('state') == 'drift' else 0}",
+            "# HELP edgetl_drift_psi Population stability index of the recent parts' defect scores.",
+            "# TYPE edgetl_drift_psi gauge", f"edgetl_drift_psi {drift.get('psi') or 0}",
+            "# HELP edgetl_threshold The defect-score threshold in use.", "# TYPE edgetl_threshold gauge",
+            f"edgetl_threshold {line.model.info.spec.threshold}"]  # fmt: skip
+    return "\n".join(out) + "\n"

@@ -50,7 +50,8 @@ class Line:
 
     def __init__(self, model: Any, source: Source | str, sinks: Sequence[Sink | str] = (), *,
                  history: str | Path = DEFAULT_HISTORY, decode_workers: int | None = None, queue_size: int = 8,
-                 inference_workers: int = 1, **load_options: Any):  # fmt: skip
+                 inference_workers: int = 1, drift_window: int = 200, drift_baseline: int | None = None,
+                 **load_options: Any):  # fmt: skip
         """Build the station; nothing runs until :meth:`start` (or :meth:`run`).
 
         ``model``: a loaded :class:`~edgetl_runtime.Model` or a model file (then ``load_options`` go
@@ -59,6 +60,8 @@ class Line:
         :func:`~edgetl_runtime.line.sinks.open_sink`). ``history``: the SQLite file of every part.
         ``decode_workers``: decoding threads (default: one per core beyond the first, at least 1).
         ``queue_size``: parts waiting before decoding (a live source drops beyond it).
+        ``drift_window``: parts in the drift alarm's window; ``drift_baseline``: take the first N
+        decided parts as the drift reference instead of the file's (see :mod:`.drift`).
         """
         from ..model import Model, load
 
@@ -85,9 +88,42 @@ class Line:
         self._runners = [SinkRunner(sink, self.history_path, capacity=getattr(sink, "capacity", 1000))
                          for sink in self.sinks]  # fmt: skip
         self._threads: list[threading.Thread] = []
+        self._events: queue.Queue = queue.Queue()  # station events for the recorder to write (it owns the history)
         self._finished = threading.Event()
         self.state, self.error, self.history_error = "ready", "", ""
         self.entered = 0
+        self._drift_window, self._baseline_size = drift_window, drift_baseline or 0
+        self.drift, self._baseline = self._drift_monitor(drift_window, drift_baseline)
+        self._latest_view: tuple[Any, Any] | None = None  # the last decided part's pixels and heatmap (the page)
+
+    def _drift_monitor(self, window: int, baseline: int | None) -> tuple[Any, list | None]:
+        """Return ``(monitor or None, scores collected for a baseline or None)``."""
+        from .drift import DriftMonitor
+
+        export = self.model.info.export
+        if baseline:
+            return None, []
+        if export is not None and export.reference is not None:
+            return DriftMonitor(export.reference, window), None
+        return None, None
+
+    def drift_status(self) -> dict[str, Any]:
+        """Return the drift alarm's state, or why there is none."""
+        if self.drift is not None:
+            return self.drift.status()
+        if self._baseline is not None:
+            return {"state": "collecting a baseline", "parts": len(self._baseline)}
+        return {"state": "no reference", "note": "this model file carries no drift reference (exported before "
+                "edgetl 0.2, or with --no-validate); re-export it, or start serve with --drift-baseline N to take "
+                "the first N parts as the reference"}  # fmt: skip
+
+    def set_threshold(self, threshold: float, who: str) -> dict[str, Any]:
+        """Decide at ``threshold`` from the next part on; record who changed it in the history. The file is untouched."""
+        old = self.model.info.spec.threshold
+        self.model.set_threshold(threshold, f"set by {who} at the station")
+        event = {"event": "threshold", "old": old, "new": float(threshold), "who": who, "time": time.time()}
+        self._events.put(event)
+        return event
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -159,6 +195,7 @@ class Line:
             "queues": {"decode": self._decode_q.qsize(), "inference": self._infer_q.qsize(),
                        "record": self._record_q.qsize()},  # fmt: skip
             "history": {"path": str(self.history_path), "error": self.history_error},
+            "drift": self.drift_status(),
             "sinks": [runner.status() for runner in self._runners],
         }
 
@@ -267,6 +304,7 @@ class Line:
             result.t_inferred = time.perf_counter()
             if keep_images and pred.verdict == "defect":  # only the rejects sink needs them, only for rejects
                 result.image, result.pixels, result.heatmap = part.image, pixels, pred.heatmap
+            self._latest_view = (pixels, pred.heatmap)  # references only: the page encodes them when it asks
             self._put(self._record_q, result)
 
     def _record(self) -> None:
@@ -280,12 +318,40 @@ class Line:
                 if end:
                     ends += 1
                     if ends >= self.inference_workers:
+                        self._write_events(history)
                         return
         finally:
             history.close()
             if self.state == "running":
                 self.state = "finished"  # the source ended; stop() closes the sinks
             self._finished.set()
+
+    def _watch_drift(self, score: float) -> None:
+        """Feed the drift alarm one score (or the baseline being collected); a change of state is an event."""
+        if self._baseline is not None:
+            self._baseline.append(score)
+            if len(self._baseline) >= self._baseline_size:
+                from .drift import DriftMonitor, reference
+
+                self.drift = DriftMonitor(reference(self._baseline), self._drift_window,
+                                          source=f"the first {len(self._baseline)} parts of this run")  # fmt: skip
+                self._baseline = None
+            return
+        if self.drift is not None:
+            change = self.drift.update(score)
+            if change is not None:
+                self._events.put({"event": "drift", **self.drift.status(), "time": time.time()})
+
+    def _write_events(self, history: History) -> None:
+        """Write the station events waiting (drift, threshold changes) to the history, and give them to the sinks."""
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            history.event(event["event"], event)
+            for runner in self._runners:
+                runner.event(event)
 
     def _batch(self) -> tuple[list[Result], bool]:
         """Return the results waiting now, at least one and at most :data:`RECORD_BATCH`, and whether the end came.
@@ -322,12 +388,15 @@ class Line:
                 if self._hard_stop.wait(1.0):
                     return
         kept = {id(r) for r in written}
+        self._write_events(history)
         for r in batch:
             if id(r) not in kept:
                 self.stats.duplicate()
                 continue
             record = r.to_dict()
-            self.stats.add(r.status, r.verdict, r.timings, record)
+            self.stats.add(r.status, r.verdict, r.timings, record, r.defect_score)
+            if r.defect_score is not None:
+                self._watch_drift(r.defect_score)
             part = r.part
             if part is not None:
                 try:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import deque
@@ -18,6 +19,8 @@ import numpy as np
 STAGES = ("queued", "decode", "wait", "inference", "record", "total")
 WINDOW = 2000  # latencies kept per stage: the last 2000 parts
 RATE_WINDOW_S = 60.0
+SCORES_KEPT = 2000  # recent defect scores, for the page's histogram and threshold what-if
+LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
 class LineStats:
@@ -29,9 +32,13 @@ class LineStats:
         self.counts = {"decided": 0, "error": 0, "dropped": 0, "defect": 0, "good": 0, "duplicate": 0}
         self._latency = {stage: deque(maxlen=WINDOW) for stage in STAGES}
         self._times: deque[float] = deque(maxlen=100_000)  # when each part was decided, for parts per minute
+        self._scores: deque[float] = deque(maxlen=SCORES_KEPT)  # recent defect scores: the page's histogram
+        self._latency_buckets = np.zeros(len(LATENCY_BUCKETS_MS) + 1, np.int64)  # /metrics: a Prometheus histogram
+        self._latency_sum = 0.0
         self.last: dict[str, Any] | None = None
 
-    def add(self, status: str, verdict: str | None, timings: dict[str, float], record: dict | None = None) -> None:
+    def add(self, status: str, verdict: str | None, timings: dict[str, float], record: dict | None = None,
+            score: float | None = None) -> None:  # fmt: skip
         with self._lock:
             self.counts[status] = self.counts.get(status, 0) + 1
             if status == "decided":
@@ -40,8 +47,23 @@ class LineStats:
                 for stage in STAGES:
                     if stage in timings:
                         self._latency[stage].append(timings[stage])
+                if score is not None:
+                    self._scores.append(score)
+                if "total" in timings:
+                    self._latency_buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, timings["total"])] += 1
+                    self._latency_sum += timings["total"]
             if record is not None:
                 self.last = record
+
+    def recent_scores(self, n: int = SCORES_KEPT) -> list[float]:
+        """Return the defect scores of the last ``n`` decided parts, oldest first."""
+        with self._lock:
+            return list(self._scores)[-n:]
+
+    def latency_histogram(self) -> tuple[list[int], float]:
+        """Return the cumulative counts of end-to-end latency per bucket of :data:`LATENCY_BUCKETS_MS` (+Inf), and the sum."""
+        with self._lock:
+            return np.cumsum(self._latency_buckets).tolist(), self._latency_sum
 
     def duplicate(self) -> None:
         with self._lock:

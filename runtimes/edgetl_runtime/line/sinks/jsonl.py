@@ -39,6 +39,10 @@ class JsonlSink:
             self._file = None
             raise
 
+    def event(self, record: dict[str, Any]) -> None:
+        """Write a station event (drift, a threshold change) as a line with an ``event`` key."""
+        self.send(record, None)
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

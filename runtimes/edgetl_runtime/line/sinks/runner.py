@@ -70,6 +70,17 @@ class SinkRunner:
             self._queue.append((record, result if getattr(self.sink, "wants_images", False) else None))
             self._cv.notify()
 
+    def event(self, record: dict[str, Any]) -> None:
+        """Queue a station event (``record["event"]``: drift, threshold) for a sink that takes events; never blocks."""
+        if not hasattr(self.sink, "event"):
+            return
+        with self._cv:
+            if len(self._queue) >= self.capacity:
+                self._queue.popleft()
+                self.skipped += 1
+            self._queue.append((record, None))
+            self._cv.notify()
+
     def pending(self) -> int:
         with self._cv:
             return len(self._queue)
@@ -109,11 +120,11 @@ class SinkRunner:
                 if item is None:
                     break
                 record, result = item
-                if record["id"] is not None and record["id"] <= self.cursor:
+                if record.get("id") is not None and record["id"] <= self.cursor:
                     continue  # already delivered (read from the history and queued both)
                 if not self._deliver(record, result):
                     break
-                self.cursor = record["id"] or self.cursor
+                self.cursor = record.get("id") or self.cursor
                 if self.sink.replay and time.monotonic() - saved_at > 1.0:
                     history.set_cursor(self.sink.name, self.cursor)
                     saved_at, saved = time.monotonic(), self.cursor
@@ -155,6 +166,9 @@ class SinkRunner:
         attempt = 0
         while True:
             try:
+                if "event" in record:
+                    self.sink.event(record)
+                    return True
                 self.sink.send(record, result)
                 self.delivered += 1
                 self.last_success = time.time()

@@ -46,5 +46,9 @@ class WebhookSink:
         except (urllib.error.URLError, OSError) as exc:
             raise ConnectionError(f"{self.url}: {getattr(exc, 'reason', exc)}") from None
 
+    def event(self, record: dict[str, Any]) -> None:
+        """POST a station event (drift, a threshold change): a JSON object with an ``event`` key."""
+        self.send(record, None)
+
     def close(self) -> None:
         pass
