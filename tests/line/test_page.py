@@ -101,7 +101,7 @@ def test_the_page_shows_the_line_live_and_raises_the_drift_alarm(anomaly_model, 
         page.wait_for_function("document.getElementById('drift').textContent.startsWith('drift: drift')", timeout=60_000)
         page.screenshot(path=str(shots / "2-drift.png"), full_page=True)
         status = station.get("/api/status")
-        assert status["drift"]["state"] == "drift" and status["drift"]["psi"] > 0.25
+        assert status["drift"]["state"] == "drift" and status["drift"]["psi"] > 0.30
         metrics = urllib.request.urlopen(station.url + "/metrics", timeout=10).read().decode()
         decided = status["parts"]
         assert "edgetl_drift 1" in metrics and f'edgetl_parts_total{{status="decided"}} {decided}' in metrics
