@@ -7,8 +7,10 @@ watches. Every case ends in one outcome:
 * ``ok`` (the file was read and predicted on) or ``refused`` (an edgetl error said what is wrong):
   both are correct behaviour;
 * ``traceback`` (any other exception), ``crash`` (the worker died, e.g. a segfault), ``hang`` (no
-  answer within ``--timeout`` s), ``memory`` (MemoryError, or the case's peak RSS, the worker's or
-  its probe children's, above ``--rss-limit-mb`` over the worker's baseline): each is a defect,
+  answer within ``--timeout`` s), ``memory`` (MemoryError, or the case's peak RSS above
+  ``--rss-limit-mb``: the worker's over its baseline at start, a probe child's over the worker's RSS
+  when it forked), ``program`` (a stand-in for Ghostscript or another program, first on ``PATH``,
+  was started): each is a defect,
   kept under ``--keep`` with the seed and case index that rebuild it.
 
     .venv/bin/python benchmarks/fuzz.py --minutes 10 [--seed 0] [--targets image,profile] [--json F]
@@ -37,10 +39,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fuzz_cases import TARGETS, Corpus, make_case, write_run_seed, write_weights_seeds  # noqa: E402
+from fuzz_cases import TARGETS, Corpus, make_case, write_fill_tflite, write_run_seed, write_weights_seeds  # noqa: E402
 
 DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "runs" / "bench-cache" / "fuzz"
-BAD = ("traceback", "crash", "hang", "memory")
+BAD = ("traceback", "crash", "hang", "memory", "program")
+FAKE_PROGRAMS = ("gs", "gsc", "gswin64c", "convert", "magick", "ffmpeg", "inkscape", "rsvg-convert", "dcraw", "sh")
 
 
 # --------------------------------------------------------------------------- the worker (one process, many cases)
@@ -69,6 +72,10 @@ def _selftest(kind: str) -> None:
         os.kill(os.getpid(), 11)  # SIGSEGV, as a native reader would die
     if kind == "memory":
         np.ones(300 << 20, dtype=np.uint8)  # 300 MB, touched
+    if kind == "program":  # as Pillow starting Ghostscript for an EPS file
+        import subprocess
+
+        subprocess.run(["gs", "-q"], check=False)
     if kind == "child-memory":  # as a probe child building a model that declares huge tensors
         pid = os.fork()
         if pid == 0:
@@ -82,11 +89,14 @@ def _worker(corpus: Corpus) -> None:
     import edgetl_runtime
     import shutil
 
+    from edgetl.evaluation import _leak_warning
+    from edgetl.reports import _thumbnail
     from edgetl.run import RunError, load_run
     from edgetl.weights import WeightsFileError
     from edgetl.weights.torch_pickle import load_state_dict
     from edgetl_runtime.errors import EdgetlRuntimeError
-    from edgetl_runtime.profiles import HostInfo, detect, load_profile
+    from edgetl_runtime.preprocess import probe_image
+    from edgetl_runtime.profiles import ENV_DEVICES_DIR, HostInfo, detect, list_profiles, load_profile
 
     model = edgetl_runtime.load(corpus.tflite[0], threads=1)
     image = corpus.images[0]
@@ -94,11 +104,60 @@ def _worker(corpus: Corpus) -> None:
     host = HostInfo.probe()
     allowed = (EdgetlRuntimeError, WeightsFileError, RunError)
 
+    def run_folder(path: str, split: str | None = None) -> None:
+        run_dir = Path(path).parent / "run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(corpus.run, run_dir)
+        if split is not None:
+            (run_dir / "split.json").write_text(split)
+        else:
+            shutil.copyfile(path, run_dir / Path(path).name)
+        run = load_run(run_dir)
+        run.split("train"), run.split("val")
+        _leak_warning([Path(image)], run)  # eval's check: reads every file split.json names
+
     def run(target: str, path: str) -> None:
-        if target.endswith(("-bytes", "-metadata")):
+        name = Path(path).name
+        if target == "fifo":
+            kind = name.removeprefix("fifo-")
+            if kind in ("model.tflite", "model.onnx"):
+                edgetl_runtime.load(path, threads=1).predict(image)
+            elif kind == "image.png":
+                model.predict(path)
+            elif kind == "labels.txt":
+                edgetl_runtime.load(corpus.tflite[0], threads=1, labels=path).predict(image)
+            elif kind == "profile.toml":
+                load_profile(path)
+            elif kind == "devices":  # a pipe named *.toml among the profiles: passed over, never opened
+                folder = Path(path).parent / "devices"
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                (folder / "line-camera.toml").symlink_to(path)
+                os.environ[ENV_DEVICES_DIR] = str(folder)
+                try:
+                    list_profiles()
+                    load_profile("raspberry-pi-4")
+                finally:
+                    del os.environ[ENV_DEVICES_DIR]
+            elif kind == "split.json":
+                run_folder(path, json.dumps({"train": [[path, "defect"], [str(image), "good"]], "val": [[str(image), "good"]]}))
+        elif target in ("numbers",) and name.endswith((".tflite", ".onnx", ".imprint")):
+            edgetl_runtime.load(path, threads=1).predict(image)
+        elif target == "numbers" and name.endswith(".toml"):
+            profile = load_profile(path)
+            detect(host, [profile])
+        elif target == "numbers":
+            run_folder(path)
+        elif target.endswith(("-bytes", "-metadata")) or target == "allocating-graph":
             edgetl_runtime.load(path, threads=1).predict(image)
         elif target == "image":
             model.predict(path)
+        elif target in ("image-format", "jpeg-header"):
+            try:
+                model.predict(path)
+            finally:
+                _thumbnail(path)  # the eval gallery's reader: None for what it cannot read
+                probe_image(path) if target == "jpeg-header" else None  # data inspect's check, decoded in full
         elif target == "labels":
             edgetl_runtime.load(corpus.tflite[0], threads=1, labels=path).predict(image)
         elif target == "profile":
@@ -108,12 +167,7 @@ def _worker(corpus: Corpus) -> None:
         elif target == "weights":
             load_state_dict(path)
         elif target == "run-folder":
-            run_dir = Path(path).parent / "run"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            shutil.copytree(corpus.run, run_dir)
-            shutil.copyfile(path, run_dir / Path(path).name)
-            run = load_run(run_dir)
-            run.split("train"), run.split("val")
+            run_folder(path)
         elif target.startswith("selftest-"):  # proves the parent sees each kind of defect (tests only)
             _selftest(target.removeprefix("selftest-"))
 
@@ -125,6 +179,8 @@ def _worker(corpus: Corpus) -> None:
     for line in sys.stdin:
         case = json.loads(line)
         _reset_peak()
+        start_kb = _peak_rss_kb()  # just reset: the RSS now, which a probe child forked in this case starts from
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         answer: dict = {"outcome": "ok"}
         try:
             run(case["target"], case["path"])
@@ -135,8 +191,13 @@ def _worker(corpus: Corpus) -> None:
         except Exception as exc:  # noqa: BLE001 - exactly what the fuzz looks for
             answer = {"outcome": "traceback", "error": f"{type(exc).__name__}: {exc}"[:300], "traceback": traceback.format_exc()}
         answer["rss_kb"] = _peak_rss_kb()
-        # The probe's children (a new .tflite is built in a forked child first): their peak, over all so far.
-        answer["child_rss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        answer["start_rss_kb"] = start_kb
+        # The probe's children (a new model is built in a forked child first). The kernel keeps one figure for all
+        # children so far, their largest peak: a child of this case shows only when it set a new record (a lower
+        # peak is below one already reported). A forked child counts the worker's pages it shares in its RSS; the
+        # case's growth is its peak above the worker's RSS when the case started.
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        answer["child_rss_kb"] = children_after if children_after > children_before else 0
         out.write(json.dumps(answer) + "\n")
         out.flush()
 
@@ -155,7 +216,7 @@ class Result:
     defects: list[dict] = field(default_factory=list)
     baseline_rss_mb: float = 0.0
     peak_rss_mb: float = 0.0  # the largest one case's peak RSS reached
-    worst_case_growth_mb: float = 0.0  # the largest peak RSS of one case above the worker's baseline
+    worst_case_growth_mb: float = 0.0  # the largest growth of one case (see the module docstring)
     restarts: int = 0
     errors: dict[str, Counter] = field(default_factory=dict)  # target -> error type of the refusals
 
@@ -182,11 +243,28 @@ class Result:
         return "\n".join(rows)
 
 
+def fake_programs(folder: Path) -> Path:
+    """Write stand-ins for the programs an image library may start (Ghostscript...); each records that it ran.
+
+    Returns the file they write to. Put ``folder`` first on ``PATH``: a case after which the file
+    exists started a program, which no file someone hands edgetl may do.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    ran = folder / "programs-ran.log"
+    for name in FAKE_PROGRAMS:
+        script = folder / name
+        script.write_text(f"#!/bin/sh\necho \"$0 $*\" >> '{ran}'\nexit 1\n")
+        script.chmod(0o755)
+    return ran
+
+
 class _Worker:
     def __init__(self, corpus: Corpus, log: Path, address_space_mb: int | None):
+        self.ran = fake_programs(log.parent / "fake-bin")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONFAULTHANDLER="1",
                    EDGETL_PROBE_CACHE=str(log.parent / "probed-models"),  # not the user's cache
-                   EDGETL_PROBE_TIMEOUT="10")  # a model the probe gives up on is refused within the case's timeout
+                   EDGETL_PROBE_TIMEOUT="10",  # a model the probe gives up on is refused within the case's timeout
+                   PATH=f"{log.parent / 'fake-bin'}{os.pathsep}{os.environ.get('PATH', '')}")
 
         def limit() -> None:
             if address_space_mb:
@@ -239,7 +317,7 @@ class _Worker:
 
 
 def run_fuzz(corpus: Corpus, work: Path, seed: int = 0, cases: int | None = None, seconds: float | None = None,
-             targets: tuple[str, ...] = TARGETS, timeout: float = 20.0, rss_limit_mb: float = 1536,
+             targets: tuple[str, ...] = TARGETS, timeout: float = 20.0, rss_limit_mb: float = 1024,
              address_space_mb: int | None = None, progress: bool = False) -> Result:
     """Run ``cases`` cases (or as many as fit in ``seconds``), cycling through ``targets``; return the outcomes.
 
@@ -261,12 +339,22 @@ def run_fuzz(corpus: Corpus, work: Path, seed: int = 0, cases: int | None = None
                 data, name = make_case(target, corpus, np.random.default_rng([seed, index]))
             path = work / "case" / name
             path.parent.mkdir(exist_ok=True)
-            path.write_bytes(data)
+            path.unlink(missing_ok=True)
+            if target == "fifo":
+                os.mkfifo(path)  # nothing ever writes to it: a reader that waits for a writer hangs
+            else:
+                path.write_bytes(data)
             answer = worker.ask(target, path, timeout)
+            if worker.ran.exists():  # a fake Ghostscript (or another program) was started by this case
+                answer = {**answer, "outcome": "program", "error": worker.ran.read_text()[:300]}
+                worker.ran.unlink()
             rss_mb = max(answer.get("rss_kb", 0), answer.get("child_rss_kb", 0)) / 1024
-            growth = rss_mb - worker.baseline_kb / 1024
+            child_growth = (answer.get("child_rss_kb", 0) - answer.get("start_rss_kb", 0)) / 1024
+            growth = max(answer.get("rss_kb", 0) / 1024 - worker.baseline_kb / 1024, child_growth)
             if answer["outcome"] in ("ok", "refused") and growth > rss_limit_mb:
-                answer = {**answer, "outcome": "memory", "error": f"peak RSS {rss_mb:.0f} MB, +{growth:.0f} MB in one case"}
+                answer = {**answer, "outcome": "memory", "error": (
+                    f"peak RSS {rss_mb:.0f} MB, +{growth:.0f} MB in one case (the worker {answer.get('rss_kb', 0) / 1024:.0f} MB, "
+                    f"its probe children {answer.get('child_rss_kb', 0) / 1024:.0f} MB; the case was {answer['outcome']})")}
             result.peak_rss_mb = max(result.peak_rss_mb, rss_mb)
             result.worst_case_growth_mb = max(result.worst_case_growth_mb, growth)
             result.outcomes[target][answer["outcome"]] += 1
@@ -275,7 +363,7 @@ def run_fuzz(corpus: Corpus, work: Path, seed: int = 0, cases: int | None = None
             if answer["outcome"] in BAD:
                 kept.mkdir(exist_ok=True)
                 keep = kept / f"{target}-seed{seed}-case{index}-{name}"
-                keep.write_bytes(data)
+                keep.write_bytes(data)  # a FIFO case is its name (empty file)
                 result.defects.append({"target": target, "index": index, "file": str(keep), **answer})
                 if progress:
                     print(f"  {answer['outcome']}: {target} case {index}: {answer.get('error', '')}", file=sys.stderr)
@@ -302,11 +390,14 @@ def build_corpus(folder: Path) -> Corpus:
     models = [folder / "seed_fp32.tflite", folder / "seed_int8.tflite", folder / "seed.onnx"]
     if not all(p.exists() for p in models):
         _build_models(folder, models)
+    fill = folder / "seed_fill.tflite"
+    if not fill.exists():
+        write_fill_tflite(fill)
     from PIL import Image
 
     rng = np.random.default_rng(0)
     images = []
-    for suffix, mode in ((".png", "RGB"), (".jpg", "RGB"), (".bmp", "L"), (".gif", "P"), (".png", "I;16")):
+    for suffix, mode in ((".png", "RGB"), (".jpg", "RGB"), (".bmp", "L"), (".tif", "P"), (".webp", "RGB"), (".png", "I;16")):
         path = folder / f"seed_{mode.replace(';', '')}{suffix}"
         if not path.exists():
             pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
@@ -316,7 +407,8 @@ def build_corpus(folder: Path) -> Corpus:
     labels = folder / "labels.txt"
     labels.write_text("defect\ngood\n")
     profiles = sorted((Path(__file__).resolve().parents[1] / "devices").glob("*.toml"))
-    return Corpus(models[:2], models[2:], images, labels, profiles, write_weights_seeds(folder), write_run_seed(folder, images))
+    return Corpus(models[:2], models[2:], images, labels, profiles, write_weights_seeds(folder), write_run_seed(folder, images),
+                  fill)
 
 
 def _build_models(folder: Path, paths: list[Path]) -> None:
@@ -356,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds one case may take before it counts as a hang")
-    parser.add_argument("--rss-limit-mb", type=float, default=1536, help="peak RSS growth in one case that counts as a blow-up")
+    parser.add_argument("--rss-limit-mb", type=float, default=1024, help="peak RSS growth in one case that counts as a blow-up")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--keep", type=Path, default=None, help="folder for defective cases (default: CACHE/run-SEED)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")

@@ -231,16 +231,15 @@ def _plot_pr(plt: Any, truth: np.ndarray, score: np.ndarray, threshold: float, c
 
 def _thumbnail(path: str | Path) -> str | None:
     """Return a JPEG data URI of the image at ``path``, at most THUMBNAIL_PX on a side, or None if unreadable."""
-    from PIL import Image
+    from edgetl_runtime.errors import ImageError
+    from edgetl_runtime.preprocess import open_image
 
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))  # JPEG: decode at reduced size, much faster
-            image = image.convert("RGB")
-            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=80)
-    except (OSError, ValueError, Image.DecompressionBombError):
+    try:  # the runtime's reader: its formats only, bounded memory, JPEG decoded at reduced size
+        image = open_image(path, "rgb", (THUMBNAIL_PX, THUMBNAIL_PX))
+        image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=80)
+    except (ImageError, OSError, ValueError):
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 

@@ -27,11 +27,11 @@ the labels, input size and threshold in ``config.json``.
 
 from __future__ import annotations
 
-import json
-import stat
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from edgetl_runtime.atomic import write_bytes
 from edgetl_runtime.contract import ModelSpec
@@ -70,24 +70,70 @@ class RunError(ValueError):
 MAX_JSON_BYTES = 256 * 2**20  # split.json of a million images is about 100 MB
 
 
+LOCK_FILE = ".edgetl.lock"  # held (flock) by the process writing the run folder
+
+
+@contextlib.contextmanager
+def claim(run_dir: Path, resuming: bool, own: Iterable[str] = ()) -> Iterator[bool]:
+    """Hold ``run_dir``'s lock while a run writes it; yield whether the folder was created here.
+
+    Refused with a :class:`RunError`: another process holds the lock (two ``edgetl train -o SAME``
+    at once: the second waits for nothing and says who writes); or, unless ``resuming``, the folder
+    holds entries this run did not write (anything but ``own``, the entries of an unfinished run of
+    its own, the lock and the hidden ``.worker-N`` folders of a multi-worker run). A run writes into
+    a new or empty folder only: it never deletes or overwrites what someone else put there.
+    """
+    import fcntl
+
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        raise RunError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc}); choose another -o folder") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunError(f"{run_dir}: another edgetl train (pid {holder}) is writing this run folder; wait for it to "
+                       "finish, or choose another -o folder") from None  # fmt: skip
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        if not resuming:
+            allowed = {LOCK_FILE, *own}
+            foreign = sorted(e.name for e in run_dir.iterdir() if e.name not in allowed and not e.name.startswith(".worker-"))
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+                raise RunError(f"{run_dir}: holds files that are not an edgetl run ({shown}); a new run is written "
+                               "into a new or empty folder only, so nothing of yours is overwritten or deleted: "
+                               "choose a new -o folder")  # fmt: skip
+        yield created
+    finally:
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        os.close(fd)  # closing releases the lock
+
+
 def read_json(path: Path, expect: type = dict) -> Any:
     """Return the JSON value in run-folder file ``path``, which must be a ``expect`` (dict or list).
 
     Raises :class:`RunError` naming the file when it is not a regular file, over
     :data:`MAX_JSON_BYTES`, not UTF-8 JSON, nested deeper than Python parses, or of another type.
     """
+    from edgetl_runtime.safefile import DataError, SpecialFile, TooLarge, loads_json, read_regular
+
     try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise RunError(f"{path}: not a regular file")
-        if st.st_size > MAX_JSON_BYTES:
-            raise RunError(f"{path}: {st.st_size:,} bytes, more than a run folder's JSON files hold; the file was replaced")
-        value = json.loads(path.read_bytes())
+        value = loads_json(read_regular(path, MAX_JSON_BYTES), str(path))
+    except SpecialFile as exc:
+        raise RunError(str(exc)) from None
+    except TooLarge:
+        raise RunError(f"{path}: more than a run folder's JSON files hold ({MAX_JSON_BYTES >> 20} MiB); the file was "
+                       "replaced") from None  # fmt: skip
     except OSError as exc:
         raise RunError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
-        raise RunError(f"{path}: not valid JSON ({exc.__class__.__name__}: {str(exc)[:120]}); the file is damaged: "
-                       "restore it, or retrain") from None  # fmt: skip
+    except DataError as exc:
+        raise RunError(f"{exc}; the file is damaged: restore it, or retrain") from None
     if not isinstance(value, expect):
         raise RunError(f"{path}: holds a JSON {type(value).__name__}, not the {expect.__name__} edgetl wrote; "
                        "the file is damaged: restore it, or retrain")  # fmt: skip
@@ -125,8 +171,23 @@ class Run:
         return read_split(path)[name]
 
     def load_model(self):
-        """Return the trained Keras model (not compiled); see :func:`load_keras_model`."""
-        return load_keras_model(self.model_path)
+        """Return the trained Keras model (not compiled), checked against the run's contract; see :func:`load_keras_model`.
+
+        Raises :class:`RunError` when the model's input size or number of outputs is not what
+        ``model_spec.json`` says (a contract edited by hand, or copied from another run).
+        """
+        model = load_keras_model(self.model_path)
+        spec, where = self.spec, self.run_dir / SPEC_FILE
+        shape = tuple(model.inputs[0].shape[1:])
+        if shape != (*spec.input_size, spec.channels):
+            raise RunError(f"{where}: says the model takes {spec.input.height}x{spec.input.width} px with {spec.channels} "
+                           f"channel(s), but {self.model_path.name} takes {shape}; the contract was edited or comes from "
+                           "another run: restore it, or retrain")  # fmt: skip
+        units = model.outputs[0].shape[-1]
+        if units is not None and int(units) != len(spec.labels):
+            raise RunError(f"{where}: names {len(spec.labels)} labels, but {self.model_path.name} has {int(units)} "
+                           "outputs; the contract was edited or comes from another run: restore it, or retrain")
+        return model
 
     def with_spec(self, spec: ModelSpec) -> Run:
         """Write ``spec`` as this run's contract (atomically) and return the updated run."""
@@ -189,15 +250,20 @@ def write_spec(run_dir: str | Path, spec: ModelSpec) -> Path:
 
 
 def _read_spec(run_dir: Path, config: dict[str, Any]) -> ModelSpec:
+    from edgetl_runtime.contract import MAX_CONTRACT_BYTES
+    from edgetl_runtime.safefile import read_regular
+
     path = run_dir / SPEC_FILE
     try:
-        if path.is_file():
-            return ModelSpec.from_json(path.read_bytes())
+        if path.exists() or path.is_symlink():
+            return ModelSpec.from_json(read_regular(path, MAX_CONTRACT_BYTES))
         # edgetl 0.1 run folder: the contract's facts lived in config.json (schema 1 names).
         return ModelSpec.from_dict({**config, "schema_version": 1})
     except MetadataError as exc:
-        where = path if path.is_file() else run_dir / CONFIG_FILE
+        where = path if path.exists() else run_dir / CONFIG_FILE
         raise RunError(f"{where}: {exc}") from None
+    except OSError as exc:
+        raise RunError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def _not_a_run(folder: Path) -> str:

@@ -160,9 +160,28 @@ def fit_run(data: str | Path, options: AnomalyOptions, output: str | Path) -> An
     """Fit an anomaly detector to the good images of ``data`` and write the run folder ``output``.
 
     Returns a :class:`~edgetl.training.TrainResult`. Raises :class:`~edgetl.run.RunError` when
-    ``output`` already holds a finished run and :class:`~edgetl.data.DatasetError` for data it
-    cannot use (no good images, too few of them).
+    ``output`` already holds a finished run, holds files that are not an unfinished fit's, or is
+    being written by another process; :class:`~edgetl.data.DatasetError` for data it cannot use (no
+    good images, too few of them). An interrupted fit continues from its cached features.
     """
+    from ..run import MODEL_FILE, RunError, claim
+
+    run_dir = Path(output)
+    if (run_dir / MODEL_FILE).is_file():
+        raise RunError(f"{run_dir}: already holds a run; choose a new -o folder")
+    cache = run_dir / "cache"
+    unfinished = cache.is_dir() and all(p.is_dir() and p.name.startswith("anomaly-features-") for p in cache.iterdir())
+    created = False
+    try:
+        with claim(run_dir, resuming=False, own={"cache"} if unfinished else ()) as created:
+            return _fit_run(data, options, run_dir)
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):  # failed before writing anything: no trace
+            run_dir.rmdir()
+        raise
+
+
+def _fit_run(data: str | Path, options: AnomalyOptions, output: Path) -> Any:
     from .. import __version__
     from .._tf import keras
     from ..backbones import get_spec, load_backbone

@@ -148,8 +148,22 @@ def train(data, run_dir, backbone, weights, input_size, alpha, val_split, epochs
         click.echo(f"edgetl train: {message}", err=True)
         sys.exit(130)
     except (ValueError, OSError, ImportError, WeightsUnavailable, WeightsFileError) as exc:
+        _disk_full(exc, run_dir, resumable=True)
         raise InputError(str(exc)) from None  # a message the user can act on, not a traceback
+    except Exception as exc:  # TensorFlow reports a full disk as its own ResourceExhaustedError
+        _disk_full(exc, run_dir, resumable=True)
+        raise
     _report(result, Path(data), as_json, json_file)
+
+
+def _disk_full(exc: BaseException, run_dir: str, resumable: bool) -> None:
+    """Raise an :class:`InputError` naming the run folder when ``exc`` says the disk is full; else return."""
+    import errno
+
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
+        then = (f" The last finished epoch is kept: free space, then rerun the same command with --resume"
+                if resumable else " Free space and run it again")  # fmt: skip
+        raise InputError(f"{run_dir}: the disk is full (No space left on device) while writing the run.{then}.") from None
 
 
 # What an anomaly fit takes from the command's options; any other one given is refused.
@@ -200,7 +214,11 @@ def _anomaly(data, run_dir, backbone, weights, input_size, val_split, batch_size
                    f"far are cached in {run_dir}/cache)", err=True)  # fmt: skip
         sys.exit(130)
     except (ValueError, OSError, ImportError, WeightsUnavailable, WeightsFileError) as exc:
+        _disk_full(exc, run_dir, resumable=False)
         raise InputError(str(exc)) from None
+    except Exception as exc:
+        _disk_full(exc, run_dir, resumable=False)
+        raise
     _report(result, Path(data), as_json, json_file)
 
 

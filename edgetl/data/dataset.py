@@ -151,9 +151,11 @@ def stratified_sample(dataset: ImageDataset, n: int, seed: int = 0) -> ImageData
 
 
 def file_digest(path: Path) -> str:
-    """Return the SHA-256 of the file's bytes (hex)."""
+    """Return the SHA-256 of the file's bytes (hex); a pipe or device is refused (``OSError``), never read forever."""
+    from edgetl_runtime.safefile import open_regular
+
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

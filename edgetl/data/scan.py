@@ -78,6 +78,8 @@ def _images_under(
                     walk(entry, depth + 1)
             elif entry.is_file() and is_image_file(entry):
                 found.append(entry)
+            elif is_image_file(entry):  # a pipe, socket or device named like an image: never opened, said
+                problems.append(f"{entry}: not a regular file (a pipe, socket or device); left out")
 
     walk(folder, 0)
     return sorted(found)

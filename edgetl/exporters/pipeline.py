@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from glob import escape as glob_escape
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -162,6 +163,9 @@ def _plan_output(source: Source, options: ExportOptions, output: str | Path | No
         raise ExportError(f"{output}: is a directory; give a file name such as {output / ('model' + options.suffix)}")
     parent = output.parent
     if not parent.is_dir():
+        blocking = next((p for p in [parent, *parent.parents] if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():  # -o img.png/out.onnx: a file where a folder must be
+            raise ExportError(f"{output}: {blocking} is a file, not a folder; give an -o path inside a folder")
         raise ExportError(f"{output}: output directory {parent} does not exist; create it first (mkdir -p {parent})")
     try:
         check_writable(parent)
@@ -307,7 +311,12 @@ def export(
         # the parts the station will see are like the real validation images, not the painted defects
         info = info.replace(reference=drift_reference(exported[: len(exported) - val.synthetic]))
         data = target.embed(data, source.spec, info)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
+    _remove_stale_staging(output)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-{os.getpid()}-", dir=output.parent))
+    except OSError as exc:
+        raise ExportError(f"{output}: cannot write in {output.parent} ({exc.strerror or exc}); free space or choose "
+                          "another -o path") from None  # fmt: skip
     try:
         final = target.finalize(write_bytes(staging / output.name, data), options, source.spec, info)
         report = None
@@ -326,6 +335,13 @@ def export(
             report = dataclasses.replace(report, path=str(output.parent / Path(report.path).name))
         rejected = report is not None and not report.passed and options.fail_on_validation
         moved = {} if rejected else _move_into_place(staging, output.parent)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile: name the output, not the staging folder
+        raise ExportError(f"{output}: cannot write in {output.parent} ({exc.strerror or exc}); free space or choose "
+                          "another -o path") from None  # fmt: skip
+    except ExportError as exc:  # the staging folder is gone with this error: say where the files were to go
+        if str(staging) not in str(exc) or len(exc.args) != 1:
+            raise
+        raise type(exc)(str(exc).replace(str(staging), str(output.parent))) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     artifact = moved.get(final.artifact, final.artifact)
@@ -374,6 +390,20 @@ def _decides(source: Source, options: ExportOptions) -> bool:
     return (source.spec.task in ("classification", "anomaly") and bool(source.spec.good_indices)
             and (source.run is not None or options.val_data is not None)
             and (options.validate or options.quantization != "fp32"))  # fmt: skip
+
+
+def _remove_stale_staging(output: Path) -> None:
+    """Remove staging folders of exports to ``output`` whose process is gone (killed with ``kill -9``)."""
+    for folder in output.parent.glob(f".{glob_escape(output.name)}.staging-*"):
+        pid = folder.name.rpartition(".staging-")[2].split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 def _unstaged(final: Any, staging: Path, folder: Path) -> Any:

@@ -21,7 +21,8 @@ from edgetl_runtime.contract import InputSpec, ModelSpec, Provenance, default_go
 from .. import __version__
 from .._tf import keras, tensorflow
 from ..console import debug, err_console
-from ..run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError, read_json, read_split, write_spec
+from ..run import (CONFIG_FILE, METRICS_FILE, MODEL_FILE, SPLIT_FILE, RunError, claim, read_json, read_split,
+                   write_spec)
 from .augment import Augmentation, epoch_dataset, eval_dataset
 from .checkpoint import CheckpointStore, StopFlag, TrainingInterrupted, best_value, epoch_callback
 from .objective import make_accuracy, make_auc, make_loss, pack_targets, teacher_probabilities
@@ -351,7 +352,6 @@ class Trainer:
 
     def run(self, start: float) -> TrainResult:
         opts = self.options
-        tf = tensorflow()
         strategy = make_strategy(opts.strategy)  # first: multi-worker must exist before TF starts
         chief_dir = None
         if not is_chief(strategy):
@@ -360,8 +360,12 @@ class Trainer:
             chief_dir = self.run_dir
             self.run_dir = self.run_dir / f".worker-{strategy.cluster_resolver.task_id}"
             self.store = CheckpointStore(self.run_dir)
-        created = not self.run_dir.exists()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with claim(self.run_dir, self.resume) as created:  # nobody else writes it; nothing of others in it
+            return self._run(start, strategy, chief_dir, created)
+
+    def _run(self, start: float, strategy: Any, chief_dir: Path | None, created: bool) -> TrainResult:
+        opts = self.options
+        tf = tensorflow()
         if opts.seed is not None:
             tf.config.experimental.enable_op_determinism()
         precision = configure_precision(opts.mixed_precision)

@@ -46,9 +46,23 @@ def main() -> None:  # noqa: D401 - click group
 PREDICTION_COLUMNS = ("image", "verdict", "defect_score", "top_class", "top_probability")
 
 
+def cell(text: str) -> str:
+    r"""Return ``text`` for one cell of a tab-separated row: tabs, newlines and other control characters escaped.
+
+    A label or a file name may contain them; printed as they are, they would forge rows and columns.
+
+    >>> cell("good\tdefect\nforged row")
+    'good\\tdefect\\nforged row'
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def _row(path: Path, pred: Any) -> str:
     score = "-" if pred.defect_score is None else f"{pred.defect_score:.4f}"
-    return "\t".join((str(path), pred.verdict or "-", score, pred.top_class, f"{pred.top_probability:.4f}"))
+    return "\t".join((cell(str(path)), cell(pred.verdict or "-"), score, cell(pred.top_class),
+                      f"{pred.top_probability:.4f}"))  # fmt: skip
 
 
 @main.command()
@@ -86,13 +100,16 @@ def predict(model: str, paths: tuple[str, ...], as_json: bool, threshold: float 
 
     m = _load(model, device, threads, labels, _profile(profile_name), threshold=threshold, softmax=softmax,
               allow_cpu_fallback=allow_cpu_fallback, roi=roi)  # fmt: skip
-    images = _expand(paths)
-    if not images:
+    problems: list[str] = []
+    images = _expand(paths, problems)
+    if not images and not problems:
         raise InputError(f"no images found in {', '.join(paths)} (.png, .jpg, .bmp, .tif, .webp, ...)")
     overlays = _overlay_folder(heatmap_dir, m)
     if not as_json:
         click.echo("\t".join(PREDICTION_COLUMNS))
-    failed = 0
+    for problem in problems:  # what a folder held that could not be read: said, and counted as not classified
+        click.echo(f"error: {cell(problem)}", err=True)
+    failed = len(problems)
     for index, path in enumerate(images):
         try:
             pred = m.predict(path)
@@ -105,7 +122,7 @@ def predict(model: str, paths: tuple[str, ...], as_json: bool, threshold: float 
             reason = exc.reason if isinstance(exc, ImageError) else (str(exc) or exc.__class__.__name__)
             if as_json:
                 click.echo(json.dumps({"image": str(path), "error": reason}))
-            click.echo(f"error: {path}: {reason}", err=True)
+            click.echo(f"error: {cell(str(path))}: {cell(reason)}", err=True)
             continue
         if as_json:
             click.echo(json.dumps({"image": str(path), **pred.to_dict()}))
@@ -191,7 +208,8 @@ def _field(key: str, value: Any, width: int = 100) -> None:
 @click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
 @threads_option
-@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True, help="threads for the throughput run")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="threads for the throughput run (1 to 256)")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
               help="folder of <label>/ subfolders: also report the decision metrics on these images")
 @click.option("--force", is_flag=True, help="compare with the --profile's budget even on a host that is not that device")

@@ -71,13 +71,35 @@ def _load(model: str, device: str | None, threads: int | None, labels: str | Non
     return m
 
 
-def _expand(paths: tuple[str, ...]) -> list[Path]:
-    """Return the image files named by ``paths``; a folder stands for the images inside it."""
+def _expand(paths: tuple[str, ...], problems: list[str] | None = None) -> list[Path]:
+    """Return the image files named by ``paths``; a folder stands for the images inside it.
+
+    What a folder holds that cannot be read (a symlink that leads nowhere or loops, a pipe named like
+    an image, a subfolder that cannot be listed) is appended to ``problems``, never skipped silently.
+    """
+    import os
+
     from .preprocess import is_image_file
 
+    problems = problems if problems is not None else []
     out: list[Path] = []
     for p in map(Path, paths):
-        out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f)) if p.is_dir() else [p]
+        if not p.is_dir():
+            out.append(p)
+            continue
+        found: list[Path] = []
+        for folder, dirs, files in os.walk(p, onerror=lambda exc: problems.append(
+                f"{exc.filename}: cannot be listed ({exc.strerror or exc})")):  # fmt: skip
+            for name in [*files, *dirs]:
+                entry = Path(folder) / name
+                if entry.is_symlink() and not entry.exists():
+                    problems.append(f"{entry}: a symlink that leads nowhere (broken, or a loop of links)")
+                elif name in files and is_image_file(entry):
+                    if entry.is_file():
+                        found.append(entry)
+                    else:
+                        problems.append(f"{entry}: not a regular file (a pipe, socket or device)")
+        out += sorted(found)
     return out
 
 
@@ -103,7 +125,8 @@ fallback_option = click.option(
     "--allow-cpu-fallback", is_flag=True,
     help="ONNX models: run on the CPU when the requested CUDA/TensorRT provider cannot start (default: an error)",
 )
-threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [all, at most 4]")
+threads_option = click.option("--threads", type=click.IntRange(1, 256), default=None,
+                              help="CPU threads, 1 to 256 [all cores, at most 4]")  # a profile's bound too
 labels_option = click.option(
     "--labels", type=click.Path(exists=True, dir_okay=False), default=None,
     help="labels file (one per output), for a model without edgetl metadata [classes numbered]",

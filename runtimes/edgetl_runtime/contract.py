@@ -59,9 +59,15 @@ def default_good_labels(labels: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(name for name in labels if name.lower() in GOOD_LABEL_NAMES)
 
 
+def _short(value: Any, limit: int = 200) -> str:
+    """Return ``repr(value)``, cut to ``limit`` characters: an error never quotes kilobytes of a file."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _one_of(value: Any, options: tuple[str, ...], what: str) -> None:
     if value not in options:
-        raise MetadataError(f"{what} must be one of {', '.join(options)}, got {value!r}")
+        raise MetadataError(f"{what} must be one of {', '.join(options)}, got {_short(value)}")
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ class InputSpec:
         for name in ("height", "width"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise MetadataError(f"input {name} must be a positive integer (pixels), got {value!r}")
+                raise MetadataError(f"input {name} must be a positive integer (pixels), got {_short(value)}")
             if value > MAX_INPUT_SIDE:
                 raise MetadataError(f"input {name} {value} px is beyond {MAX_INPUT_SIDE} px: not an edge model's input")
         _one_of(self.color_mode, COLOR_MODES, "input color_mode")
@@ -97,9 +103,9 @@ class InputSpec:
             for name in ("mean", "std"):
                 values = getattr(self, name)
                 if len(values) != self.channels:
-                    raise MetadataError(f"input {name} needs {self.channels} values (one per channel), got {values!r}")
+                    raise MetadataError(f"input {name} needs {self.channels} values (one per channel), got {_short(values)}")
             if any(s == 0 for s in self.std):
-                raise MetadataError(f"input std must not be 0, got {self.std!r}")
+                raise MetadataError(f"input std must not be 0, got {_short(self.std)}")
 
     @property
     def channels(self) -> int:
@@ -132,7 +138,7 @@ class OutputSpec:
         _one_of(self.kind, OUTPUT_KINDS, "output kind")
         if self.heatmap and (len(self.heatmap) != 2 or not all(
                 isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_INPUT_SIDE for v in self.heatmap)):
-            raise MetadataError(f"output heatmap must be [rows, cols] (positive integers), got {self.heatmap!r}")
+            raise MetadataError(f"output heatmap must be [rows, cols] (positive integers), got {_short(self.heatmap)}")
 
 
 @dataclass(frozen=True)
@@ -149,9 +155,9 @@ class DecisionSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
-            raise MetadataError(f"decision threshold must be a number, got {self.threshold!r}")
+            raise MetadataError(f"decision threshold must be a number, got {_short(self.threshold)}")
         if not 0.0 <= self.threshold <= 1.0:  # no float(): a 400-digit integer would overflow it
-            raise MetadataError(f"decision threshold must be within [0, 1], got {self.threshold!r}")
+            raise MetadataError(f"decision threshold must be within [0, 1], got {_short(self.threshold)}")
         _one_of(self.defect_score, DEFECT_SCORES, "decision defect_score")
 
 
@@ -182,16 +188,18 @@ class ModelSpec:
     def __post_init__(self) -> None:
         _one_of(self.task, TASKS, "task")
         if not self.labels or not all(isinstance(name, str) and name for name in self.labels):
-            raise MetadataError(f"labels must be a non-empty list of non-empty strings, got {self.labels!r}")
+            raise MetadataError(f"labels must be a non-empty list of non-empty strings, got {_short(self.labels)}")
         if len(self.labels) > MAX_LABELS or any(len(name) > MAX_LABEL_CHARS for name in self.labels):
             raise MetadataError(f"labels: at most {MAX_LABELS} labels of at most {MAX_LABEL_CHARS} characters each")
         if len(set(self.labels)) != len(self.labels):
-            raise MetadataError(f"labels must be unique, got {self.labels!r}")
+            twice = next(name for i, name in enumerate(self.labels) if name in self.labels[:i])
+            raise MetadataError(f"labels must be unique: {_short(twice)} is there {self.labels.count(twice)} times "
+                                f"(of {len(self.labels)} labels)")  # fmt: skip
         unknown = [name for name in self.good_labels if name not in self.labels]
         if unknown:
-            raise MetadataError(f"good labels {unknown} are not among the labels {list(self.labels)}")
+            raise MetadataError(f"good labels {_short(unknown)} are not among the labels {_short(list(self.labels))}")
         if self.schema_version != SCHEMA_VERSION:
-            raise MetadataError(f"a ModelSpec object is schema {SCHEMA_VERSION}, got {self.schema_version!r}")
+            raise MetadataError(f"a ModelSpec object is schema {SCHEMA_VERSION}, got {_short(self.schema_version)}")
         if self.task == "anomaly" and (len(self.labels) != 2 or len(self.good_labels) != 1):
             raise MetadataError(f"an anomaly detector has two labels, one of them good (e.g. good, anomaly); got "
                                 f"labels {list(self.labels)}, good {list(self.good_labels)}")  # fmt: skip
@@ -269,7 +277,7 @@ class ModelSpec:
             raise MetadataError(f"the model contract must be a JSON object, got {type(data).__name__}")
         version = data.get("schema_version", 1)
         if not isinstance(version, int) or isinstance(version, bool):
-            raise MetadataError(f"schema_version must be an integer, got {version!r}")
+            raise MetadataError(f"schema_version must be an integer, got {_short(version)}")
         if version > SCHEMA_VERSION:
             raise MetadataError(
                 f"the model contract has schema version {version}; this edgetl-runtime reads up to "
@@ -341,7 +349,7 @@ class ExportInfo:
                 raise MetadataError(f"export reference: {exc}") from None
         size = self.embedding
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_EMBEDDING:
-            raise MetadataError(f"export embedding must be the embedding's size (0 to {MAX_EMBEDDING}), got {size!r}")
+            raise MetadataError(f"export embedding must be the embedding's size (0 to {MAX_EMBEDDING}), got {_short(size)}")
         protos = self.prototypes
         if not isinstance(protos, (list, tuple)) or len(protos) > MAX_LABELS or (protos and not size):
             raise MetadataError("export prototypes must be a list of vectors (a few per label) of an embedding output")
@@ -398,20 +406,20 @@ def _jsonable(value: Any) -> Any:
 
 def _strings(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise MetadataError(f"{what} must be a list of strings, got {value!r}")
+        raise MetadataError(f"{what} must be a list of strings, got {_short(value)}")
     return tuple(value)
 
 
 def _parse_json(text: str | bytes, what: str) -> Any:
     """Return the JSON value of ``text``, bounded in size and depth, or raise :class:`MetadataError`."""
+    from .safefile import DataError, loads_json
+
     if len(text) > MAX_CONTRACT_BYTES:
         raise MetadataError(f"{what} is {len(text)} bytes, beyond {MAX_CONTRACT_BYTES}: not written by edgetl")
     try:
-        return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MetadataError(f"{what} is not valid JSON: {exc}") from None
-    except RecursionError:  # deeply nested arrays/objects
-        raise MetadataError(f"{what} is nested too deeply to be edgetl metadata") from None
+        return loads_json(text, what)  # numbers in range, no NaN, bounded nesting
+    except DataError as exc:
+        raise MetadataError(str(exc)) from None
 
 
 def _numbers(value: Any, what: str) -> tuple[float, ...]:
@@ -463,7 +471,7 @@ def _from_v1(data: dict[str, Any]) -> ModelSpec:
     """Convert the flat schema-1 metadata of edgetl 0.1 (labels, input_size, mean, std, ...)."""
     size = data["input_size"]
     if not isinstance(size, (list, tuple)) or len(size) != 2:
-        raise MetadataError(f"input_size must be [height, width], got {size!r}")
+        raise MetadataError(f"input_size must be [height, width], got {_short(size)}")
     mean = _numbers(data.get("mean", [0.0, 0.0, 0.0]), "mean")
     std = _numbers(data.get("std", [1.0, 1.0, 1.0]), "std")
     identity = not any(mean) and all(s == 1.0 for s in std)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .contract import ExportInfo, ModelSpec, export_info_from_v1
+from .safefile import loads_json
 from .errors import MetadataError, ModelFormatError
 
 METADATA_KEY = "edgetl"
@@ -49,7 +50,7 @@ def parse_embedded(entries: dict[str, Any]) -> Embedded:
         export = ExportInfo.from_json(export_raw)
     else:  # schema 1 kept format and quantization inside the one metadata object
         try:
-            export = export_info_from_v1(json.loads(raw))
+            export = export_info_from_v1(loads_json(raw, "the model contract"))
         except (ValueError, MetadataError):
             export = None
     return Embedded(spec, raw, export)

@@ -25,7 +25,7 @@ from . import metadata as md
 from .backends import Backend, is_edgetpu_model, open_backend
 from .contract import InputSpec, OutputSpec
 from .decision import defect_scores
-from .labels import fit_labels, read_labels
+from .labels import distinct_labels, fit_labels, read_labels, read_labels_and_lines
 from .errors import ContractError, MetadataError, ModelFormatError
 from .imprinted import ImprintBackend
 from .modelfile import cpu_build, output_size, probe_build, read_model_file, warm_up
@@ -265,6 +265,11 @@ def load(
             engine_options = {**settings.options, **(engine_options or {})}
         device = device or settings.device
         threads = threads or settings.threads
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256):
+        from .backends import DeviceError
+
+        raise DeviceError(f"threads={threads!r}: give 1 to 256 CPU threads (edge devices have 4 to 12 cores); a huge "
+                          "number made LiteRT crash")  # fmt: skip
     fmt, data, artifact = read_model_file(path)
     if artifact is not None and (labels is not None or mean is not None or std is not None or softmax):
         raise MetadataError(f"{path}: an imprinted model names its classes and input itself; labels, mean, std and "
@@ -279,11 +284,12 @@ def load(
         raise MetadataError(f"{path}: {exc}") from None
     # LiteRT can crash on a bad file (a segfault, not an exception): build and run it in a child first.
     # Not a model compiled for the Edge TPU: its delegate (the device itself) belongs to this process.
-    if fmt == "tflite" and (device or "cpu") == "cpu" and probe_enabled() and not is_edgetpu_model(data):
+    # ONNX too: a graph can make the engine allocate gigabytes when it runs; the child's memory is capped.
+    if (device or "cpu") == "cpu" and probe_enabled() and not (fmt == "tflite" and is_edgetpu_model(data)):
         confirm = [sys.executable, "-c", "import sys; from edgetl_runtime.modelfile import probe_build; probe_build(*sys.argv[1:])",
                    str(path), json.dumps({"threads": threads, "options": engine_options or {}})]
         probe(path, data, lambda: cpu_build(path, data, fmt, threads, engine_options or {}),
-              settings=engine_settings(threads, engine_options), confirm=confirm)
+              settings=engine_settings(threads, engine_options, fmt), confirm=confirm)
     backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {}, allow_cpu_fallback)
     warm_up(backend, path)
     n_outputs = output_size(backend.output)
@@ -294,8 +300,11 @@ def load(
                      "because a fallback was allowed (allow_cpu_fallback, --allow-cpu-fallback)")  # fmt: skip
     names = None
     if labels is not None:
-        names, note = fit_labels(read_labels(labels), n_outputs, where)
-        notes += [note] if note else []
+        read, lines = read_labels_and_lines(labels)
+        names, note = fit_labels(read, n_outputs, where)
+        lines = lines[len(read) - len(names):]  # the ImageNet "background" line dropped by fit_labels
+        names, repeated = distinct_labels(names, str(labels) if isinstance(labels, (str, Path)) else "labels", lines)
+        notes += [n for n in (note, repeated) if n]
     if embedded.spec is not None:
         spec = embedded.spec
         embedded.spec.check_model(backend.input.shape, n_outputs, where)

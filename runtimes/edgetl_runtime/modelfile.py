@@ -7,7 +7,6 @@ bounded in size; an imprinted model (:mod:`edgetl_runtime.imprinted`) is unpacke
 from __future__ import annotations
 
 import json
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -29,22 +28,22 @@ MAX_MODEL_BYTES = 2**31  # 2 GiB: the FlatBuffer/protobuf limit, far above any e
 def read_model_file(path: Path) -> tuple[str, bytes, Artifact | None]:
     """Return ``(format, bytes, imprinted artifact or None)`` of a regular model file; refuse FIFOs, devices,
     loops and giants first. For an imprinted model the format and bytes are its base's."""
+    from .safefile import SpecialFile, TooLarge, read_regular
+
     try:
-        st = path.stat()
+        data = read_regular(path, MAX_MODEL_BYTES)
     except FileNotFoundError:
         raise ModelFormatError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise ModelFormatError(f"{path}: is a directory, expected a .tflite or .onnx file") from None
+    except SpecialFile as exc:
+        if path.is_dir():
+            raise ModelFormatError(f"{path}: is a directory, expected a .tflite or .onnx file") from None
+        raise ModelFormatError(f"{exc}; copy the model to a file") from None
+    except TooLarge:
+        raise ModelFormatError(f"{path}: is not an edge model (more than 2 GiB)") from None
     except (OSError, RuntimeError) as exc:  # ELOOP (a symlink loop), EACCES, ...
         raise ModelFormatError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ModelFormatError(f"{path}: is a directory, expected a .tflite or .onnx file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ModelFormatError(f"{path}: not a regular file (a pipe, socket or device); copy the model to a file")
-    if st.st_size > MAX_MODEL_BYTES:
-        raise ModelFormatError(f"{path}: {st.st_size / 2**30:.1f} GiB is not an edge model (limit 2 GiB)")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if is_artifact(data):
         artifact = read_artifact(path, data)
         return artifact.base_format, artifact.base_bytes, artifact

@@ -53,26 +53,56 @@ class ImageInfo(NamedTuple):
     format: str
 
 
+# The image formats edgetl reads (IMAGE_SUFFIXES), by Pillow's names: Pillow is never asked to try any other,
+# whatever the file's name. An EPS file named part.png would otherwise start Ghostscript; DDS, BLP, ICNS, PSD...
+# have decoders edgetl has no use for (and their bugs).
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+MAX_IMAGE_FILE_BYTES = 256 * 2**20  # an image file is read whole (then decoded): a camera frame is a few MB
+# What a file is when it is none of those, by its first bytes: said in the error, never opened.
+_FOREIGN = ((b"%!PS", "PostScript (EPS)"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"), (b"DDS ", "DDS"),
+            (b"BLP", "BLP"), (b"icns", "ICNS"), (b"8BPS", "Photoshop (PSD)"), (b"GIF8", "GIF"),
+            (b"\x00\x00\x01\x00", "ICO"), (b"qoif", "QOI"), (b"\x00\x00\x00\x0cjP", "JPEG 2000"),
+            (b"\xffO\xffQ", "JPEG 2000"), (b"P1", "PNM"), (b"P2", "PNM"), (b"P3", "PNM"), (b"P4", "PNM"),
+            (b"P5", "PNM"), (b"P6", "PNM"), (b"<svg", "SVG"), (b"<?xml", "XML"))  # fmt: skip
+
+
+def foreign_format(head: bytes) -> str | None:
+    """Return what a file that is not a readable image seems to be, by its first bytes (None: unknown)."""
+    return next((name for magic, name in _FOREIGN if head.startswith(magic)), None)
+
+
 def _open(src: str | Path | bytes) -> Image.Image:
-    fp = io.BytesIO(src) if isinstance(src, bytes) else src
+    from .safefile import SpecialFile, TooLarge, read_regular
+
     name = "<bytes>" if isinstance(src, bytes) else str(src)
     try:
-        if not isinstance(src, bytes) and Path(src).stat().st_size == 0:
-            raise ImageError(name, "empty file (0 bytes)")
+        data = src if isinstance(src, bytes) else read_regular(src, MAX_IMAGE_FILE_BYTES)
+    except FileNotFoundError:
+        raise ImageError(name, "no such file") from None
+    except SpecialFile:
+        raise ImageError(name, "not a regular file (a pipe, socket, device or folder); give an image file") from None
+    except TooLarge:
+        raise ImageError(name, f"more than {MAX_IMAGE_FILE_BYTES >> 20} MB: not an image edgetl reads") from None
+    except OSError as exc:
+        raise ImageError(name, f"cannot be read ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    try:
         with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             saved = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None  # checked below, with a reduced-size decode for JPEG
             try:
-                img = Image.open(fp)
+                img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
-    except ImageError:
-        raise  # already says what is wrong (ImageError is a ValueError: keep it from the clause below)
-    except FileNotFoundError:
-        raise ImageError(name, "no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageError(name, f"not a readable image ({exc.__class__.__name__}: {exc})") from None
+    except UnidentifiedImageError:
+        kind = foreign_format(data[:16])
+        what = f"a {kind} file by its content" if kind else "not a readable image: not PNG, JPEG, BMP, TIFF or WebP by its content"
+        raise ImageError(name, f"{what}; edgetl reads PNG, JPEG, BMP, TIFF and WebP only (whatever the file's name): "
+                               "convert it to PNG") from None  # fmt: skip
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(name, f"not a readable image ({exc.__class__.__name__}: {str(exc)[:200]})") from None
     return img
 
 
@@ -89,9 +119,16 @@ def _decode(img: Image.Image, name: str, size: tuple[int, int] | None) -> Image.
     pixels = img.width * img.height
     if pixels > MAX_DRAFT_PIXELS:
         raise ImageError(name, f"image is {img.width}x{img.height}, too large to decode safely")
+    progressive = img.format == "JPEG" and ("progressive" in img.info or "progression" in img.info)
+    if progressive and pixels > MAX_FULL_DECODE_PIXELS:
+        # libjpeg keeps every DCT coefficient of a progressive JPEG, whatever the scale it is decoded at
+        raise ImageError(name, f"a progressive JPEG of {img.width}x{img.height} ({pixels / 1e6:.0f} MP): decoding it "
+                               f"takes gigabytes whatever the output size; save it as baseline JPEG or downscale it")
     if size is not None and img.format == "JPEG":
         # JPEG decodes at 1/2, 1/4 or 1/8 scale directly: huge photos cost little memory.
         img.draft(img.mode if img.mode in ("RGB", "L") else "RGB", (size[1], size[0]))
+        if img.width * img.height > MAX_FULL_DECODE_PIXELS:  # even at 1/8 scale
+            raise ImageError(name, f"image is {img.width * 8}x{img.height * 8} or more, too large to decode safely")
     elif pixels > MAX_FULL_DECODE_PIXELS:
         raise ImageError(
             name,
@@ -108,12 +145,7 @@ def _decode(img: Image.Image, name: str, size: tuple[int, int] | None) -> Image.
 def _to_mode(img: Image.Image, color_mode: str) -> Image.Image:
     """Convert any PIL mode (16-bit, float, palette, CMYK, alpha) to 8-bit RGB or L."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        if img.mode == "F" and arr.size and arr.max() <= 1.0:
-            arr = arr * 255.0
-        elif img.mode != "F":  # 16-bit (or wider) integers: scale the full range to 0..255
-            arr = arr / 257.0
-        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+        img = Image.fromarray(_to_uint8(img), mode="L")
     elif img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "RGBa", "PA"):  # alpha is dropped: colour values are kept as stored
@@ -122,6 +154,19 @@ def _to_mode(img: Image.Image, color_mode: str) -> Image.Image:
         img = img.convert("L")
     target = "RGB" if color_mode == "rgb" else "L"
     return img if img.mode == target else img.convert(target)
+
+
+def _to_uint8(img: Image.Image, rows: int = 256) -> np.ndarray:
+    """Return a 16-bit, 32-bit or float image as uint8 (16-bit and wider integers scaled by 1/257, floats <= 1 by 255).
+
+    Converted in bands of ``rows`` rows: a whole 8000x8000 16-bit PNG as float64 took 1.6 GB.
+    """
+    out = np.empty((img.height, img.width), np.uint8)
+    scale = 255.0 if img.mode == "F" and img.getextrema()[1] <= 1.0 else 1.0 / 257.0 if img.mode != "F" else 1.0
+    for top in range(0, img.height, rows):
+        band = np.asarray(img.crop((0, top, img.width, min(top + rows, img.height))), dtype=np.float64)
+        out[top : top + band.shape[0]] = np.clip(np.rint(band * scale), 0, 255).astype(np.uint8)
+    return out
 
 
 def open_image(src: ImageSource, color_mode: str = "rgb", size: tuple[int, int] | None = None) -> Image.Image:

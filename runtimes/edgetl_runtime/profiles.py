@@ -33,11 +33,6 @@ from .backends import DEVICE_GRAMMAR, DeviceError, EngineOptionError, check_engi
 from .contract import FORMATS, MAX_INPUT_SIDE, QUANTIZATIONS
 from .errors import EdgetlRuntimeError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 ENV_DEVICES_DIR = "EDGETL_DEVICES_DIR"
 EDGETPU_LINKS = ("usb", "pci")
 # Fields of earlier profile files that did nothing, and what replaced them.
@@ -304,21 +299,28 @@ def profile_dirs() -> list[Path]:
     return [*dirs, Path(str(resources.files("edgetl_runtime") / "devices"))]
 
 
+MAX_PROFILE_BYTES = 1 << 20  # a profile is a few kilobytes of TOML
+
+
 def _read(path: Path) -> DeviceProfile:
+    from .safefile import DataError, loads_toml, read_regular
+
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(path, None, f"not valid TOML ({exc})") from None
+        data = loads_toml(read_regular(path, MAX_PROFILE_BYTES).decode("utf-8"), "the profile")
+    except DataError as exc:
+        raise ProfileError(path, None, str(exc).removeprefix("the profile: ")) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(path, None, f"cannot be read ({exc})") from None
+        raise ProfileError(path, None, f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
     return _parse(path.resolve(), data)
 
 
 def _profile_files() -> dict[str, Path]:
+    """Return ``{name: file}`` of the profiles found; a ``*.toml`` that is not a regular file (a pipe) is passed over."""
     found: dict[str, Path] = {}
     for folder in profile_dirs():
         for path in sorted(folder.glob("*.toml")) if folder.is_dir() else ():
-            found.setdefault(path.stem, path)
+            if path.is_file():  # follows links; a FIFO or device named *.toml is never opened
+                found.setdefault(path.stem, path)
     return found
 
 
@@ -327,9 +329,9 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
     text = os.fspath(name_or_path)
     if text.endswith(".toml") or os.sep in text or (os.altsep and os.altsep in text):
         path = Path(text).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise ProfileError(path, None, "no such profile file")
-        return _read(path)
+        return _read(path)  # a pipe or device named *.toml is refused there, unopened
     files = _profile_files()
     if text not in files:
         known = ", ".join(sorted(files)) or "none"

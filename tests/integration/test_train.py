@@ -189,16 +189,40 @@ def test_a_training_that_fails_before_its_first_epoch_does_not_block_the_retry(t
     with pytest.raises(WeightsUnavailable, match="does not exist"):
         train(tiny_dataset, options=TrainOptions(**{**TINY, "weights": str(tmp_path / "missing.h5")}), output=run)
     assert not run.exists()  # the folder it created is gone
-    existing = tmp_path / "existing"
-    existing.mkdir()
-    (existing / "notes.txt").write_text("the user's own file")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(WeightsUnavailable):
-        train(tiny_dataset, options=TrainOptions(**{**TINY, "weights": str(tmp_path / "missing.h5")}), output=existing)
-    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]  # only what the run wrote is removed
+        train(tiny_dataset, options=TrainOptions(**{**TINY, "weights": str(tmp_path / "missing.h5")}), output=empty)
+    assert empty.is_dir() and list(empty.iterdir()) == []  # not made by the run: kept, and only its files removed
     with pytest.raises(ValueError, match="no interrupted run to resume"):  # nothing stale for --resume to reuse
-        train(tiny_dataset, options=TrainOptions(**TINY), output=existing, resume=True)
-    result = train(tiny_dataset, options=TrainOptions(**{**TINY, "epochs": 1, "fine_tune_epochs": 0}), output=existing)
-    assert result.model_path.is_file()
+        train(tiny_dataset, options=TrainOptions(**TINY), output=empty, resume=True)
+    result = train(tiny_dataset, options=TrainOptions(**{**TINY, "epochs": 1, "fine_tune_epochs": 0}), output=empty)
+    assert result.model_path.is_file() and not (empty / ".edgetl.lock").exists()
+
+
+def test_train_never_writes_into_a_folder_of_someone_elses_files(tiny_dataset: Path, tmp_path: Path) -> None:
+    # Before: checkpoints/my_model_epoch90.ckpt and split.json of the user's were deleted (or overwritten).
+    from edgetl.run import RunError
+
+    folder = tmp_path / "mine"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "my_model_epoch90.ckpt").write_text("the user's own weights")
+    (folder / "split.json").write_text('{"mine": true}')
+    before = {p: p.read_text() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(RunError, match="holds files that are not an edgetl run .checkpoints, split.json."):
+        train(tiny_dataset, options=TrainOptions(**TINY), output=folder)
+    assert {p: p.read_text() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_a_second_train_on_the_same_folder_is_refused_while_the_first_writes(tiny_dataset: Path, tmp_path: Path) -> None:
+    # Before: two `edgetl train -o SAME` both exited 0 and one result was silently lost.
+    from edgetl.run import RunError, claim
+
+    run = tmp_path / "run"
+    with claim(run, resuming=False):  # the first train holds the folder
+        with pytest.raises(RunError, match=r"another edgetl train \(pid \d+\) is writing this run folder"):
+            train(tiny_dataset, options=TrainOptions(**TINY), output=run)
+    assert sorted(p.name for p in run.iterdir()) == []  # the lock is gone with its holder
 
 
 @pytest.mark.slow

@@ -197,8 +197,11 @@ class LiteRtBackend:
         # What executes the kernels: XNNPACK unless the profile turned it off.
         self.provider = "builtin kernels" if "experimental_op_resolver_type" in self.interpreter_options else "xnnpack"
 
+        interpreter_options = self.interpreter_options  # not self: a closure over self would make a reference
+        # cycle (backend -> pool -> factory -> backend) that keeps the interpreters' memory until a GC pass
+
         def factory() -> Any:
-            kwargs: dict[str, Any] = {"model_content": data, **self.interpreter_options}
+            kwargs: dict[str, Any] = {"model_content": data, **interpreter_options}
             if delegates is not None:
                 kwargs["experimental_delegates"] = delegates()
             return module.Interpreter(**kwargs)

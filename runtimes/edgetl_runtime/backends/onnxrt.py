@@ -115,6 +115,10 @@ class OnnxBackend:
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: provider fallbacks are reported below
+        # The model was read into memory: external data (weights in other files) is looked up beside the model
+        # file, never in the current directory; ONNX Runtime refuses a location that leads out of that folder.
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                         str(Path(path).resolve().parent))  # fmt: skip
         try:
             self._session = ort.InferenceSession(data, sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception classes

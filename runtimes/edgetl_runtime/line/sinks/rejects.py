@@ -100,13 +100,15 @@ def _encoded(image: Any) -> tuple[bytes, str]:
     import numpy as np
     from PIL import Image
 
+    from ...preprocess import IMAGE_FORMATS
+
     if isinstance(image, np.ndarray):
         buffer = io.BytesIO()
         Image.fromarray(image).convert("RGB").save(buffer, format="JPEG", quality=90)
         return buffer.getvalue(), ".jpg"
     data = image if isinstance(image, bytes) else Path(image).read_bytes()
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:  # the header only, never decoded
             return data, IMAGE_SUFFIXES.get(img.format or "", ".img")
     except Exception:  # noqa: BLE001 - a defect verdict came from a readable image; keep the bytes anyway
         return data, ".img"
