@@ -157,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("runs/quickstart"))
     parser.add_argument("--limit", type=int, default=None, help="ELPV cells per seed (default: all 2,624)")
     args = parser.parse_args(argv)
-    results = [one_seed(seed, args.work.resolve(), args.limit) for seed in args.seeds]
-    (args.work / "results.json").write_text(json.dumps(results, indent=2))
+    results = []
+    for seed in args.seeds:  # written after each seed: a later failure keeps the seeds done
+        results.append(one_seed(seed, args.work.resolve(), args.limit))
+        (args.work / "results.json").write_text(json.dumps(results, indent=2))
     print(markdown(results))
     failed = [(r["seed"], s["command"]) for r in results for s in r["steps"] if s["rc"]]
     for seed, command in failed:

@@ -20,6 +20,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# The longest files first: with ``-n 2 --dist loadfile`` a file runs on one worker, in collection
+# order, so the two README flows (minutes each) start at once and the short files fill in around them.
+LONGEST_FIRST = ("test_quickstart.py", "test_readme_anomaly.py", "test_train.py", "test_cli_benchmark.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _probe_cache(tmp_path_factory: pytest.TempPathFactory):
     """Models the tests load are remembered as probed in the session's tmp folder, not in ~/.cache."""

@@ -49,11 +49,3 @@ def test_the_quickstart_runs_as_written_on_real_elpv_cells(workdir: Path):
     for name in ("elpv-int8.tflite", "elpv-int8.onnx"):
         assert (workdir / name).is_file() and (workdir / f"{name}.report.json").is_file()
     assert (workdir / "runs" / "elpv" / "eval" / "test" / "misclassified.html").is_file()
-
-
-def test_the_anomaly_flow_runs_as_written(workdir: Path):
-    if not (workdir / "data" / "elpv").is_dir():  # alone (-k): the quickstart's data step first
-        _run(readme_commands(QUICKSTART)[0], workdir)
-    for command in readme_commands(ANOMALY):
-        _run(command, workdir)
-    assert any((workdir / "overlays").iterdir())

@@ -100,7 +100,8 @@ def test_the_page_shows_the_line_live_and_raises_the_drift_alarm(anomaly_model, 
         _feed(normal, incoming, 432, 120, darkened)
         page.wait_for_function("document.getElementById('drift').textContent.startsWith('drift: drift')", timeout=60_000)
         page.screenshot(path=str(shots / "2-drift.png"), full_page=True)
-        status = station.get("/api/status")
+        page.wait_for_function("document.getElementById('parts').textContent === '552'", timeout=60_000)
+        status = station.get("/api/status")  # every part recorded: the status and the metrics count the same parts
         assert status["drift"]["state"] == "drift" and status["drift"]["psi"] > 0.30
         metrics = urllib.request.urlopen(station.url + "/metrics", timeout=10).read().decode()
         decided = status["parts"]
