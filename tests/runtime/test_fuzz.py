@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-CASES_PER_TARGET = 300
+CASES_PER_TARGET = 200
 
 
 sys.path.insert(0, str(BENCHMARKS))
