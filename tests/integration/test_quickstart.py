@@ -1,7 +1,7 @@
 """The README's quickstart and anomaly flow, run as written on a slice of the real ELPV data.
 
 The commands are read from the README itself, so the test breaks when the README stops working,
-not when it changes. The one change: the data step takes ``--limit 200`` (200 of the 2,624 cells,
+not when it changes. The one change: the data step takes ``--limit 300`` (300 of the 2,624 cells,
 stratified), so the flow fits in CI. Every command must exit 0.
 """
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from quickstart import ANOMALY, QUICKSTART, as_run, readme_commands, user_env  # noqa: E402
 
-LIMIT = ["--limit", "200"]
+LIMIT = ["--limit", "300"]
 NOISE = ("fully_quantize:", "cuInit", "E0000", "W0000", "I0000")  # native log lines a user must not see
 
 

@@ -2,7 +2,7 @@
 
 In its own file, beside ``test_quickstart.py``, so the two README flows run on two test workers at
 once (``--dist loadfile`` keeps a file on one worker). The one change to the commands, as there:
-the data step takes ``--limit 200``.
+the data step takes ``--limit 300``.
 """
 
 from __future__ import annotations
