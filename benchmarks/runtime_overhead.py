@@ -89,6 +89,51 @@ def build_mobilenet_v2_1001_uint8(cache_dir: Path = DEFAULT_CACHE, size: int = 2
     return write_bytes(out, tflite)
 
 
+def build_mobilenet_v2_nchw_onnx(cache_dir: Path = DEFAULT_CACHE, size: int = 224) -> Path:
+    """Return the path of a bare float MobileNetV2 ONNX with an NCHW input (as a PyTorch export has), building it if missing.
+
+    tf2onnx's ``inputs_as_nchw`` puts the transpose inside the graph, so the file takes (N, 3, H, W) float
+    pixels normalized outside it, as timm/torchvision exports do.
+    """
+    out = Path(cache_dir) / f"mobilenet_v2_1000_nchw_{size}.onnx"
+    if out.is_file():
+        return out
+    import tf2onnx
+
+    from edgetl._tf import keras, tensorflow
+    from edgetl_runtime.atomic import write_bytes
+
+    tf = tensorflow()
+    model = keras().applications.MobileNetV2(input_shape=(size, size, 3), weights=None, classes=1000,
+                                             classifier_activation=None)  # fmt: skip
+    signature = (tf.TensorSpec((None, size, size, 3), tf.float32, name="input"),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=13, inputs_as_nchw=["input"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_bytes(out, proto.SerializeToString())
+
+
+class _OnnxRaw:
+    """The raw ONNX Runtime call on a session of its own (same threads), and on the runtime's session."""
+
+    def __init__(self, path: Path, model, threads: int, batch: np.ndarray):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.own = model._backend._session  # private, on purpose: the runtime's own session
+        self.name = self.session.get_inputs()[0].name
+        spec = model.info.spec.input  # the tensor prepared once, outside the timed call: the engine's work only
+        x = (batch.astype(np.float32) - np.float32(spec.mean)) / np.float32(spec.std)
+        self.x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def raw(self) -> None:
+        self.session.run(None, {self.name: self.x})
+
+    def own_run(self) -> None:
+        self.own.run(None, {self.name: self.x})
+
+
 # "invoke (runtime's interpreter)": the same raw calls on the interpreter the runtime's backend owns,
 # which separates the runtime's Python overhead from the difference between two interpreters.
 SIDES = ("raw invoke", "invoke (runtime's interpreter)", "scores(pixels)", "predict(pixels)", "predict(JPEG)")
@@ -100,11 +145,18 @@ def time_sides(path: Path, labels, threads: int, runs: int, blocks: int) -> dict
     from edgetl_runtime.backends.litert import import_interpreter_module
     from edgetl_runtime.bench import synthetic_image
 
-    model = edgetl_runtime.load(path, threads=threads, labels=labels)
+    onnx = path.suffix == ".onnx"  # a bare NCHW float model: its logits read with softmax, as the note advises
+    model = edgetl_runtime.load(path, threads=threads, labels=labels, softmax=onnx)
     h, w = model.input_size
     pixels = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
     batch = pixels[None]
     jpeg = synthetic_image()
+    if onnx:
+        engine = _OnnxRaw(path, model, threads, batch)
+        return _time(path, model, {"raw invoke": engine.raw, "invoke (runtime's interpreter)": engine.own_run,
+                                   "scores(pixels)": lambda: model.scores(batch),
+                                   "predict(pixels)": lambda: model.predict(pixels),
+                                   "predict(JPEG)": lambda: model.predict(jpeg)}, runs, blocks)  # fmt: skip
     # The same interpreter module and settings as the runtime's backend (XNNPACK, threads).
     raw = import_interpreter_module().Interpreter(model_content=path.read_bytes(), num_threads=threads)
     raw.allocate_tensors()
@@ -131,6 +183,11 @@ def time_sides(path: Path, labels, threads: int, runs: int, blocks: int) -> dict
         "predict(pixels)": lambda: model.predict(pixels),
         "predict(JPEG)": lambda: model.predict(jpeg),
     }
+    return _time(path, model, calls, runs, blocks)
+
+
+def _time(path: Path, model, calls: dict[str, Callable[[], object]], runs: int, blocks: int) -> dict:
+    h, w = model.input_size
     for fn in calls.values():  # warm up every side: first invokes allocate and pack weights
         for _ in range(min(20, runs)):
             fn()
@@ -166,7 +223,7 @@ def summarize(result: dict) -> dict:
 
 def print_summary(s: dict, threads: int, blocks: int) -> None:
     h, w = s["size"]
-    print(f"\n{s['model']}: {h}x{w} uint8, {s['classes']} classes, threads={threads}, "
+    print(f"\n{s['model']}: {h}x{w}, {s['classes']} classes, threads={threads}, "
           f"{s['calls_per_side']} calls per side in {blocks} interleaved blocks")
     print(f"  {'':32}{'median ms':>10}{'mean ms':>10}{'p90 ms':>10}{'/ invoke':>10}"
           "   (ratio: median [min-max] over blocks)")
@@ -198,7 +255,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None,
                         help="2-class edgetl model to time instead of the built MobileNetV3-Small")
-    parser.add_argument("--only", choices=("v3-small", "v2-1001"), default=None, help="time one of the two models")
+    parser.add_argument("--only", choices=("v3-small", "v2-1001", "v2-nchw-onnx"), default=None,
+                        help="time one of the models (v2-nchw-onnx: a bare float NCHW ONNX MobileNetV2 on ONNX Runtime, "
+                             "as a PyTorch export; not in the default set)")  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where built models are cached")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=300, help="timed calls per side and model")
@@ -213,6 +272,8 @@ def main() -> int:
         models.append((args.model or build_mobilenet_v3_small_int8(args.cache_dir), None))
     if args.only in (None, "v2-1001"):
         models.append((build_mobilenet_v2_1001_uint8(args.cache_dir), IMAGENET_LABELS))
+    if args.only == "v2-nchw-onnx":
+        models.append((build_mobilenet_v2_nchw_onnx(args.cache_dir), None))
     bench = start(args)
     summaries = []
     for path, labels in models:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["load", "imprint", "ImprintResult", "Model", "ModelInfo", "Prediction", "read_spec", "ModelSpec", "ExportInfo",
-           "Line", "__version__"]
+           "Line", "adopt", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .contract import ExportInfo, ModelSpec
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .imprinting import ImprintResult, imprint
     from .model import Model, ModelInfo, Prediction, load
     from .line.pipeline import Line
+    from .adopting import adopt
 
 _LAZY = {
     "load": "model",
@@ -35,6 +36,7 @@ _LAZY = {
     "ModelSpec": "contract",
     "ExportInfo": "contract",
     "Line": "line.pipeline",
+    "adopt": "adopting",
 }
 
 

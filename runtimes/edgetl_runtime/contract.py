@@ -43,6 +43,10 @@ RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area")
 # "model": the graph normalizes (it takes raw pixels 0..255); "runtime": the runtime applies
 # (pixel - mean) / std before inference.
 NORMALIZATION_PLACES = ("model", "runtime")
+# How the input tensor holds an image: (N, H, W, C), TensorFlow's, or (N, C, H, W), PyTorch's (what
+# torch.onnx.export writes); and the order of its three colour channels (OpenCV and Caffe models: BGR).
+LAYOUTS = ("nhwc", "nchw")
+CHANNEL_ORDERS = ("rgb", "bgr")
 OUTPUT_KINDS = ("probabilities", "logits")
 # The one defect-score rule of classifiers: 1 - sum(probabilities of the good labels).
 DEFECT_SCORES = ("one_minus_good",)
@@ -74,9 +78,11 @@ def _one_of(value: Any, options: tuple[str, ...], what: str) -> None:
 class InputSpec:
     """What the model takes: ``height`` x ``width`` pixels, colour mode, resize, normalization.
 
-    ``mean``/``std`` are in pixel units (0..255), ``x = (pixel - mean) / std``, and only apply
-    when ``normalization == "runtime"``; edgetl models normalize inside the graph (``"model"``),
-    which lets an int8 model take raw uint8 pixels.
+    ``mean``/``std`` are in pixel units (0..255), ``x = (pixel - mean) / std``, one value per
+    channel in the tensor's channel order, and only apply when ``normalization == "runtime"``;
+    edgetl models normalize inside the graph (``"model"``), which lets an int8 model take raw
+    uint8 pixels. ``layout`` and ``channel_order`` describe the tensor (edgetl's own: NHWC, RGB;
+    PyTorch exports: NCHW); the pixels the runtime decodes are always (H, W, C) RGB.
     """
 
     height: int
@@ -86,6 +92,8 @@ class InputSpec:
     normalization: str = "model"
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    layout: str = "nhwc"
+    channel_order: str = "rgb"
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -97,6 +105,10 @@ class InputSpec:
         _one_of(self.color_mode, COLOR_MODES, "input color_mode")
         _one_of(self.resize, RESIZE_METHODS, "input resize")
         _one_of(self.normalization, NORMALIZATION_PLACES, "input normalization")
+        _one_of(self.layout, LAYOUTS, "input layout")
+        _one_of(self.channel_order, CHANNEL_ORDERS, "input channel_order")
+        if self.channel_order == "bgr" and self.color_mode != "rgb":
+            raise MetadataError("input channel_order 'bgr' is for colour (rgb) inputs, not grayscale")
         if self.normalization == "model" and (self.mean or self.std):
             raise MetadataError("input mean/std are only given when normalization is 'runtime'")
         if self.normalization == "runtime":
@@ -238,14 +250,18 @@ class ModelSpec:
     def check_model(self, input_shape: tuple[int, ...], output_size: int, where: str) -> None:
         """Raise :class:`~edgetl_runtime.errors.ContractError` unless the tensors fit this contract.
 
-        ``input_shape`` is the model's (N, H, W, C) input (``-1`` for a dynamic dimension);
-        ``output_size`` the number of values per image in its output (0 when unknown).
+        ``input_shape`` is the model's input, (N, H, W, C) or (N, C, H, W) as the contract's
+        ``layout`` says (``-1`` for a dynamic dimension); ``output_size`` the number of values per
+        image in its output (0 when unknown).
         """
         from .errors import ContractError
 
         shape = tuple(int(d) for d in input_shape)
         if len(shape) != 4:
-            raise ContractError(f"{where}: the model's input has shape {shape}, not an image batch (N, H, W, C)")
+            raise ContractError(f"{where}: the model's input has shape {shape}, not an image batch "
+                                f"({'N, C, H, W' if self.input.layout == 'nchw' else 'N, H, W, C'})")  # fmt: skip
+        if self.input.layout == "nchw":
+            shape = (shape[0], shape[2], shape[3], shape[1])
         found = {"height": shape[1], "width": shape[2], "channels": shape[3]}
         wanted = {"height": self.input.height, "width": self.input.width, "channels": self.channels}
         wrong = [f"{k} {wanted[k]} but the model's input tensor has {found[k]}" for k in found
@@ -264,6 +280,9 @@ class ModelSpec:
         data = _jsonable(dataclasses.asdict(self))
         if not self.output.heatmap:  # a classifier's contract stays what it was before heatmaps existed
             del data["output"]["heatmap"]
+        for key, default in (("layout", "nhwc"), ("channel_order", "rgb")):  # and an NHWC RGB input before layouts
+            if data["input"][key] == default:
+                del data["input"][key]
         return data
 
     def to_json(self) -> str:
@@ -456,6 +475,7 @@ def _from_v2(data: dict[str, Any]) -> ModelSpec:
             height=inp["height"], width=inp["width"], color_mode=inp.get("color_mode", "rgb"),
             resize=inp.get("resize", "bilinear"), normalization=inp.get("normalization", "model"),
             mean=_numbers(inp.get("mean", []), "input mean"), std=_numbers(inp.get("std", []), "input std"),
+            layout=inp.get("layout", "nhwc"), channel_order=inp.get("channel_order", "rgb"),
         ),  # fmt: skip
         output=OutputSpec(kind=_table(data, "output").get("kind", "probabilities"),
                           heatmap=_sizes(_table(data, "output").get("heatmap", []), "output heatmap")),

@@ -370,3 +370,57 @@ def read_embedded(path: str | Path) -> Embedded:
     path = Path(path)
     fmt = model_format(path)
     return parse_embedded(file_entries(path.read_bytes(), fmt))
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _length_field(number: int, payload: bytes) -> bytes:
+    return _encode_varint(number << 3 | 2) + _encode_varint(len(payload)) + payload
+
+
+def set_onnx_props(model: bytes, entries: dict[str, str], drop: tuple[str, ...] = ()) -> bytes:
+    """Return serialized ONNX ``model`` with ``entries`` as its ``metadata_props`` of those names, without the ``onnx`` package.
+
+    Every other byte of the file is kept as it was (the graph, its weights, other props): the
+    top-level fields are copied as they are, the props named in ``entries`` or ``drop`` left out,
+    and the new ones appended (protobuf readers accept fields in any order).
+    """
+    buf = memoryview(model)
+    parts: list[bytes] = []
+    pos = 0
+    try:
+        while pos < len(buf):
+            start = pos
+            tag, pos = _varint(buf, pos)
+            number, wire = tag >> 3, tag & 7
+            if wire == 0:
+                _, pos = _varint(buf, pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 2:
+                n, pos = _varint(buf, pos)
+                if number == 14:
+                    entry = {k: bytes(v).decode("utf-8", "replace") for k, w, v in _proto_fields(buf, pos, pos + n) if w == 2}
+                    if entry.get(1, "") in entries or entry.get(1, "") in drop:
+                        pos += n
+                        continue
+                pos += n
+            elif wire == 5:
+                pos += 4
+            else:
+                raise ModelFormatError(f"not an ONNX model (protobuf wire type {wire})")
+            if pos > len(buf):
+                raise ModelFormatError("truncated ONNX protobuf")
+            parts.append(bytes(buf[start:pos]))
+    except IndexError as exc:
+        raise ModelFormatError(f"truncated ONNX protobuf ({exc})") from exc
+    for key, value in entries.items():
+        parts.append(_length_field(14, _length_field(1, key.encode("utf-8")) + _length_field(2, value.encode("utf-8"))))
+    return b"".join(parts)

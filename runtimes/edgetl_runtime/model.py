@@ -13,6 +13,7 @@ Prediction(verdict='defect', defect_score=0.97, threshold=0.5, top_class='defect
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -29,7 +30,7 @@ from .labels import distinct_labels, fit_labels, read_labels, read_labels_and_li
 from .errors import ContractError, MetadataError, ModelFormatError
 from .imprinted import ImprintBackend
 from .modelfile import cpu_build, output_size, probe_build, read_model_file, warm_up
-from .readout import bare_spec, extra_outputs, imprinted_backend, probabilities
+from .readout import bare_guess, bare_spec, extra_outputs, imprinted_backend, probabilities
 from .prediction import ClassProbabilities, ModelInfo, Prediction
 from .preprocess import ImageSource, from_model_output, load_image, to_model_input
 from .probe import enabled as probe_enabled
@@ -37,6 +38,25 @@ from .roi import Roi
 from .probe import engine_settings, probe
 
 __all__ = ["ClassProbabilities", "Model", "ModelInfo", "Prediction", "load", "probe_build"]
+
+
+def not_probabilities(row: np.ndarray) -> str | None:
+    """Return why a row of output values cannot be class probabilities (None when it can).
+
+    >>> not_probabilities(np.array([0.2, 0.8], np.float32)) is None
+    True
+    >>> not_probabilities(np.array([-1.3, 2.1], np.float32))
+    'a negative value, -1.3'
+    """
+    low, high = float(row.min()), float(row.max())
+    if low < -1e-3:
+        return f"a negative value, {low:.4g}"
+    if high > 1 + 1e-3:
+        return f"a value above 1, {high:.4g}"
+    total = float(row.sum())
+    if len(row) > 1 and abs(total - 1.0) > 0.05:
+        return f"values summing to {total:.4g}, not 1"
+    return None
 
 
 def _is_identity(dtype: Any, mean: Sequence[float], std: Sequence[float], quant: tuple[float, int] | None) -> bool:
@@ -67,8 +87,12 @@ class Model:
         self._threshold = spec.threshold
         inp, tensor = spec.input, backend.input
         self._mean, self._std = inp.pixel_mean, inp.pixel_std
+        self._layout, self._order = inp.layout, inp.channel_order
         # Decided once: uint8 pixels that go in as they are (edgetl int8 exports, uint8 bare models).
-        self._passthrough = _is_identity(tensor.dtype, self._mean, self._std, input_quant)
+        self._unchecked_output = False  # set by load() for a bare model read without --softmax
+        self.output_problem: str | None = None  # why its outputs are not probabilities, once seen
+        self._passthrough = (inp.layout == "nhwc" and inp.channel_order == "rgb"
+                             and _is_identity(tensor.dtype, self._mean, self._std, input_quant))  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Model({self.info.path!r}, engine={self.info.engine!r}, device={self.info.device!r})"
@@ -107,7 +131,8 @@ class Model:
             raise ValueError(f"expected pixels of shape (N, {', '.join(map(str, self._shape))}), got {pixels.shape}")
         if self._passthrough or len(pixels) == 0:
             return np.ascontiguousarray(pixels)
-        return to_model_input(pixels, self._backend.input.dtype, self._mean, self._std, self._input_quant)
+        return to_model_input(pixels, self._backend.input.dtype, self._mean, self._std, self._input_quant,
+                              self._layout, self._order)  # fmt: skip
 
     @property
     def has_embedding(self) -> bool:
@@ -206,6 +231,16 @@ class Model:
 
     def _prediction(self, probs: np.ndarray, timings: dict[str, float], heatmap: np.ndarray | None = None) -> Prediction:
         top = int(probs.argmax())
+        if self._unchecked_output:
+            problem = not_probabilities(probs)
+            if problem is not None:  # logits (or features) printed as probabilities would mislead: raw scores, no verdict
+                if self.output_problem is None:
+                    self.output_problem = (
+                        f"{self.info.path}: its outputs are not probabilities ({problem}); they look like logits: "
+                        "pass --softmax (Python: load(softmax=True)) or write its contract with `edgetl-runtime adopt "
+                        "--output-kind logits`. Shown as raw scores (top_score), with no verdict")  # fmt: skip
+                return Prediction(None, None, None, self.labels[top], float(probs[top]),
+                                  ClassProbabilities(self.labels, probs), timings, heatmap, "raw")  # fmt: skip
         defect_score = verdict = threshold = None
         if self._good.size:
             defect_score = float(defect_scores(probs[None], self._good)[0])  # the one definition
@@ -213,6 +248,22 @@ class Model:
             verdict = "defect" if defect_score >= threshold else "good"
         return Prediction(verdict, defect_score, threshold, self.labels[top], float(probs[top]),
                           ClassProbabilities(self.labels, probs), timings, heatmap)  # fmt: skip
+
+
+def open_checked(path: Path, fmt: str, data: bytes, device: str | None = None, threads: int | None = None,
+                 engine_options: dict[str, Any] | None = None, allow_cpu_fallback: bool = False) -> Backend:
+    """Return the engine for model bytes ``data``, built and run once in a memory-capped child first (see :mod:`.probe`)."""
+    # LiteRT can crash on a bad file (a segfault, not an exception): build and run it in a child first.
+    # Not a model compiled for the Edge TPU: its delegate (the device itself) belongs to this process.
+    # ONNX too: a graph can make the engine allocate gigabytes when it runs; the child's memory is capped.
+    if (device or "cpu") == "cpu" and probe_enabled() and not (fmt == "tflite" and is_edgetpu_model(data)):
+        confirm = [sys.executable, "-c", "import sys; from edgetl_runtime.modelfile import probe_build; probe_build(*sys.argv[1:])",
+                   str(path), json.dumps({"threads": threads, "options": engine_options or {}})]
+        probe(path, data, lambda: cpu_build(path, data, fmt, threads, engine_options or {}),
+              settings=engine_settings(threads, engine_options, fmt), confirm=confirm)
+    backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {}, allow_cpu_fallback)
+    warm_up(backend, path)
+    return backend
 
 
 def load(
@@ -270,6 +321,7 @@ def load(
 
         raise DeviceError(f"threads={threads!r}: give 1 to 256 CPU threads (edge devices have 4 to 12 cores); a huge "
                           "number made LiteRT crash")  # fmt: skip
+    unchecked_output = False  # a bare model's output read as probabilities though nothing says it holds them
     fmt, data, artifact = read_model_file(path)
     if artifact is not None and (labels is not None or mean is not None or std is not None or softmax):
         raise MetadataError(f"{path}: an imprinted model names its classes and input itself; labels, mean, std and "
@@ -282,16 +334,7 @@ def load(
         raise ModelFormatError(f"{path}: not a model: {exc}; the file may be truncated, copy it again") from None
     except MetadataError as exc:
         raise MetadataError(f"{path}: {exc}") from None
-    # LiteRT can crash on a bad file (a segfault, not an exception): build and run it in a child first.
-    # Not a model compiled for the Edge TPU: its delegate (the device itself) belongs to this process.
-    # ONNX too: a graph can make the engine allocate gigabytes when it runs; the child's memory is capped.
-    if (device or "cpu") == "cpu" and probe_enabled() and not (fmt == "tflite" and is_edgetpu_model(data)):
-        confirm = [sys.executable, "-c", "import sys; from edgetl_runtime.modelfile import probe_build; probe_build(*sys.argv[1:])",
-                   str(path), json.dumps({"threads": threads, "options": engine_options or {}})]
-        probe(path, data, lambda: cpu_build(path, data, fmt, threads, engine_options or {}),
-              settings=engine_settings(threads, engine_options, fmt), confirm=confirm)
-    backend = open_backend(path, data, fmt, device or "cpu", threads, engine_options or {}, allow_cpu_fallback)
-    warm_up(backend, path)
+    backend = open_checked(path, fmt, data, device, threads, engine_options, allow_cpu_fallback)
     n_outputs = output_size(backend.output)
     where = str(path)
     notes: list[str] = []
@@ -326,6 +369,12 @@ def load(
                          "their output index (pass labels=, CLI --labels labels.txt)")  # fmt: skip
         spec = bare_spec(backend.input, names, where)
         spec = spec.replace(output=OutputSpec(kind="logits" if softmax else "probabilities"))
+        if mean is None and std is None and artifact is None:
+            notes.append(f"{path} has no edgetl model contract: its input is scaled as {bare_guess(backend.input)}, a "
+                         "guess; if the model was trained otherwise, write its contract with `edgetl-runtime adopt "
+                         f"{path} --preset timm|torchvision|ultralytics-cls|keras-applications -o OUT` (or --mean/--std; "
+                         "Python: load(mean=, std=))")  # fmt: skip
+        unchecked_output = not softmax and artifact is None
         # uint8 inputs take raw pixels (the quantization maps 0..255 onto the trained range);
         # int8 and float inputs get mean/std first, then the tensor's own quantization.
         input_quant = None if np.dtype(backend.input.dtype) == np.uint8 else backend.input.quantization
@@ -346,7 +395,7 @@ def load(
         inp = spec.input
         new_mean = tuple(float(v) for v in np.broadcast_to(mean if mean is not None else inp.pixel_mean, (channels,)))
         new_std = tuple(float(v) for v in np.broadcast_to(std if std is not None else inp.pixel_std, (channels,)))
-        spec = spec.replace(input=InputSpec(inp.height, inp.width, inp.color_mode, inp.resize, "runtime", new_mean, new_std))
+        spec = spec.replace(input=dataclasses.replace(inp, normalization="runtime", mean=new_mean, std=new_std))
         input_quant = backend.input.quantization
     if threshold is not None:
         spec = spec.with_threshold(threshold, "set when loading")
@@ -375,4 +424,6 @@ def load(
         roi = Roi.from_json(embedded.export.roi)
     elif isinstance(roi, str):
         roi = Roi.parse(roi)
-    return Model(backend, info, input_quant, heatmap_output, embedding_output, roi)
+    model = Model(backend, info, input_quant, heatmap_output, embedding_output, roi)
+    model._unchecked_output = unchecked_output
+    return model

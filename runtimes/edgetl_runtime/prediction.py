@@ -68,6 +68,9 @@ class Prediction(NamedTuple):
     probabilities: ClassProbabilities
     timings: dict[str, float]
     heatmap: np.ndarray | None = None  # anomaly detectors: (rows, cols) float32 in [0, 1], 0.5 = threshold scale
+    # "raw": a bare model's outputs that cannot be probabilities (logits): top_probability and probabilities
+    # hold the raw values, shown as top_score and scores, and there is no verdict
+    score_kind: str = "probabilities"
 
     @property
     def is_defect(self) -> bool | None:
@@ -78,6 +81,10 @@ class Prediction(NamedTuple):
         """Return the JSON form: the same field names as the CLI's columns."""
         out = self._asdict()
         out["probabilities"] = self.probabilities.to_dict()
+        if self.score_kind == "probabilities":
+            del out["score_kind"]
+        else:
+            out["top_score"], out["scores"] = out.pop("top_probability"), out.pop("probabilities")
         if self.heatmap is None:
             del out["heatmap"]
         else:

@@ -246,17 +246,27 @@ def to_model_input(
     mean: tuple[float, ...] = (0.0,),
     std: tuple[float, ...] = (1.0,),
     quantization: tuple[float, int] | None = None,
+    layout: str = "nhwc",
+    channel_order: str = "rgb",
 ) -> np.ndarray:
     """Return uint8 ``pixels`` (N, H, W, C) as the model's input tensor.
 
     Float inputs get ``(pixel - mean) / std``. Integer inputs are quantized with the tensor's
     ``(scale, zero_point)``; for edgetl int8 models (mean 0, std 1, scale 1) the uint8 pixels
-    pass through untouched, so the device does no float work at all.
+    pass through untouched, so the device does no float work at all. ``layout="nchw"`` returns
+    (N, C, H, W) (PyTorch exports) and ``channel_order="bgr"`` reverses the colour channels; both
+    are folded into the one copy the cast to float makes (``mean``/``std`` are in the tensor's
+    channel order).
+
+    >>> to_model_input(np.zeros((1, 2, 2, 3), np.uint8), np.float32, (0, 0, 0), (255, 255, 255), layout="nchw").shape
+    (1, 3, 2, 2)
     """
     dtype = np.dtype(dtype)
     mean_arr = np.asarray(mean, np.float32)
     std_arr = np.asarray(std, np.float32)
     identity = not mean_arr.any() and np.all(std_arr == 1.0)
+    if layout != "nhwc" or channel_order != "rgb":
+        return _reordered_input(pixels, dtype, mean_arr, std_arr, identity, quantization, layout, channel_order)
     if dtype.kind == "f":
         x = pixels.astype(np.float32)
         return (x if identity else (x - mean_arr) / std_arr).astype(dtype, copy=False)
@@ -271,6 +281,30 @@ def to_model_input(
     info = np.iinfo(dtype)
     q = np.rint(x / np.float32(scale) + np.float32(zero_point))
     return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _reordered_input(pixels: np.ndarray, dtype: np.dtype, mean: np.ndarray, std: np.ndarray, identity: bool,
+                     quantization: tuple[float, int] | None, layout: str, channel_order: str) -> np.ndarray:
+    """Return the input of an NCHW and/or BGR tensor: the reordering is a view, the cast its one copy."""
+    view = pixels[..., ::-1] if channel_order == "bgr" else pixels
+    axis = (slice(None), None, None) if layout == "nchw" else (slice(None),)
+    if layout == "nchw":
+        view = view.transpose(0, 3, 1, 2)
+    scale, zero_point = quantization if quantization and quantization[0] else (1.0, 0)
+    if dtype == np.uint8 and identity and abs(scale - 1.0) < 1e-5 and zero_point == 0:
+        return np.ascontiguousarray(view)  # raw pixels: the one copy is the reordering itself
+    x = np.array(view, dtype=np.float32, order="C")  # reorder + cast in one pass
+    if not identity:
+        x -= mean[axis]
+        x /= std[axis]
+    if dtype.kind == "f":
+        return x if dtype == np.float32 else x.astype(dtype)
+    info = np.iinfo(dtype)
+    x /= np.float32(scale)
+    x += np.float32(zero_point)
+    np.rint(x, out=x)
+    np.clip(x, info.min, info.max, out=x)
+    return x.astype(dtype)
 
 
 def probe_image(src: str | Path | bytes) -> ImageInfo:

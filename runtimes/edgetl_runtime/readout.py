@@ -18,6 +18,9 @@ from .preprocess import from_model_output
 
 # MobileNet convention for bare float/int8 models: pixels scaled to [-1, 1].
 MOBILENET_MEAN, MOBILENET_STD = (127.5,), (127.5,)
+# PyTorch's ImageNet convention (torchvision, timm), in pixel units: (p/255 - mean) / std.
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 def probabilities(raw: np.ndarray, quant: tuple[float, int] | None, kind: str) -> np.ndarray:
@@ -33,27 +36,62 @@ def probabilities(raw: np.ndarray, quant: tuple[float, int] | None, kind: str) -
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def input_layout(shape: tuple[int, ...]) -> str | None:
+    """Return ``"nhwc"`` or ``"nchw"`` for an image input shape by where its 1 or 3 channels are (None: cannot tell)."""
+    if len(shape) != 4:
+        return None
+    last, second = shape[3] in (1, 3), shape[1] in (1, 3)
+    if last and not second:
+        return "nhwc"
+    if second and not last:
+        return "nchw"
+    if last and second:  # (N, 3, H, 3): a 3-pixel-wide image is not an image: channels last, as TensorFlow's
+        return "nhwc"
+    return None
+
+
+def bare_guess(tensor: TensorSpec) -> str:
+    """Return, in words, how a bare model's input is scaled when nothing says (what :func:`bare_spec` chose)."""
+    if np.dtype(tensor.dtype) == np.uint8:
+        return "raw pixels 0..255 (its input is uint8)"
+    if input_layout(tensor.shape) == "nchw":
+        return ("ImageNet mean/std, (p/255 - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225), PyTorch's convention "
+                "for a channels-first float input")  # fmt: skip
+    return "(p - 127.5) / 127.5, MobileNet's [-1, 1]"
+
+
 def bare_spec(tensor: TensorSpec, labels: tuple[str, ...], where: str) -> ModelSpec:
-    """Return the contract of a bare model, read from its input tensor (MobileNet conventions)."""
+    """Return the contract of a bare model, read from its input tensor.
+
+    Channels last or first by where the 1 or 3 channels are. Scaling (a guess, which
+    :func:`bare_guess` words for the user): uint8 inputs take raw pixels; float NHWC inputs
+    MobileNet's [-1, 1]; float NCHW inputs (PyTorch exports) ImageNet mean/std.
+    """
     shape = tensor.shape
     if len(shape) != 4:
-        raise ModelFormatError(f"{where}: expected an image input (N, H, W, C), found shape {shape}")
-    if shape[-1] in (1, 3):
-        height, width, channels = shape[1], shape[2], shape[3]
-    elif shape[1] in (1, 3):  # channels-first ONNX export (N, C, H, W) is not supported
-        raise ModelFormatError(f"{where}: channels-first input {shape}; re-export with NHWC input")
-    else:
-        raise ModelFormatError(f"{where}: cannot tell the image channels from input shape {shape}")
+        raise ModelFormatError(f"{where}: expected an image input (N, H, W, C) or (N, C, H, W), found shape {shape}")
+    layout = input_layout(shape)
+    if layout is None:
+        raise ModelFormatError(f"{where}: cannot tell the image channels from input shape {shape} (1 or 3 channels, "
+                               "first or last)")  # fmt: skip
+    height, width, channels = (shape[1], shape[2], shape[3]) if layout == "nhwc" else (shape[2], shape[3], shape[1])
     if height <= 0 or width <= 0:
-        raise ModelFormatError(f"{where}: input size is dynamic {shape}; this runtime needs a fixed size")
+        raise ModelFormatError(f"{where}: input size is dynamic {shape}; give it one with `edgetl-runtime adopt "
+                               f"{where} --size HxW -o OUT` (or re-export with a fixed size)")  # fmt: skip
     raw = np.dtype(tensor.dtype) == np.uint8  # uint8 models take raw pixels
+    if raw:
+        mean, std = (), ()
+    elif layout == "nchw":
+        mean = IMAGENET_MEAN if channels == 3 else IMAGENET_MEAN[:1]
+        std = IMAGENET_STD if channels == 3 else IMAGENET_STD[:1]
+    else:
+        mean, std = MOBILENET_MEAN * channels, MOBILENET_STD * channels
     return ModelSpec(
         labels=labels,
         good_labels=default_good_labels(labels),
         input=InputSpec(
             height=height, width=width, color_mode="rgb" if channels == 3 else "grayscale",
-            normalization="model" if raw else "runtime",
-            mean=() if raw else MOBILENET_MEAN * channels, std=() if raw else MOBILENET_STD * channels,
+            normalization="model" if raw else "runtime", mean=mean, std=std, layout=layout,
         ),  # fmt: skip
     )
 

@@ -45,10 +45,13 @@ def test_predict_with_labels_for_bare_model(bare, tmp_path):
 
     img = tmp_path / "x.png"
     Image.new("RGB", (50, 40), (90, 120, 30)).save(img)
-    result = _invoke("predict", bare.uint8, img, "--labels", bare.labels)
+    result = _invoke("predict", bare.uint8, img, "--labels", bare.labels, "--softmax")  # the fixture outputs logits
     assert result.exit_code == 0, result.output
     row = result.stdout.splitlines()[1].split("\t")
     assert row[3] in ("background", "scratch", "good") and row[1] in ("defect", "good")
+    logits = _invoke("predict", bare.uint8, img, "--labels", bare.labels)  # read as they are: no verdict on logits
+    assert logits.exit_code == 0 and logits.stdout.splitlines()[1].split("\t")[1:3] == ["-", "-"]
+    assert "not probabilities" in logits.stderr and "--softmax" in logits.stderr
     unlabelled = _invoke("predict", bare.uint8, img)  # no labels: classes numbered, with a note saying how
     assert unlabelled.exit_code == 0 and unlabelled.stdout.splitlines()[1].split("\t")[3] in ("0", "1", "2")
     assert "--labels" in unlabelled.stderr

@@ -113,8 +113,8 @@ class Line:
             return self.drift.status()
         if self._baseline is not None:
             return {"state": "collecting a baseline", "parts": len(self._baseline)}
-        return {"state": "no reference", "note": "this model file carries no drift reference (exported before "
-                "edgetl 0.2, or with --no-validate); re-export it, or start serve with --drift-baseline N to take "
+        return {"state": "no reference", "note": "this model file carries no drift reference (a third-party "
+                "model, or exported before edgetl 0.2 or with --no-validate); re-export it, or start serve with --drift-baseline N to take "
                 "the first N parts as the reference"}  # fmt: skip
 
     def set_threshold(self, threshold: float, who: str) -> dict[str, Any]:
