@@ -305,3 +305,26 @@ def test_an_nchw_contract_round_trips_and_nhwc_contracts_keep_their_bytes():
     nchw.check_model((1, 3, 8, 8), 2, "m.onnx")
     with pytest.raises(Exception, match="height 8 but the model's input tensor has 9"):
         nchw.check_model((1, 3, 9, 8), 2, "m.onnx")
+
+
+def test_a_channels_first_tflite_model_runs_on_litert(tmp_path, images):
+    # onnx2tf can keep a PyTorch model's NCHW input; LiteRT then gets (1, 3, H, W) as well
+    from .conftest import tf_modules, to_tflite
+
+    _, keras = tf_modules()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3, 24, 24), batch_size=1)
+    x = keras.layers.Permute((2, 3, 1))(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    net = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    path = tmp_path / "nchw.tflite"
+    path.write_bytes(to_tflite(net))
+    out = tmp_path / "nchw-edgetl.tflite"
+    edgetl_runtime.adopt(path, out, mean=(0.0,), std=(255.0,), output="probabilities", labels=["a", "good", "c"])
+    model = edgetl_runtime.load(out)
+    assert model.info.engine in ("litert", "tflite_runtime", "tensorflow") and model.info.spec.input.layout == "nchw"
+    pixels = np.asarray(Image.open(images[0]).convert("RGB").resize((24, 24)))
+    expected = net.predict((pixels.astype(np.float32) / 255).transpose(2, 0, 1)[None], verbose=0)[0]
+    np.testing.assert_allclose(model.scores(pixels[None])[0], expected, atol=1e-5)
+    assert model.predict(pixels).verdict in ("good", "defect") and model.info.notes == ()
