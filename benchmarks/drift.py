@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=5)
     parser.add_argument("--parts", type=int, default=10_000)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--on", type=float, default=None, help="PSI that turns the alarm on [the station's, 0.25]")
+    parser.add_argument("--on", type=float, default=None, help="PSI that turns the alarm on [the station's, 0.30]")
     parser.add_argument("--window", type=int, default=None, help="parts in the window [the station's, 200]")
     args = parser.parse_args(argv)
     model = edgetl_runtime.load(args.model)

@@ -65,12 +65,21 @@ def candidates(profile: DeviceProfile, threads: int | None = None) -> list[Candi
     return [replace(c, note=c.note or "profile target") if is_target(c) else c for c in native]
 
 
+def _named(c: Candidate, wanted: str) -> bool:
+    """True when ``wanted`` (``tflite`` or ``tflite:int8``) names ``c``; QAT only by its full name (it trains)."""
+    return wanted == f"{c.format}:{c.quantization}" or (wanted == c.format and c.quantization != "qat")
+
+
 def select(cands: Sequence[Candidate], formats: Sequence[str] | None) -> list[Candidate]:
-    """Return the candidates named by ``formats`` (``tflite``, ``onnx:int8``, ...); all when empty."""
+    """Return the candidates named by ``formats`` (``tflite``, ``onnx:int8``, ...); all but QAT when empty.
+
+    QAT is a fine-tune (two epochs on the training images, minutes on a CPU for a real data set), not
+    a conversion: it is benchmarked when asked for by name, ``tflite:qat``.
+    """
     if not formats:
-        return list(cands)
+        return [c for c in cands if c.quantization != "qat"]
     wanted = [w.strip().lower() for item in formats for w in item.split(",") if w.strip()]
-    picked = [c for c in cands if any(w in (c.format, f"{c.format}:{c.quantization}") for w in wanted)]
+    picked = [c for c in cands if any(_named(c, w) for w in wanted)]
     offered = ", ".join(f"{c.format}:{c.quantization}" for c in cands)
     unknown = [w for w in wanted if not any(w in (c.format, f"{c.format}:{c.quantization}") for c in cands)]
     if unknown:

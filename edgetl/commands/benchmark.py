@@ -36,7 +36,8 @@ class BusyMachine(click.ClickException):
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed predictions first.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [the profile's].")
 @click.option("--formats", multiple=True,
-              help="Only these rows: format or format:quant, comma-separated or repeated (e.g. tflite:int8,onnx).")
+              help="Only these rows: format or format:quant, comma-separated or repeated (e.g. tflite:int8,onnx); "
+                   "QAT, a two-epoch fine-tune, only by name: tflite:qat [every post-training quantization].")
 @click.option("--max-drop", type=click.FloatRange(0, 100), default=DEFAULT_MAX_DROP, show_default=True,
               help="Flag a row whose decision accuracy or defect recall is more than this many points below the float "
                    "model's, or worse beyond chance (the export gate's paired test).")
@@ -51,6 +52,9 @@ class BusyMachine(click.ClickException):
 def benchmark(run_dir, profile_name, data, runs, warmup, threads, formats, max_drop, tta, as_json, json_out, md_out,
               allow_busy, output):
     """Export RUN_DIR in every format and quantization the device supports; compare size, accuracy, speed.
+
+    \b
+    QAT fine-tunes the model (two epochs): its row is added with --formats ...,tflite:qat.
 
     \b
     Each row: exported file size; decision accuracy on the test images through edgetl-runtime

@@ -13,6 +13,17 @@ from edgetl.cli import main
 from edgetl_runtime.profiles import detect
 
 CPU_ROWS = [("tflite", q) for q in ("fp32", "fp16", "dynamic", "int8", "qat")] + [("onnx", q) for q in ("fp32", "fp16", "int8")]
+DEFAULT_ROWS = [row for row in CPU_ROWS if row[1] != "qat"]  # QAT trains: benchmarked when asked for by name
+
+
+def test_qat_is_benchmarked_only_when_asked_for_by_name():
+    from edgetl.benchmark import candidates, select
+    from edgetl_runtime.profiles import load_profile
+
+    cands = candidates(load_profile("cpu-x86_64"))
+    assert [(c.format, c.quantization) for c in select(cands, None)] == DEFAULT_ROWS
+    assert [(c.format, c.quantization) for c in select(cands, ["tflite"])] == DEFAULT_ROWS[:4]
+    assert [(c.format, c.quantization) for c in select(cands, ["tflite:qat"])] == [("tflite", "qat")]
 
 
 def _run(*args: object):
@@ -43,8 +54,10 @@ def _wide_run(tiny_run: Path, root: Path) -> Path:
 @pytest.mark.slow
 def test_cpu_profile_table_has_every_tflite_and_onnx_row(tiny_run, tmp_path):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    # every row: the post-training ones that run by default, and QAT asked for by name
     result = _run(tiny_run, "--profile", "cpu-x86_64", "--runs", 3, "--warmup", 1, "--json-file", out_json,
-                  "--markdown", out_md, "--allow-busy", "-o", tmp_path / "exports")  # fmt: skip
+                  "--markdown", out_md, "--allow-busy", "-o", tmp_path / "exports",
+                  "--formats", "tflite,onnx,tflite:qat")  # fmt: skip
     assert result.exit_code == 0, result.output
     table = json.loads(out_json.read_text())
     float_accuracy = table["float_metrics"]["decision_accuracy"]
