@@ -13,7 +13,7 @@ The graph is not touched: an ``.onnx`` keeps every byte but the appended ``metad
 and the result is checked to give bit-identical outputs to the original on a test input.
 
 >>> from edgetl_runtime import adopt                                        # doctest: +SKIP
->>> adopt("resnet18.onnx", "resnet18-edgetl.onnx", preset="torchvision", labels="labels.txt")
+>>> adopt("resnet18.onnx", "resnet18-edgetl.onnx", preset="torchvision", labels="labels.txt")  # doctest: +SKIP
 
 Presets state each source's own documented preprocessing (:data:`PRESETS`). Every source resizes
 and then centre-crops; the runtime resizes the whole image (or the part's ``--roi``) to the model's
@@ -310,11 +310,21 @@ def _version() -> str | None:
         return None
 
 
+def _scaling(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
+    """Return ``(p - mean) / std`` in short words: ``p / 255``, ``(p - 127.5) / 127.5``, or per channel.
+
+    >>> _scaling((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)), _scaling((127.5,) * 3, (127.5,) * 3)
+    ('p / 255', '(p - 127.5) / 127.5')
+    """
+    one = lambda v: f"{v[0]:g}" if len(set(v)) == 1 else "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
+    top = "p" if not any(mean) else f"(p - {one(mean)})"
+    return top if all(v == 1 for v in std) else f"{top} / {one(std)}"
+
+
 def describe(spec: ModelSpec) -> list[str]:
     """Return the contract in a few lines, as ``adopt`` prints it."""
     i = spec.input
-    scale = ("pixels 0..255 (the model normalizes)" if i.normalization == "model" else
-             f"(p - {', '.join(f'{v:g}' for v in i.mean)}) / {', '.join(f'{v:g}' for v in i.std)}")  # fmt: skip
+    scale = "pixels 0..255 (the model normalizes)" if i.normalization == "model" else _scaling(i.mean, i.std)
     labels = ", ".join(spec.labels[:6]) + (f", ... ({len(spec.labels)})" if len(spec.labels) > 6 else "")
     return [f"input    {i.layout.upper()} {i.channel_order.upper() if i.color_mode == 'rgb' else 'grayscale'} "
             f"{i.height}x{i.width}, {i.resize} resize, {scale}",

@@ -503,7 +503,8 @@ def _print_presets(ctx: click.Context) -> None:
         spec = ModelSpec(labels=("good", "defect"), good_labels=("good",), output=OutputSpec(kind=p.output),
                          input=InputSpec(224, 224, resize=p.resize, normalization="runtime" if p.mean else "model",
                                          mean=p.mean, std=p.std, layout=p.layout, channel_order=p.channel_order))  # fmt: skip
-        click.echo(f"{p.name}\n  {describe(spec)[0][9:]}; output {p.output}\n  source: {p.source}")
+        text = f"{describe(spec)[0][9:]}; output {p.output}. Source: {p.source}"
+        click.echo(f"{p.name}\n" + click.wrap_text(text, width=78, initial_indent="  ", subsequent_indent="  "))
     ctx.exit(0)
 
 

@@ -328,3 +328,12 @@ def test_a_channels_first_tflite_model_runs_on_litert(tmp_path, images):
     expected = net.predict((pixels.astype(np.float32) / 255).transpose(2, 0, 1)[None], verbose=0)[0]
     np.testing.assert_allclose(model.scores(pixels[None])[0], expected, atol=1e-5)
     assert model.predict(pixels).verdict in ("good", "defect") and model.info.notes == ()
+
+
+def test_the_new_modules_examples_hold():
+    import doctest
+
+    from edgetl_runtime import adopting, model, preprocess, readout
+
+    for module in (adopting, model, preprocess, readout):
+        assert doctest.testmod(module).failed == 0, module.__name__
