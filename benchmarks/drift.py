@@ -6,7 +6,8 @@ MODEL is an exported file, RUN its run folder, TEST_DIR the held-out test split.
 made as ``edgetl export`` makes it: the file's defect scores on the run's validation images. Then
 the file scores every test image as it is and shifted (darkened to 60 %, blurred with a 2-pixel
 Gaussian, rotated by 10 degrees, turned upside down), and the station's own monitor
-(:class:`edgetl_runtime.line.drift.DriftMonitor`, window 200) is fed streams of those scores:
+(:class:`edgetl_runtime.line.drift.DriftMonitor`, window 200; ``--statistic psi`` for the PSI alarm
+it replaced, ``--on`` for another limit) is fed streams of those scores:
 
 - *in distribution*: ``--streams`` streams of ``--parts`` test parts drawn at random (with
   replacement): how many times does the alarm go on?
@@ -45,45 +46,11 @@ def scores(model, images: list[Path], transform=None) -> np.ndarray:
     return np.asarray(out)
 
 
-def ks_monitor(off_ratio: float = 0.5):
-    """Return a DriftMonitor class that raises on the two-sample Kolmogorov-Smirnov distance at the reference's
-    decile edges (max |window CDF - reference CDF|) instead of PSI: the alternative the issue names, measured here."""
-    from edgetl_runtime.line.drift import DriftMonitor
-
-    class KSMonitor(DriftMonitor):
-        def update(self, score: float) -> str | None:
-            import bisect
-
-            b = bisect.bisect_right(self.edges, score)
-            if len(self._bins) == self.window:
-                self._counts[self._bins[0]] -= 1
-            self._bins.append(b)
-            self._counts[b] += 1
-            if len(self._bins) < self.window:
-                return None
-            cdf = np.cumsum(self._counts[:-1]) / self.window
-            self.psi = float(np.max(np.abs(cdf - self._ref_cdf)))  # the KS distance, in the PSI slot
-            new = "drift" if self.psi > self.on or (self.state == "drift" and self.psi >= self.off) else "ok"
-            if new == self.state:
-                return None
-            self.state = new
-            return new
-
-        def __init__(self, ref, window, on, off=None, source="the export's validation images"):
-            super().__init__(ref, window, on, off if off is not None else on * off_ratio, source)
-            self._ref_cdf = np.cumsum(np.asarray(ref["shares"], np.float64))[:-1]
-
-    return KSMonitor
-
-
-MONITOR = {"cls": None}
-
-
 def first_alarm(monitor_args: tuple, before: np.ndarray, after: np.ndarray) -> int | None:
     """Return after how many of the ``after`` scores the alarm went on (None: never); it must stay off during ``before``."""
     from edgetl_runtime.line.drift import DriftMonitor
 
-    monitor = (MONITOR["cls"] or DriftMonitor)(*monitor_args)
+    monitor = DriftMonitor(*monitor_args)
     for s in before:
         monitor.update(s)
     if monitor.state == "drift":
@@ -105,26 +72,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=5)
     parser.add_argument("--parts", type=int, default=10_000)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--on", type=float, default=None, help="PSI that turns the alarm on [the station's, 0.30]")
+    parser.add_argument("--on", type=float, default=None,
+                        help="the statistic's value that turns the alarm on [the station's: KS 0.18, PSI 0.30]")
     parser.add_argument("--window", type=int, default=None, help="parts in the window [the station's, 200]")
-    parser.add_argument("--statistic", choices=("psi", "ks"), default="psi",
-                        help="psi: the station's; ks: the Kolmogorov-Smirnov distance at the deciles, the alternative "
-                             "measured against it (--on is then a distance, e.g. 0.23)")  # fmt: skip
+    parser.add_argument("--statistic", choices=("ks", "psi"), default="ks",
+                        help="what raises the alarm: ks, the station's (the Kolmogorov-Smirnov distance at the "
+                             "reference's deciles), or psi, measured against it [ks]")  # fmt: skip
     parser.add_argument("--scores-cache", type=Path, default=None,
                         help="a .npz to keep the file's scores in (validation, test, shifted): a rerun with another "
                              "statistic or limit does not score the images again")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.statistic == "ks":
-        if args.on is None:
-            parser.error("--statistic ks needs --on (a distance, e.g. 0.23)")
-        MONITOR["cls"] = ks_monitor()
     model = edgetl_runtime.load(args.model)
     val = [Path(p) for p, _ in json.loads((args.run / "split.json").read_text())["val"]]
     cache = dict(np.load(args.scores_cache)) if args.scores_cache and args.scores_cache.is_file() else {}
     if "val" not in cache:
         cache["val"] = scores(model, val)
     ref = reference(cache["val"])
-    monitor_args = (ref, args.window or WINDOW, *((args.on,) if args.on else ()))
+    monitor_args = (ref, args.window or WINDOW, args.on, None, "the validation images", args.statistic)
     test = sorted(args.test.rglob("*.png"))
     is_defect = np.array(["defect" in p.parent.name for p in test])
     if "test" not in cache:
@@ -136,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
 
     alarms, peak = [], []
     for _ in range(args.streams):
-        monitor, ons, top = (MONITOR["cls"] or DriftMonitor)(*monitor_args), 0, 0.0
+        monitor, ons, top = DriftMonitor(*monitor_args), 0, 0.0
         for s in rng.choice(base, args.parts):
             ons += monitor.update(s) == "drift"
-            top = max(top, monitor.psi or 0.0)
+            top = max(top, monitor.value or 0.0)
         alarms.append(ons)
         peak.append(top)
     results["in_distribution"] = {"streams": args.streams, "parts_each": args.parts, "alarms": alarms,
-                                  "max_psi": [round(p, 3) for p in peak]}  # fmt: skip
+                                  "max_value": [round(p, 3) for p in peak]}  # fmt: skip
     for i, (name, fn) in enumerate(SHIFTS.items()):
         if f"shift{i}" not in cache:
             cache[f"shift{i}"] = scores(model, test, fn)
@@ -164,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     results["test_mean_score"] = round(float(base.mean()), 3)
     print(json.dumps(results, indent=2))
     print("\n| stream | alarm after (median / worst of 20 streams) |\n|---|---|")
-    print(f"| {args.streams} x {args.parts} test parts (in distribution) | {sum(alarms)} alarms; max PSI "
+    print(f"| {args.streams} x {args.parts} test parts (in distribution) | {sum(alarms)} alarms; max {args.statistic.upper()} "
           f"{max(peak):.3f} |")  # fmt: skip
     for name, d in delays.items():
         shown = "never" if d["median"] is None else f"{d['median']} / {d['worst']} parts"

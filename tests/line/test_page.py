@@ -102,7 +102,8 @@ def test_the_page_shows_the_line_live_and_raises_the_drift_alarm(anomaly_model, 
         page.screenshot(path=str(shots / "2-drift.png"), full_page=True)
         page.wait_for_function("document.getElementById('parts').textContent === '552'", timeout=60_000)
         status = station.get("/api/status")  # every part recorded: the status and the metrics count the same parts
-        assert status["drift"]["state"] == "drift" and status["drift"]["psi"] > 0.30
+        drift = status["drift"]
+        assert drift["state"] == "drift" and drift["statistic"] == "ks" and drift["distance"] > drift["on"] == 0.18
         metrics = urllib.request.urlopen(station.url + "/metrics", timeout=10).read().decode()
         decided = status["parts"]
         assert "edgetl_drift 1" in metrics and f'edgetl_parts_total{{status="decided"}} {decided}' in metrics

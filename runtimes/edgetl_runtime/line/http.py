@@ -346,6 +346,9 @@ def metrics(line: Any) -> str:
     out += [f"edgetl_latency_ms_sum {total_ms:.3f}", f"edgetl_latency_ms_count {cumulative[-1] if cumulative else 0}",
             "# HELP edgetl_drift 1 while the drift alarm is on.", "# TYPE edgetl_drift gauge",
             f"edgetl_drift {1 if drift.get('state') == 'drift' else 0}",
+            "# HELP edgetl_drift_distance Kolmogorov-Smirnov distance of the recent parts' defect scores from the "
+            "reference (the alarm's statistic).",
+            "# TYPE edgetl_drift_distance gauge", f"edgetl_drift_distance {drift.get('distance') or 0}",
             "# HELP edgetl_drift_psi Population stability index of the recent parts' defect scores.",
             "# TYPE edgetl_drift_psi gauge", f"edgetl_drift_psi {drift.get('psi') or 0}",
             "# HELP edgetl_threshold The defect-score threshold in use.", "# TYPE edgetl_threshold gauge",
