@@ -97,6 +97,8 @@ def serve(model: str, source_spec: str, sink_specs: tuple[str, ...], history_pat
     click.echo(f"station: {line.model.info.path} ({line.model.info.engine}, {line.model.info.device}) <- {source.name}"
                f"; history {line.history_path}; sinks: {', '.join(s.name for s in line.sinks) or 'none'}"
                + (f"; page {server.url}/" if server else ""), err=True)  # fmt: skip
+    for text in line.model.info.notes:  # what was guessed or fitted at load (a bare model's scaling, labels)
+        click.echo(f"note: {text}", err=True)
     drift = line.drift_status()
     if "note" in drift:
         click.echo(f"note: no drift alarm: {drift['note']}", err=True)

@@ -298,8 +298,9 @@ class Line:
             except Exception as exc:  # noqa: BLE001 - an engine failure on one part is that part's error
                 self._put(self._record_q, _result(part, "error", error=f"inference: {exc.__class__.__name__}: {exc}"[:500]))
                 continue
+            probability = pred.top_probability if pred.score_kind == "probabilities" else None  # a logit is none
             result = _result(part, "decided", verdict=pred.verdict, defect_score=pred.defect_score,
-                             top_class=pred.top_class, top_probability=pred.top_probability, threshold=pred.threshold,
+                             top_class=pred.top_class, top_probability=probability, threshold=pred.threshold,
                              model_sha256=self.model_sha256, timings=dict(pred.timings))  # fmt: skip
             result.t_inferred = time.perf_counter()
             if keep_images and pred.verdict == "defect":  # only the rejects sink needs them, only for rejects
