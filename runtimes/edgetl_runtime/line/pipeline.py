@@ -89,6 +89,7 @@ class Line:
                          for sink in self.sinks]  # fmt: skip
         self._threads: list[threading.Thread] = []
         self._events: queue.Queue = queue.Queue()  # station events for the recorder to write (it owns the history)
+        self._told_output = False  # a bare model's logits: said once, as an event
         self._finished = threading.Event()
         self.state, self.error, self.history_error = "ready", "", ""
         self.entered = 0
@@ -299,6 +300,9 @@ class Line:
                 self._put(self._record_q, _result(part, "error", error=f"inference: {exc.__class__.__name__}: {exc}"[:500]))
                 continue
             probability = pred.top_probability if pred.score_kind == "probabilities" else None  # a logit is none
+            if probability is None and not self._told_output:  # once: the history and the sinks say why no verdict
+                self._told_output = True
+                self._events.put({"event": "model output", "note": model.output_problem, "time": time.time()})
             result = _result(part, "decided", verdict=pred.verdict, defect_score=pred.defect_score,
                              top_class=pred.top_class, top_probability=probability, threshold=pred.threshold,
                              model_sha256=self.model_sha256, timings=dict(pred.timings))  # fmt: skip
