@@ -239,9 +239,11 @@ def adopt(
                                 "--mean 123.675,116.28,103.53 --std 58.395,57.12,57.375; pixels 0..1: --mean 0 "
                                 "--std 255)")  # fmt: skip
         normalization = "model"  # uint8 input: raw pixels, the tensor's quantization maps them
-    else:
-        mean_v = mean_v if mean_v is not None else (0.0,) * channels
-        std_v = std_v if std_v is not None else (1.0,) * channels
+    else:  # one of them given: the other is the preset's, else 0 (mean) or 1 (std)
+        preset_mean = p.mean[:channels] if p is not None and p.mean else None
+        preset_std = p.std[:channels] if p is not None and p.std else None
+        mean_v = mean_v if mean_v is not None else preset_mean or (0.0,) * channels
+        std_v = std_v if std_v is not None else preset_std or (1.0,) * channels
         normalization = "runtime"
     if normalization == "runtime" and any(s == 0 for s in std_v):
         raise MetadataError(f"--std must not be 0, got {list(std_v)}")

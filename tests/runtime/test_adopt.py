@@ -235,6 +235,8 @@ def test_a_dynamic_image_size_needs_size_and_adopt_guesses_nothing(tmp_path):
         done = run("adopt", str(fixed), *args, "-o", str(tmp_path / "y.onnx"))
         assert done.returncode == 2 and said in done.stderr, (args, done.stderr)
         assert not (tmp_path / "y.onnx").exists()
+    spec, _ = edgetl_runtime.adopt(fixed, tmp_path / "z.onnx", preset="timm", mean=127.5)  # std stays the preset's
+    assert spec.input.mean == (127.5,) * 3 and spec.input.std == pytest.approx((58.395, 57.12, 57.375))
     done = run("adopt", str(fixed), "--preset", "timm", "-o", str(fixed))
     assert done.returncode == 2 and "keeps" in done.stderr
 
