@@ -159,7 +159,8 @@ def _show(report, result, as_json: bool) -> None:
     if result.note:
         console.print(result.note, soft_wrap=True)
     for step in result.adjusted:
-        console.print(step, soft_wrap=True)
+        if report is None or step not in (report.note or ""):  # said under the table already
+            console.print(step, soft_wrap=True)
     if result.qat is not None and result.qat.float_layers:
         layers = result.qat.float_layers
         console.print(f"QAT: {len(layers)} layer(s) outside tfmot's int8 scheme were calibrated post-training (first: {layers[0]})")

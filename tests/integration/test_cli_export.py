@@ -33,6 +33,12 @@ def test_cli_prints_a_validation_table(tiny_run, tmp_path):
     assert "top-1 agreement" in result.output and "pass" in result.output and "model.onnx" in result.output
 
 
+def test_cli_int8_table_says_each_adjustment_once(tiny_run, tmp_path):
+    result = _run(tiny_run, "--quant", "int8", "--calib-samples", "12", "-o", tmp_path / "model.tflite")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("threshold re-set for this export") == 1, result.output
+
+
 def test_cli_device_profile_picks_format_and_quantization(tiny_run, tmp_path):
     result = _run(tiny_run, "--profile", "coral-usb", "--json", "-o", tmp_path / "coral.tflite")
     assert result.exit_code == 0, result.output
