@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from peers import RUNTIME, wait_for
 from PIL import Image
+from edgetl_runtime.line.drift import ks_limits
 
 CHROMIUM = "/usr/bin/chromium"
 SIZE = 64
@@ -103,7 +104,7 @@ def test_the_page_shows_the_line_live_and_raises_the_drift_alarm(anomaly_model, 
         page.wait_for_function("document.getElementById('parts').textContent === '552'", timeout=60_000)
         status = station.get("/api/status")  # every part recorded: the status and the metrics count the same parts
         drift = status["drift"]
-        assert drift["state"] == "drift" and drift["statistic"] == "ks" and drift["distance"] > drift["on"] == 0.18
+        assert drift["state"] == "drift" and drift["statistic"] == "ks" and drift["distance"] > drift["on"] == ks_limits(216, 200)[0]
         metrics = urllib.request.urlopen(station.url + "/metrics", timeout=10).read().decode()
         decided = status["parts"]
         assert "edgetl_drift 1" in metrics and f'edgetl_parts_total{{status="decided"}} {decided}' in metrics
