@@ -71,7 +71,15 @@ def open_regular(path: str | Path, limit: int | None = None) -> BinaryIO:
 def read_regular(path: str | Path, limit: int) -> bytes:
     """Return the bytes of the regular file ``path``, at most ``limit`` of them (see :func:`open_regular`)."""
     with open_regular(path, limit) as f:
-        data = f.read(limit + 1)
+        # read what the file holds (one more byte to see it grow), not a buffer of ``limit``: a 100 KB
+        # image must not cost a 256 MB allocation
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(min(size, limit) + 1)
+        while size < len(data) <= limit:  # it grew after the check: read on in 1 MiB steps, to the limit at most
+            more = f.read(min(2**20, limit + 1 - len(data)))
+            if not more:
+                break
+            data += more
     if len(data) > limit:  # it grew after the check
         raise TooLarge(f"{path}: more than the {limit:,} bytes a file of this kind may have")
     return data

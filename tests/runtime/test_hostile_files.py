@@ -435,3 +435,26 @@ def test_a_model_dropped_frees_its_engine_at_once_without_waiting_for_the_garbag
     finally:
         if collecting:
             gc.enable()
+
+
+def test_a_small_file_is_read_without_a_buffer_of_the_limit(tmp_path):
+    # Before: every image was read with f.read(256 MB + 1): a 256 MB allocation per part (not touched, so
+    # not resident, but an mmap and munmap per image, and 256 MB in tracemalloc's books).
+    import tracemalloc
+
+    from edgetl_runtime.safefile import TooLarge, read_regular
+
+    path = tmp_path / "part.png"
+    path.write_bytes(b"x" * 100_000)
+    tracemalloc.start()
+    try:
+        assert read_regular(path, 256 * 2**20) == b"x" * 100_000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 300_000, f"reading 100 kB allocated {peak:,} bytes"
+    # a file whose size the kernel does not tell (st_size 0, like one still growing) is still read whole
+    status = read_regular("/proc/self/status", 2**20)
+    assert status.startswith(b"Name:") and b"VmRSS" in status
+    with pytest.raises(TooLarge, match="more than the 64 bytes"):
+        read_regular("/proc/self/status", 64)
