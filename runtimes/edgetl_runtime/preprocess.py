@@ -71,7 +71,11 @@ def foreign_format(head: bytes) -> str | None:
     return next((name for magic, name in _FOREIGN if head.startswith(magic)), None)
 
 
-def _open(src: str | Path | bytes) -> Image.Image:
+def read_image_file(src: str | Path | bytes) -> bytes:
+    """Return the bytes of the image file ``src`` (bytes are returned as they are), read as safely as :func:`load_image` reads it.
+
+    Raises :class:`ImageError` naming the file: missing, not a regular file, over 256 MB, unreadable, empty.
+    """
     from .safefile import SpecialFile, TooLarge, read_regular
 
     name = "<bytes>" if isinstance(src, bytes) else str(src)
@@ -87,6 +91,12 @@ def _open(src: str | Path | bytes) -> Image.Image:
         raise ImageError(name, f"cannot be read ({exc.strerror or exc})") from None
     if not data:
         raise ImageError(name, "empty file (0 bytes)")
+    return data
+
+
+def _open(src: str | Path | bytes) -> Image.Image:
+    name = "<bytes>" if isinstance(src, bytes) else str(src)
+    data = read_image_file(src)
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -135,6 +135,26 @@ def test_rejects_keep_images_under_the_quota_oldest_out(station_model, part_imag
     assert station.terminate() == 0
 
 
+def test_rejects_keep_the_image_of_a_file_the_folder_source_moved(station_model, part_images, tmp_path, stations):
+    # Before: the rejects sink read the part's file after the folder source had moved it (move=DIR): every
+    # reject's image was lost, and the sink counted a failure for each.
+    incoming, done = tmp_path / "in", tmp_path / "done"
+    incoming.mkdir()
+    feed(part_images, incoming, 12)
+    station = stations(station_model, tmp_path, "--source", f"dir:{incoming}?settle_ms=0&move={done}",
+                       "--sink", f"rejects:{tmp_path / 'rejects'}")  # fmt: skip
+    station.wait_rows(12, 60)
+    defects = {r[0]: r[2] for r in station.rows() if r[4] == "defect"}  # row id -> part id (the file's name)
+    assert defects, "the parts include rejects"
+    wait_for(lambda: station.get("/api/status")["sinks"][0]["delivered"] >= len(defects), 60, "every reject's image")
+    assert station.get("/api/status")["sinks"][0]["failures"] == 0
+    kept = {int(p.name.split("-")[0]): p for p in (tmp_path / "rejects").iterdir()}
+    assert sorted(kept) == sorted(defects)
+    for row, part in defects.items():
+        assert kept[row].read_bytes() == (done / part).read_bytes()  # the part's own bytes, moved meanwhile
+    assert station.terminate() == 0
+
+
 def test_modbus_pulses_within_the_gate_window_only(station_model, part_images, tmp_path, stations):
     plc = ModbusPlc()
     incoming = tmp_path / "in"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import EdgetlRuntimeError, ImageError
+from ..preprocess import read_image_file
 from .history import History, HistoryError
 from .parts import Part, Result, Stop
 from .sinks import Sink, SinkRunner, open_sink
@@ -261,6 +262,9 @@ class Line:
 
     def _decode(self) -> None:
         model = self.model
+        # a sink that keeps images (rejects) gets the file's bytes, read here once: by the time it writes, the
+        # folder source has moved the file (move=DIR) or the camera PC may have deleted it
+        keep_images = any(getattr(s, "wants_images", False) for s in self.sinks)
         while True:
             part = self._decode_q.get()
             if part is _END:
@@ -271,6 +275,8 @@ class Line:
                 self._put(self._record_q, _result(part, "error", error=part.error or "the source gave no image"))
                 continue
             try:
+                if keep_images and isinstance(part.image, (str, os.PathLike)):
+                    part.image = read_image_file(part.image)
                 pixels = model.pixels(part.image)
             except (ImageError, OSError, ValueError, EdgetlRuntimeError) as exc:
                 reason = exc.reason if isinstance(exc, ImageError) else f"{exc.__class__.__name__}: {exc}"
