@@ -59,6 +59,11 @@ class ValidationFailed(click.ClickException):
               help="The part's box in the camera frame (pixels, or fractions of width and height): cropped from the "
                    "calibration and validation images before the resize, and stored in the file so the device crops "
                    "its frames the same way.")
+@click.option("--validate-on", "validate_on", type=click.Choice(["host", "aarch64"]), default="host",
+              show_default=True,
+              help="Where the exported file runs for its threshold, drift reference and gate: this machine, or "
+                   "aarch64 (a Raspberry Pi's or Jetson's CPU arithmetic, in the emulated root that "
+                   "benchmarks/arm64.py builds; needs root; a few minutes).")
 @click.option("--embedding", is_flag=True,
               help="Add the image embedding as a second output (and a few prototypes per label), so the file can "
                    "learn new classes on the device: edgetl-runtime imprint.")
@@ -66,7 +71,7 @@ class ValidationFailed(click.ClickException):
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Output file (default: RUN_DIR/export/model-<format>-<quant>.<ext>).")
 def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile_name, atol, min_agreement, max_drop,
-           alpha, no_validate, tta, full_int8, roi, embedding, as_json, output):
+           alpha, no_validate, tta, full_int8, roi, validate_on, embedding, as_json, output):
     """Export the model of RUN_DIR (a `edgetl train` folder) for an edge device.
 
     \b
@@ -77,6 +82,7 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile
       edgetl export runs/elpv --profile raspberry-pi-4 -o pi.tflite
       edgetl export runs/elpv --quant int8 --tta -o model-tta.tflite   # flips averaged in the graph
       edgetl export runs/elpv --quant int8 --embedding -o model.tflite   # imprintable on the device
+      sudo edgetl export runs/elpv --quant int8 --validate-on aarch64 -o pi.tflite   # the Pi's arithmetic
 
     The validation report is written beside the model as OUTPUT.report.json.
     """
@@ -87,7 +93,7 @@ def export(run_dir, fmt, quant, calib, calib_samples, io_type, val_data, profile
     fields = dict(calib_data=Path(calib) if calib else None, calib_samples=calib_samples,
                   val_data=Path(val_data) if val_data else None, validate=not no_validate,
                   atol=atol, min_agreement=min_agreement, max_drop=max_drop, alpha=alpha, tta=tta,
-                  embedding=embedding, float_head=not full_int8, roi=roi)  # fmt: skip
+                  embedding=embedding, float_head=not full_int8, roi=roi, validate_on=validate_on)  # fmt: skip
     try:
         if profile_name:
             if fmt or quant:

@@ -75,14 +75,23 @@ def reset_threshold(float_scores: np.ndarray, exported_scores: np.ndarray, thres
     return ThresholdReset(t, float(threshold), int(len(float_scores)), int(np.sum(np.asarray(float_scores) >= threshold)))
 
 
-def exported_defect_scores(data: bytes, fmt: str, pixels: np.ndarray, good: tuple[int, ...]) -> np.ndarray:
-    """Return the defect scores of the exported file ``data`` (a ``fmt`` file) on uint8 ``pixels``, run as on the device."""
+def exported_defect_scores(data: bytes, fmt: str, pixels: np.ndarray, good: tuple[int, ...],
+                           on: str = "host") -> np.ndarray:  # fmt: skip
+    """Return the defect scores of the exported file ``data`` (a ``fmt`` file) on uint8 ``pixels``, run as on the device.
+
+    ``on``: ``host``, or ``aarch64`` (in the emulated root, :mod:`edgetl.exporters.emulated`).
+    """
     import shutil
     import tempfile
     from pathlib import Path
 
     import edgetl_runtime
     from edgetl_runtime.decision import defect_scores
+
+    if on == "aarch64":
+        from . import emulated
+
+        return defect_scores(emulated.scores(data, fmt, pixels)[0], good)
 
     folder = Path(tempfile.mkdtemp(prefix="edgetl-threshold-"))
     try:

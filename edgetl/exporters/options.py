@@ -58,6 +58,9 @@ class ExportOptions:
     ``roi``: the part's box in the frame (``"X,Y,W,H"`` in pixels or fractions, see
     :mod:`edgetl_runtime.roi`), cropped from the calibration and validation images before the
     resize and stored in the file, so the device crops its camera frames the same way.
+    ``validate_on``: ``host`` (default) or ``aarch64``: compute the exported file's scores for the
+    threshold it re-sets, its drift reference and the gate inside the emulated aarch64 root, as a
+    Raspberry Pi or a Jetson's CPU computes them (see :mod:`edgetl.exporters.emulated`).
     ``embedding``: add the classifier's image embedding (its pooled features) as a second output
     (N, 1, 1, size) and a few centres of each label's training embeddings as prototypes, so the
     file can be imprinted on (``edgetl-runtime imprint``). Classifiers only.
@@ -85,6 +88,7 @@ class ExportOptions:
     embedding: bool = False
     float_head: bool = True
     roi: str | None = None
+    validate_on: str = "host"
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -105,6 +109,11 @@ class ExportOptions:
             raise ExportError("calib_samples and val_samples must be at least 1")
         if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
             raise ExportError(f"min_agreement must be within [0, 1], got {self.min_agreement}")
+        if self.validate_on not in ("host", "aarch64"):
+            raise ExportError(f"validate_on must be host or aarch64, got {self.validate_on!r}")
+        if self.validate_on != "host" and self.format == "edgetpu":
+            raise ExportError("--validate-on aarch64 runs the file on the CPU; an Edge TPU file is validated on the "
+                              "host (its CPU-mapped ops), or on the device with edgetl-runtime bench --data")  # fmt: skip
         if not 0.0 <= self.max_drop <= 100.0:
             raise ExportError(f"max_drop is in points (0..100), got {self.max_drop}")
         if not 0.0 <= self.alpha <= 1.0:

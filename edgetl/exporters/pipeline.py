@@ -239,6 +239,10 @@ def export(
     """
     options = options or ExportOptions()
     target = get_target(options.format)
+    if options.validate_on != "host" and options.validate:
+        from . import emulated
+
+        emulated.check_root(emulated.default_root())  # before minutes of conversion, not after
     source = _resolve(run_or_model, spec)
     output = _plan_output(source, options, output)
     model_shape = tuple(source.model.inputs[0].shape[1:])
@@ -305,7 +309,8 @@ def export(
         float_scores = defect_scores(val.reference, good)
         exported = float_scores
         if options.quantization != "fp32":
-            exported = operating_point.exported_defect_scores(data, options.format, val.pixels, good)
+            exported = operating_point.exported_defect_scores(data, options.format, val.pixels, good,
+                                                              options.validate_on)  # fmt: skip
             reset = operating_point.reset_threshold(float_scores, exported, source.spec.threshold)
             info = info.replace(threshold=reset.threshold, threshold_source=reset.source)
         # the parts the station will see are like the real validation images, not the painted defects
@@ -325,7 +330,7 @@ def export(
             val = val or _validation_set(source, options, reference)
             report = validate(plan.path, reference, val.pixels, val.labels, options.quantization, _tolerance(options),
                               plan.device, spec=source.spec, max_drop=options.max_drop, alpha=options.alpha,
-                              float_scores=val.reference)  # fmt: skip
+                              float_scores=val.reference, on=options.validate_on)  # fmt: skip
             synthetic = val.synthetic
             notes = (plan.note, report.note, anomaly_notes, reset.note() if reset else "",
                      f"{synthetic} of the validation images are good ones with a synthetic defect painted on "

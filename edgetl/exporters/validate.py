@@ -320,10 +320,13 @@ def validate(
     max_drop: float = DEFAULT_MAX_DROP,
     alpha: float = DEFAULT_ALPHA,
     float_scores: np.ndarray | None = None,
+    on: str = "host",
 ) -> ValidationReport:
     """Run ``path`` through the runtime on uint8 ``pixels``, compare with ``reference_model``; return the report.
 
     ``float_scores``: the reference model's scores on ``pixels`` when the caller has them already.
+    ``on``: ``host``, or ``aarch64``: the file runs in the emulated aarch64 root
+    (:mod:`edgetl.exporters.emulated`), and the report says so.
     The report names the engine, device and provider that actually ran the exported file.
     """
     if float_scores is None:
@@ -332,11 +335,20 @@ def validate(
 
     model = edgetl_runtime.load(path, device=device)
     own = model.info.spec.threshold  # the file's own threshold, when its export re-set it
-    report = compare(path, model.scores(pixels), float_scores, labels, quantization,
+    if on == "aarch64":
+        from . import emulated
+
+        exported, ran = emulated.scores(Path(path).read_bytes(), "onnx" if str(path).endswith(".onnx") else "tflite",
+                                        pixels)  # fmt: skip
+        ran_on = f"{device} ({ran['machine']}, {ran['emulated'] or 'not emulated'}; edgetl-runtime {ran['runtime']})"
+        info = {"engine": ran["engine"], "device": ran_on, "provider": ran["provider"]}
+    else:
+        exported = model.scores(pixels)
+        info = {"engine": model.info.engine, "device": model.info.device, "provider": model.info.provider}
+    report = compare(path, exported, float_scores, labels, quantization,
                      tolerance, device, spec=spec, max_drop=max_drop, alpha=alpha,
                      exported_threshold=None if own == spec.threshold else own)  # fmt: skip
-    info = model.info
-    return replace(report, engine=info.engine, device=info.device, provider=info.provider)
+    return replace(report, **info)
 
 
 def next_levers(report: ValidationReport, options: Any = None) -> str:

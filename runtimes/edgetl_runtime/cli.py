@@ -256,7 +256,7 @@ def bench(
     Exits with status 1 unless the verdict is PASS.
     """
     from . import bench as b
-    from .host import busy_warning, machine_state
+    from .host import busy_warning, emulation_warning, machine_state
 
     for out in (json_file, plot):  # fail before minutes of timing, not after
         _writable_file(out)
@@ -281,9 +281,10 @@ def bench(
 
                 write_json(json_file, {"model": model, "verdict": result.to_dict(profile.name)})
             sys.exit(EXIT_CHECK_FAILED)
-    warning = busy_warning(machine_state())
-    if warning:
-        click.echo(warning, err=True)
+    state = machine_state()
+    for warning in (busy_warning(state), emulation_warning(state)):
+        if warning:
+            click.echo(warning, err=True)
     if pipeline_dir is not None:
         return _bench_pipeline(model, pipeline_dir, runs, device, threads, labels, profile, as_json, json_file)
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import EdgetlRuntimeError
 
-__all__ = ["MachineState", "machine_state", "busy_warning", "BusyMachineError", "require_idle", "pick_cpu_model"]
+__all__ = ["MachineState", "machine_state", "busy_warning", "emulation_warning", "BusyMachineError", "require_idle", "pick_cpu_model"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class MachineState:
     machine: str  # platform.machine(): x86_64, aarch64, armv7l, arm64, AMD64
     system: str  # "Linux 6.1.0-18-amd64", "Darwin 23.4.0", "Windows 10"
     python: str  # "3.11.9"
+    emulated: str = ""  # what emulates this machine's architecture ("qemu-user: aarch64 on an x86 CPU"), or ""
 
     @property
     def busy(self) -> bool:
@@ -54,7 +55,9 @@ class MachineState:
         else:
             load = "load " + " ".join(f"{x:.2f}" for x in self.load) + (" (busy)" if self.busy else " (idle)")
         cores = f"{self.cores} core{'s' if self.cores != 1 else ''}"
-        return f"{self.date}, {self.cpu_model}, {cores}, {load}, {self.system} {self.machine}, Python {self.python}"
+        emulated = f" (EMULATED: {self.emulated})" if self.emulated else ""
+        return (f"{self.date}, {self.cpu_model}, {cores}, {load}, {self.system} {self.machine}{emulated}, "
+                f"Python {self.python}")
 
     def to_dict(self) -> dict:
         """Return the state as JSON-ready values (an unknown load is ``None``), with ``busy``."""
@@ -98,6 +101,27 @@ def pick_cpu_model(machine: str, cpuinfo: dict[str, str], board: str = "") -> st
     return None
 
 
+def emulation(machine: str, cpuinfo: dict[str, str]) -> str:
+    """Return what emulates an ARM ``machine`` on another CPU (qemu-user passes the host's /proc/cpuinfo), or "".
+
+    >>> emulation("aarch64", {"vendor_id": "GenuineIntel", "model name": "Intel(R) Xeon(R) Processor"})
+    'qemu-user: aarch64 on an x86 CPU (Intel(R) Xeon(R) Processor)'
+    >>> emulation("aarch64", {"CPU implementer": "0x41", "Model": "Raspberry Pi 4 Model B Rev 1.4"})
+    ''
+    """
+    if machine.lower().startswith(("arm", "aarch")) and "vendor_id" in cpuinfo:  # an x86-only field
+        return f"qemu-user: {machine} on an x86 CPU ({cpuinfo.get('model name', cpuinfo['vendor_id'])})"
+    return ""
+
+
+def emulation_warning(state: MachineState) -> str | None:
+    """Return a one-line warning when ``state`` is an emulated machine, else ``None``."""
+    if not state.emulated:
+        return None
+    return (f"warning: this {state.machine} is emulated ({state.emulated}): timings here are the emulator's, "
+            "not the device's; only the device itself gives its latency")
+
+
 def _cpu_model(machine: str) -> str:
     # Raspberry Pi, Jetson and other boards name themselves in the device tree.
     name = pick_cpu_model(machine, _cpuinfo(), _read("/proc/device-tree/model"))
@@ -134,6 +158,7 @@ def machine_state() -> MachineState:
         machine=machine,
         system=f"{platform.system()} {platform.release()}".strip() or "unknown",
         python=platform.python_version(),
+        emulated=emulation(machine, _cpuinfo()),
     )
 
 

@@ -117,3 +117,11 @@ def test_cli_read_only_output_folder_exits_2(tiny_run, tmp_path):
         finally:
             locked.chmod(0o755)
     assert result.exit_code == 2 and "not writable" in result.output
+
+
+def test_validate_on_aarch64_without_the_emulated_root_says_how_to_build_it(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGETL_ARM64_ROOT", str(tmp_path / "no-root"))
+    result = _run(tiny_run, "--quant", "int8", "--validate-on", "aarch64", "-o", tmp_path / "pi.tflite")
+    assert result.exit_code == 2, result.output
+    assert "no emulated aarch64 root with edgetl-runtime at" in result.output and "benchmarks/arm64.py" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "pi.tflite").exists()

@@ -87,3 +87,16 @@ def test_machine_state_of_this_machine_is_sane():
     assert when.utcoffset().total_seconds() == 0 and when.microsecond == 0
     assert s.date in s.summary()
     json.dumps(s.to_dict())
+
+
+def test_an_emulated_arm_machine_is_named_and_bench_warns():
+    # qemu-user passes the host's /proc/cpuinfo through: an aarch64 Python that reads an x86 CPU there is emulated
+    from edgetl_runtime.host import emulation, emulation_warning
+
+    cpuinfo = {"vendor_id": "GenuineIntel", "model name": "Intel(R) Xeon(R) Processor", "flags": "fpu vme sse2"}
+    assert emulation("aarch64", cpuinfo) == "qemu-user: aarch64 on an x86 CPU (Intel(R) Xeon(R) Processor)"
+    assert emulation("x86_64", cpuinfo) == "" and emulation("aarch64", {"Model": "Raspberry Pi 5 Model B"}) == ""
+    state = MachineState("Intel(R) Xeon(R) Processor", 2, (0.1, 0.1, 0.1), "2026-12-05T03:00:00+00:00", "aarch64",
+                         "Linux 6.1", "3.11.2", emulated=emulation("aarch64", cpuinfo))  # fmt: skip
+    assert "EMULATED" in state.summary() and state.to_dict()["emulated"].startswith("qemu-user")
+    assert "not the device's" in emulation_warning(state)
