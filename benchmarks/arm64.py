@@ -39,7 +39,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = "http://deb.debian.org/debian"
-VENV = "/opt/edgetl"
+VENV = "/opt/edgetl"  # edgetl.exporters.emulated runs the validation with the runtime installed here
 # docs/devices.md, "Without internet on the device": the device's Python and every manylinux tag up to its glibc
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
 REQUIREMENTS = ("ai-edge-litert>=1.2", "numpy>=1.21", "pillow>=9", "click>=8.0", "onnxruntime>=1.16")
@@ -101,10 +101,9 @@ def make_wheels(folder: Path) -> list[str]:
 
 def in_root(root: Path, script: str, timeout: float = 3600) -> subprocess.CompletedProcess:
     """Run ``script`` (sh) inside the root, with no network, /proc mounted, the host's /sys not."""
-    cmd = ["unshare", "--net", "--mount", "--fork", "sh", "-c",
-           f"mount -t proc proc {root}/proc && exec chroot {root} /usr/bin/env -i PATH={VENV}/bin:/usr/bin:/bin "
-           f"HOME=/root LANG=C.UTF-8 /bin/sh -c {json.dumps(script)}"]  # fmt: skip
-    return subprocess.run(cmd, text=True, capture_output=True, timeout=timeout)
+    from edgetl.exporters.emulated import run_in_root
+
+    return run_in_root(root, script, timeout)
 
 
 def pick_images(folder: Path, n: int) -> list[Path]:

@@ -59,6 +59,17 @@ def check_root(root: Path) -> None:
                           "binfmt entry): apt-get install qemu-user-static, then update-binfmts --enable qemu-aarch64")  # fmt: skip
 
 
+def run_in_root(root: Path, command: str, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """Run the shell ``command`` inside ``root``: no network, its own /proc, the host's /sys not bound.
+
+    (With the host's /sys in the root, LiteRT's CPU probe misreads the CPU and crashes.)
+    """
+    cmd = ["unshare", "--net", "--mount", "--fork", "sh", "-c",
+           f"mount -t proc proc {root}/proc && exec chroot {root} /usr/bin/env -i PATH={VENV}/bin:/usr/bin:/bin "
+           f"HOME=/root LANG=C.UTF-8 /bin/sh -c {json.dumps(command)}"]  # fmt: skip
+    return subprocess.run(cmd, text=True, capture_output=True, timeout=timeout)
+
+
 def scores(data: bytes, fmt: str, pixels: np.ndarray, root: Path | None = None) -> tuple[np.ndarray, dict]:
     """Return the scores of the exported file ``data`` on uint8 ``pixels`` computed in the aarch64 root, and what ran them."""
     root = root or default_root()
@@ -70,11 +81,7 @@ def scores(data: bytes, fmt: str, pixels: np.ndarray, root: Path | None = None) 
         np.save(work / "pixels.npy", np.ascontiguousarray(pixels, np.uint8))
         (work / "score.py").write_text(_SCRIPT)
         model = f"{inside}/model.{'onnx' if fmt == 'onnx' else 'tflite'}"
-        inner = (f"{VENV}/bin/python3 {inside}/score.py {model} {inside}/pixels.npy {inside}/scores.npy")
-        cmd = ["unshare", "--net", "--mount", "--fork", "sh", "-c",
-               f"mount -t proc proc {root}/proc && exec chroot {root} /usr/bin/env -i PATH={VENV}/bin:/usr/bin:/bin "
-               f"HOME=/root LANG=C.UTF-8 {inner}"]  # fmt: skip
-        done = subprocess.run(cmd, text=True, capture_output=True, timeout=3600)
+        done = run_in_root(root, f"python3 {inside}/score.py {model} {inside}/pixels.npy {inside}/scores.npy")
         if done.returncode != 0 or not (work / "scores.npy").exists():
             raise ExportError(f"--validate-on aarch64: the exported file did not run in the emulated root {root} "
                               f"(exit {done.returncode}): {done.stderr.strip()[-1500:]}")  # fmt: skip

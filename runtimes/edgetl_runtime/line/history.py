@@ -45,6 +45,12 @@ COLUMNS = ("t", "source", "key", "part_id", "status", "verdict", "defect_score",
            "threshold", "model_sha256", "latency_ms", "timings", "error")  # fmt: skip
 
 
+# SQLite's page cache per connection, in KiB (its default is 2,000): the station appends rows and reads the
+# newest ones, so a small cache costs nothing, and five connections (recorder, sinks, folder source, page) at
+# the default fill 10 MB as the file grows over a shift
+CACHE_KIB = 512
+
+
 class HistoryError(RuntimeError):
     """The history database cannot be opened or written (names the file and what to do)."""
 
@@ -57,9 +63,11 @@ class History:
         try:
             if readonly:
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+                self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             else:
                 self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
                 self._db.executescript(_SCHEMA)
                 self._check_version()
