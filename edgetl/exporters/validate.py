@@ -340,7 +340,8 @@ def validate(
 
         exported, ran = emulated.scores(Path(path).read_bytes(), "onnx" if str(path).endswith(".onnx") else "tflite",
                                         pixels)  # fmt: skip
-        ran_on = f"{device} ({ran['machine']}, {ran['emulated'] or 'not emulated'}; edgetl-runtime {ran['runtime']})"
+        emulator = f", {ran['emulated']}" if ran.get("emulated") else ""
+        ran_on = f"{device} ({ran['machine']}{emulator}; edgetl-runtime {ran['runtime']} in {emulated.default_root()})"
         info = {"engine": ran["engine"], "device": ran_on, "provider": ran["provider"]}
     else:
         exported = model.scores(pixels)
