@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path.home() / ".cache/edgetl/arm64/bookworm")
     parser.add_argument("--mirror", default=MIRROR)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--no-serve", action="store_true", help="skip the station run (serve on a folder) in the root")
     args = parser.parse_args(argv)
     check_host()
     began = time.monotonic()
@@ -176,25 +177,43 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         shutil.copy(model, work / model.name)
         t = time.monotonic()
-        device = in_root(args.root, f"cd /opt/work && edgetl-runtime info {model.name} && "
-                                    f"edgetl-runtime predict {model.name} images --json > predict.jsonl; "
-                                    f"edgetl-runtime bench {model.name} --runs 3 > bench.txt 2>&1; echo bench=$?")  # fmt: skip
+        info = subprocess.run([host_runtime, "info", str(model)], text=True, capture_output=True).stdout
+        heatmap = " --heatmap heat" if "task               anomaly" in info else ""  # an anomaly file draws its heatmaps
+        serve = ""
+        if model == args.models[0] and not args.no_serve:  # the station on a folder source, once over the images
+            (work / "rows.py").write_text("import sqlite3\nrows = sqlite3.connect('line.sqlite').execute("
+                                          "\"SELECT count(*) FROM results WHERE status='decided'\").fetchone()[0]\n"
+                                          "print(f'rows={rows}')\n")  # fmt: skip
+            serve = (f"; rm -f line.sqlite; edgetl-runtime serve {model.name} --source 'dir:images?once=1&settle_ms=0' "
+                     "--history line.sqlite --no-http > serve.txt 2>&1; echo serve=$?; python3 rows.py")  # fmt: skip
+        device = in_root(args.root, f"cd /opt/work && rm -rf heat && edgetl-runtime info {model.name} && "
+                                    f"edgetl-runtime predict {model.name} images --json{heatmap} > predict.jsonl; "
+                                    f"edgetl-runtime bench {model.name} --runs 3 > bench.txt 2>&1; echo bench=$?"
+                                    f"{serve}")  # fmt: skip
         if device.returncode != 0:
             raise SystemExit(f"{model.name} inside the root failed:\n{device.stdout[-3000:]}\n{device.stderr[-3000:]}")
+        heatmaps = len(list((work / "heat").glob("*.png"))) if heatmap else None
         on_device = predictions((work / "predict.jsonl").read_text(), "images/")
         host = subprocess.run([host_runtime, "predict", str(model), str(work / "images"), "--json"], text=True,
                               capture_output=True)  # fmt: skip
         on_host = predictions(host.stdout, str(work / "images") + "/")
         result = compare(on_host, on_device)
-        result["bench_exit"] = device.stdout.strip().splitlines()[-1]
-        result["info"] = [line for line in device.stdout.splitlines() if line and not line.startswith("bench=")][:12]
+        said = dict(line.split("=", 1) for line in device.stdout.splitlines() if line.startswith(("bench=", "serve=", "rows=")))
+        result["bench_exit"] = f"bench={said.get('bench')}"
+        result["emulation_warning"] = next((line for line in (work / "bench.txt").read_text().splitlines()
+                                            if "emulated" in line), None)  # fmt: skip
+        if heatmaps is not None:
+            result["heatmaps_drawn"] = heatmaps
+        if "serve" in said:
+            result["serve"] = {"exit": int(said["serve"]), "decided_rows": int(said.get("rows", -1))}
+        result["info"] = [line for line in device.stdout.splitlines() if line and "=" not in line[:8]][:12]
         result["seconds_emulated"] = round(time.monotonic() - t, 1)
         report["models"][model.name] = result
         d = result["score_diff"]
         say(f"{model.name}: {result['images']} images, {len(result['verdict_differences'])} verdict and "
             f"{len(result['top_class_differences'])} top-class differences; score |diff| max {d['max']:.3g}, "
             f"p99 {d['p99']:.3g}, identical {d['identical']} ({result['seconds_emulated']:.0f} s emulated; "
-            f"{result['bench_exit']})")  # fmt: skip
+            f"{result['bench_exit']}; {result.get('serve', '')} {result.get('heatmaps_drawn', '')})")  # fmt: skip
     report["seconds"] = round(time.monotonic() - began, 1)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -66,7 +67,7 @@ def run_in_root(root: Path, command: str, timeout: float = 3600) -> subprocess.C
     """
     cmd = ["unshare", "--net", "--mount", "--fork", "sh", "-c",
            f"mount -t proc proc {root}/proc && exec chroot {root} /usr/bin/env -i PATH={VENV}/bin:/usr/bin:/bin "
-           f"HOME=/root LANG=C.UTF-8 /bin/sh -c {json.dumps(command)}"]  # fmt: skip
+           f"HOME=/root LANG=C.UTF-8 /bin/sh -c {shlex.quote(command)}"]  # fmt: skip
     return subprocess.run(cmd, text=True, capture_output=True, timeout=timeout)
 
 
