@@ -26,7 +26,6 @@ import numpy as np
 
 from .errors import ExportError
 
-ARCHES = ("host", "aarch64")
 VENV = "/opt/edgetl"
 _SCRIPT = """
 import json, sys

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from .errors import EdgetlRuntimeError
 
-__all__ = ["MachineState", "machine_state", "busy_warning", "emulation_warning", "BusyMachineError", "require_idle", "pick_cpu_model"]
+__all__ = ["MachineState", "machine_state", "busy_warning", "emulation_warning", "BusyMachineError", "require_idle",
+           "pick_cpu_model"]
 
 
 @dataclass(frozen=True)
