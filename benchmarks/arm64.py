@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+import edgetl_runtime
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         shutil.copy(model, work / model.name)
         t = time.monotonic()
-        info = subprocess.run([host_runtime, "info", str(model)], text=True, capture_output=True).stdout
-        heatmap = " --heatmap heat" if "task               anomaly" in info else ""  # an anomaly file draws its heatmaps
+        heatmap = " --heatmap heat" if edgetl_runtime.load(model).has_heatmap else ""  # an anomaly file draws them
         serve = ""
         if model == args.models[0] and not args.no_serve:  # the station on a folder source, once over the images
             (work / "rows.py").write_text("import sqlite3\nrows = sqlite3.connect('line.sqlite').execute("

@@ -75,6 +75,7 @@ class Line:
         self._history = History(self.history_path)  # opened here: a bad path is an error before anything runs
         self.source = source if not isinstance(source, str) else open_source(source, str(self.history_path))
         self.sinks = [s if not isinstance(s, str) else open_sink(s) for s in sinks]
+        self._keep_images = any(getattr(s, "wants_images", False) for s in self.sinks)  # a rejects sink
         names = [s.name for s in self.sinks]
         if len(set(names)) != len(names):
             raise ValueError(f"a sink is given twice: {names}")
@@ -262,9 +263,6 @@ class Line:
 
     def _decode(self) -> None:
         model = self.model
-        # a sink that keeps images (rejects) gets the file's bytes, read here once: by the time it writes, the
-        # folder source has moved the file (move=DIR) or the camera PC may have deleted it
-        keep_images = any(getattr(s, "wants_images", False) for s in self.sinks)
         while True:
             part = self._decode_q.get()
             if part is _END:
@@ -275,7 +273,9 @@ class Line:
                 self._put(self._record_q, _result(part, "error", error=part.error or "the source gave no image"))
                 continue
             try:
-                if keep_images and isinstance(part.image, (str, os.PathLike)):
+                # a sink that keeps images (rejects) gets the file's bytes, read here once: by the time it writes,
+                # the folder source has moved the file (move=DIR) or the camera PC may have deleted it
+                if self._keep_images and isinstance(part.image, (str, os.PathLike)):
                     part.image = read_image_file(part.image)
                 pixels = model.pixels(part.image)
             except (ImageError, OSError, ValueError, EdgetlRuntimeError) as exc:
@@ -289,7 +289,6 @@ class Line:
 
     def _infer(self) -> None:
         ends, model = 0, self.model
-        keep_images = any(getattr(s, "wants_images", False) for s in self.sinks)
         while True:
             item = self._infer_q.get()
             if item is _END:
@@ -313,7 +312,7 @@ class Line:
                              top_class=pred.top_class, top_probability=probability, threshold=pred.threshold,
                              model_sha256=self.model_sha256, timings=dict(pred.timings))  # fmt: skip
             result.t_inferred = time.perf_counter()
-            if keep_images and pred.verdict == "defect":  # only the rejects sink needs them, only for rejects
+            if self._keep_images and pred.verdict == "defect":  # only the rejects sink needs them, only for rejects
                 result.image, result.pixels, result.heatmap = part.image, pixels, pred.heatmap
             self._latest_view = (pixels, pred.heatmap)  # references only: the page encodes them when it asks
             self._put(self._record_q, result)
