@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgetl_runtime.profiles import (
@@ -38,7 +39,7 @@ def profile_to_dict(profile: DeviceProfile) -> dict[str, Any]:
 
 def _console() -> Console:
     # Wide enough that names and budgets are not wrapped when output is piped or captured.
-    return Console(width=max(Console().width, 120))
+    return Console(width=max(Console().width, 140))
 
 
 def _load_all() -> list[DeviceProfile]:
@@ -63,7 +64,7 @@ def list_cmd(as_json: bool) -> None:
         click.echo(json.dumps([profile_to_dict(p) for p in profiles], indent=2))
         return
     table = Table(title="Device profiles")
-    for column in ("name", "export", "runtime", "reference", "p50 / p99 ms", "memory MB"):
+    for column in ("name", "export", "runtime", "reference", "its p50 ms", "p50 / p99 ms", "memory MB"):
         table.add_column(column)
     for p in profiles:
         table.add_row(
@@ -71,10 +72,19 @@ def list_cmd(as_json: bool) -> None:
             f"{p.export.format}/{p.export.quantization} {p.export.input_size[0]}x{p.export.input_size[1]}",
             f"{p.runtime.device} x{p.runtime.threads}",
             f"{p.reference.backbone} {p.reference.quantization}",
+            _reference_p50(p),
             f"{p.budget.p50_ms:g} / {p.budget.p99_ms:g}",
             f"{p.budget.memory_mb:g}",
         )
     _console().print(table)
+    _console().print("its p50: the reference model's latency on the device, and how it was had; `edgetl devices show "
+                     "NAME` gives each figure's source", markup=False, highlight=False)  # fmt: skip
+
+
+def _reference_p50(profile: DeviceProfile) -> str:
+    """Return the reference model's p50 on the device with its basis ("23 published"), or "-" when absent."""
+    ref = profile.reference
+    return "-" if ref.device_p50_ms is None else f"{ref.device_p50_ms:g} {ref.basis}"
 
 
 @devices.command("show")
@@ -108,19 +118,31 @@ def show_cmd(name: str, as_json: bool) -> None:
         ("engine options", ", ".join(f"{k}={v}" for k, v in profile.runtime.options.items()) or "-"),
         ("reference model", f"{profile.reference.backbone}, {profile.reference.input_size[0]}x"
                             f"{profile.reference.input_size[1]} px, {profile.reference.quantization}"),
+        ("its p50 on the device", _reference_detail(profile)),
         ("budget", f"p50 <= {profile.budget.p50_ms:g} ms, p99 <= {profile.budget.p99_ms:g} ms, "
                    f"memory <= {profile.budget.memory_mb:g} MB"),
+        ("budget's source", profile.budget.source or "-"),
     ]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, escape(value))  # sources cite TOML tables ("see [reference]"), not rich markup
     console.print(table)
     if profile.published:
         figures = Table(title="Published figures (approximate, for context)")
         for column in ("model", "device", "ms", "source"):
             figures.add_column(column, overflow="fold")
         for f in profile.published:
-            figures.add_row(f.model, f.device, f"{f.latency_ms:g}", f.source + (f"\n{f.note}" if f.note else ""))
+            figures.add_row(escape(f.model), escape(f.device), f"{f.latency_ms:g}",
+                            escape(f.source + (f"\n{f.note}" if f.note else "")))
         console.print(figures)
+
+
+def _reference_detail(profile: DeviceProfile) -> str:
+    """Return the reference's p50 line of ``devices show``: figure, overhead, basis and source."""
+    ref = profile.reference
+    if ref.device_p50_ms is None:
+        return "- (none: edgetl select cannot estimate latencies for this profile)"
+    return (f"{ref.device_p50_ms:g} ms end to end, of which {ref.overhead_ms:g} ms decode/resize/postprocess; "
+            f"{str(ref.basis).upper()}: {ref.source}")
 
 
 def _detection_to_dict(result: DetectionResult) -> dict[str, Any]:

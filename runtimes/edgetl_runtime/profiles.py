@@ -50,6 +50,10 @@ _DEVICES_OF_FORMAT = {"tflite": ("cpu",), "edgetpu": ("edgetpu",), "onnx": ("cpu
 
 
 MAX_THREADS = 256
+# How a reference latency was had: timed on the device, published for it, or derived from other figures.
+FIGURE_BASES = ("measured", "published", "estimated")
+SOURCE_HINT = ("say where the figure comes from: measured (the command, the machine, the date), published (the "
+               "URL and the table row), or estimated (from which figures, how)")
 
 
 class ProfileError(EdgetlRuntimeError, ValueError):
@@ -121,11 +125,16 @@ class RuntimeSettings:
 
 @dataclass(frozen=True)
 class Budget:
-    """Latency (ms, per image, end to end) and resident-memory (MB) limits for the reference model."""
+    """Latency (ms, per image, end to end) and resident-memory (MB) limits for the reference model.
+
+    ``source``: where the limits come from (a profile file must say: measured how, or derived from
+    which figure); empty only for a budget built in code.
+    """
 
     p50_ms: float
     p99_ms: float
     memory_mb: float
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,9 @@ class ReferenceModel:
     says which), and ``overhead_ms`` the share of it that does not grow with the model (JPEG
     decode, resize, postprocess). ``edgetl select`` scales ``device_p50_ms - overhead_ms`` to
     estimate other models' latency on a device it cannot measure; without it, it cannot.
+    ``basis`` says how the model's share of that figure was had (one of :data:`FIGURE_BASES`) and
+    ``source`` where it, and the overhead, come from; a profile file that gives ``device_p50_ms``
+    must give both.
     """
 
     backbone: str
@@ -143,6 +155,8 @@ class ReferenceModel:
     quantization: str
     device_p50_ms: float | None = None
     overhead_ms: float = 0.0
+    basis: str | None = None
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,6 +233,15 @@ class _Reader:
             raise self.fail(key, f"must be > 0, got {value}")
         return value
 
+    def text(self, key: str, hint: str) -> str:
+        """Return a required non-empty string; ``hint`` says what it should hold."""
+        if key not in self.table:
+            raise self.fail(key, f"missing (required): {hint}")
+        value = self.get(key, str)
+        if not value.strip():
+            raise self.fail(key, f"is empty: {hint}")
+        return value.strip()
+
     def strings(self, key: str, default: Any = ...) -> tuple[str, ...]:
         value = self.get(key, list, default)
         if not all(isinstance(v, str) and v for v in value):
@@ -268,19 +291,27 @@ def _parse(path: Path, data: dict[str, Any]) -> DeviceProfile:
     if threads > MAX_THREADS:
         raise r.fail("threads", f"{threads} CPU threads; at most {MAX_THREADS} (edge devices have 4 to 12 cores)")
     runtime = RuntimeSettings(device, threads, dict(options))
-    b = top.sub("budget", ("p50_ms", "p99_ms", "memory_mb"))
-    budget = Budget(float(b.positive("p50_ms")), float(b.positive("p99_ms")), float(b.positive("memory_mb")))
+    b = top.sub("budget", ("p50_ms", "p99_ms", "memory_mb", "source"))
+    budget = Budget(float(b.positive("p50_ms")), float(b.positive("p99_ms")), float(b.positive("memory_mb")),
+                    b.text("source", SOURCE_HINT))
     if budget.p99_ms < budget.p50_ms:
         raise b.fail("p99_ms", f"{budget.p99_ms} is below p50_ms {budget.p50_ms}; p99 can never be faster than p50")
-    m = top.sub("reference", ("backbone", "input_size", "quantization", "device_p50_ms", "overhead_ms"))
+    m = top.sub("reference", ("backbone", "input_size", "quantization", "device_p50_ms", "overhead_ms", "basis",
+                              "source"))  # fmt: skip
     ref_p50 = float(m.positive("device_p50_ms")) if "device_p50_ms" in m.table else None
     overhead = float(m.get("overhead_ms", (int, float), 0.0))
-    if overhead and ref_p50 is None:
-        raise m.fail("overhead_ms", "is a share of device_p50_ms: give device_p50_ms too, or delete the line")
+    for key in ("overhead_ms", "basis", "source"):
+        if key in m.table and ref_p50 is None:
+            raise m.fail(key, "describes device_p50_ms: give device_p50_ms too, or delete the line")
     if not (math.isfinite(overhead) and 0.0 <= overhead < (ref_p50 or math.inf)):
         raise m.fail("overhead_ms", f"must be >= 0 and below device_p50_ms {ref_p50}, got {overhead}")
+    basis, source = None, ""
+    if ref_p50 is not None:
+        if "basis" not in m.table:
+            raise m.fail("basis", f"missing (required with device_p50_ms): one of {', '.join(FIGURE_BASES)}")
+        basis, source = m.choice("basis", FIGURE_BASES), m.text("source", SOURCE_HINT)
     reference = ReferenceModel(m.get("backbone", str), m.size("input_size"), m.choice("quantization", QUANTIZATIONS),
-                               ref_p50, overhead)
+                               ref_p50, overhead, basis, source)
     figures = []
     for i, item in enumerate(top.get("published", list, [])):
         p = _Reader(path, item, f"published[{i}].", ("model", "device", "latency_ms", "source", "note"))

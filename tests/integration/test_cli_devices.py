@@ -33,7 +33,9 @@ def test_show_one_profile(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     assert "trt_engine_cache_path=~/.cache/edgetl/trt" in result.output and "p99 <= 40 ms" in result.output
     data = json.loads(runner.invoke(main, ["devices", "show", "raspberry-pi-4", "--json"]).output)
-    assert data["budget"] == {"p50_ms": 30.0, "p99_ms": 60.0, "memory_mb": 300.0}
+    assert {k: v for k, v in data["budget"].items() if k != "source"} == {"p50_ms": 30.0, "p99_ms": 60.0, "memory_mb": 300.0}
+    assert data["reference"]["basis"] == "published" and "XNNPACK" in data["reference"]["source"]
+    assert "raspberry-pi-4" in data["budget"]["source"]
     assert data["published"][0]["source"].startswith("https://")
 
 
