@@ -98,6 +98,8 @@ def select(data, profile_name, backbones, sizes, max_images, random_images, no_m
     if at_risk:
         console.print(f"negative-transfer risk: {', '.join(at_risk)} (their ImageNet features are not clearly better "
                       "than a random network's on this data; see transfer in select.json)")  # fmt: skip
+    if result.latency_source in ("estimated", "mixed"):
+        console.print(f"estimated from: {result.reference['figure']}", markup=False, highlight=False)
     lead = "recommended" if result.recommended else "no recommendation"
     console.print(f"{lead}: {result.reason}", highlight=False)
     console.print(f"wrote {result.json_path} and {result.plot_path} ({result.seconds:.0f} s)", highlight=False)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["count_macs", "estimate_ms", "Latency", "reference_macs", "measure_ms", "LatencyError"]
+__all__ = ["count_macs", "estimate_ms", "Latency", "reference_macs", "reference_figure", "measure_ms", "LatencyError"]
 
 LABELS = ("defect", "good")  # the head of a latency reference: two classes, like a defect classifier
 
@@ -109,6 +109,20 @@ def profile_estimate(profile: Any, macs: float, reference_macs: float) -> float:
                            "reference model's latency on the device, so edgetl select cannot estimate latencies for "
                            "it; add device_p50_ms (and overhead_ms) to its [reference] table (docs/devices.md)")  # fmt: skip
     return estimate_ms(macs, reference_macs, ref.device_p50_ms, ref.overhead_ms)
+
+
+def reference_figure(profile: Any) -> str:
+    """Return one line naming the figure the profile's estimates rest on, and where it comes from.
+
+    E.g. ``"mobilenet_v2 int8 224 px, 23 ms end to end on raspberry-pi-4 (PUBLISHED: XNNPACK README ...)"``;
+    the source's first clause only (the whole is in the profile and in ``select.json``).
+    """
+    ref = profile.reference
+    if ref.device_p50_ms is None:
+        return f"no reference figure in {profile.name} ({profile.path})"
+    first = (ref.source or "no source given").split("; ")[0]
+    return (f"{ref.backbone} {ref.quantization} {ref.input_size[0]} px, {ref.device_p50_ms:g} ms end to end on "
+            f"{profile.name} ({str(ref.basis).upper()}: {first})")
 
 
 def reference_file(cache: Path, backbone: str, size: int, profile: Any) -> Path:

@@ -21,7 +21,16 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .candidates import Candidate, FeatureCache, SelectionError, candidate_grid, images_key, pooled_extractor
-from .latency import Latency, LatencyError, count_macs, export_reference, measure_ms, profile_estimate, reference_macs
+from .latency import (
+    Latency,
+    LatencyError,
+    count_macs,
+    export_reference,
+    measure_ms,
+    profile_estimate,
+    reference_figure,
+    reference_macs,
+)
 from .report import CandidateResult, Selection, latency_source, pareto_front, plot_selection, recommend
 from .scores import knn_balanced_accuracy, logme, negative_transfer_risk
 
@@ -221,14 +230,16 @@ def select(data: str | Path, output: str | Path = "runs/select", options: Select
     rows = [dataclasses.replace(r, rank=i + 1, pareto=front[i],
                                 within_budget=None if r.latency.p50_ms is None else r.latency.p50_ms <= budget)
             for i, r in enumerate(rows)]  # fmt: skip
-    best, reason = recommend(rows, budget)
+    figure = reference_figure(profile)
+    best, reason = recommend(rows, budget, figure)
     selection = Selection(
         data=str(data), profile=profile.name, host_profile=host_profile,
         latency_source=latency_source(rows), budget_p50_ms=budget, n_images=len(sample),
         class_counts=sample.counts(), rows=tuple(rows), recommended=None if best is None else rows[best].name,
         reason=reason, skipped=tuple(skipped), notes=tuple(ctx.notes), seconds=round(time.perf_counter() - start, 1),
         reference={"backbone": ref.backbone, "input_size": list(ref.input_size), "quantization": ref.quantization,
-                   "macs": ctx.ref_macs, "device_p50_ms": ref.device_p50_ms, "overhead_ms": ref.overhead_ms},
+                   "macs": ctx.ref_macs, "device_p50_ms": ref.device_p50_ms, "overhead_ms": ref.overhead_ms,
+                   "basis": ref.basis, "source": ref.source, "figure": figure},
         host=state.to_dict(), json_path=str(output / JSON_FILE), plot_path=str(output / PLOT_FILE),
     )  # fmt: skip
     plot_selection(selection, output / PLOT_FILE)

@@ -72,10 +72,12 @@ def latency_source(rows: Sequence[CandidateResult]) -> str:
     return sources.pop() if len(sources) == 1 else "mixed" if sources else "unknown"
 
 
-def recommend(rows: Sequence[CandidateResult], budget_ms: float) -> tuple[int | None, str]:
+def recommend(rows: Sequence[CandidateResult], budget_ms: float, figure: str = "") -> tuple[int | None, str]:
     """Return ``(index of the recommended row or None, why)``: the best LogME within the p50 budget.
 
     Candidates flagged for negative-transfer risk are passed over while another fits the budget.
+    ``figure``: the reference figure estimates rest on (:func:`~edgetl.selection.latency.reference_figure`),
+    named when estimates rule out every candidate.
     """
     fits = [i for i, r in enumerate(rows) if r.latency.p50_ms is not None and r.latency.p50_ms <= budget_ms]
     known = [i for i, r in enumerate(rows) if r.latency.p50_ms is not None]
@@ -88,8 +90,9 @@ def recommend(rows: Sequence[CandidateResult], budget_ms: float) -> tuple[int | 
                f"{r.latency.p50_ms:.1f} ms ({r.latency.source}): try smaller --sizes, a faster device, or a profile "
                "with a larger budget")  # fmt: skip
         if r.latency.source == "estimated":
-            why += (". The estimate from MACs errs on the slow side (docs/select.md): before giving up, time the "
-                    "fastest candidates on the device with edgetl-runtime bench")  # fmt: skip
+            why += (f". The estimate scales {figure or 'the profile reference figure'} by MACs and errs on the slow "
+                    "side (docs/select.md): before giving up, time the fastest candidates on the device with "
+                    "edgetl-runtime bench")  # fmt: skip
         return None, why
     safe = [i for i in fits if not rows[i].at_risk]
     pool = safe or fits

@@ -25,7 +25,7 @@ from edgetl.selection import (
 from edgetl.selection.candidates import CHUNK, Candidate, FeatureCache, SelectionError, images_key
 from edgetl.selection.pipeline import SelectOptions, _rows_of
 from edgetl.selection.report import latency_source
-from edgetl.selection.latency import LatencyError, profile_estimate
+from edgetl.selection.latency import LatencyError, profile_estimate, reference_figure
 from edgetl.selection.scores import KNN_MARGIN, LOGME_MARGIN, negative_transfer_risk
 from edgetl_runtime.profiles import ProfileError, load_profile
 
@@ -163,6 +163,10 @@ def test_recommendation_passes_over_negative_transfer_and_says_when_nothing_fits
     assert rows[best].name == "risky@224" and "WARNING" in why
     best, why = recommend(rows, budget_ms=5.0)
     assert best is None and "fastest is safe@192 at 8.0 ms" in why
+    figure = reference_figure(load_profile("raspberry-pi-4"))
+    best, why = recommend(rows, budget_ms=5.0, figure=figure)  # the one line names the figure that rules them out
+    assert best is None and "\n" not in why and f"scales {figure} by MACs" in why
+    assert "mobilenet_v2 int8 224 px, 23 ms end to end on raspberry-pi-4 (PUBLISHED: XNNPACK README" in figure
     best, why = recommend([_row("x@224", 1.0, None)], budget_ms=5.0)
     assert best is None and "no latency is known" in why
 
@@ -181,7 +185,9 @@ def test_estimate_scales_the_model_dependent_part_of_the_reference_latency() -> 
 
 def _variant(tmp_path: Path, reference_lines: str) -> Path:
     text = (REPO_DEVICES / "cpu-x86_64.toml").read_text().replace('name = "cpu-x86_64"', 'name = "line-3"')
-    text = re.sub(r"^device_p50_ms = 7\.1\noverhead_ms = 2\.3\n", reference_lines, text, count=1, flags=re.M)
+    text, n = re.subn(r"^device_p50_ms = .*\n(overhead_ms = .*\n)?(basis = .*\n)?(source = .*\n)?", reference_lines, text,
+                      count=1, flags=re.M)  # fmt: skip
+    assert n == 1
     path = tmp_path / "line-3.toml"
     path.write_text(text)
     return path
@@ -206,6 +212,13 @@ def test_reference_latency_fields_are_optional_and_checked(tmp_path: Path) -> No
         load_profile(_variant(tmp_path, "overhead_ms = 1.0\n"))
     with pytest.raises(ProfileError, match="reference.device_p50_ms"):
         load_profile(_variant(tmp_path, "device_p50_ms = -1.0\n"))
+    with pytest.raises(ProfileError, match="reference.basis.*missing"):
+        load_profile(_variant(tmp_path, "device_p50_ms = 5.0\n"))
+    with pytest.raises(ProfileError, match="reference.source.*describes device_p50_ms"):
+        load_profile(_variant(tmp_path, 'source = "a datasheet"\n'))
+    sourced = load_profile(_variant(tmp_path, 'device_p50_ms = 5.0\nbasis = "published"\nsource = "vendor.com/t1; x"\n'))
+    figure = reference_figure(sourced)
+    assert "5 ms end to end on line-3 (PUBLISHED: vendor.com/t1)" in figure and "efficientnet_lite0 int8" in figure
 
 
 def test_count_macs_of_known_layers() -> None:
@@ -317,8 +330,11 @@ def test_select_cli_ranks_writes_json_and_plot_then_reuses_the_cache(tmp_path: P
     assert report["latency_source"] == latency["source"] == "estimated" and "features cached" in result.stderr
     assert latency["method"] == "MACs relative to the profile's reference"
     assert latency["p50_ms"] == pytest.approx(latency["estimated_ms"]) and report["rows"][0]["logme"] == row["logme"]
+    assert report["reference"]["basis"] == "published" and "XNNPACK" in report["reference"]["source"]
     result = CliRunner().invoke(main, [*args, "--profile", "raspberry-pi-4", "-o", str(tmp_path / "pi")])
     assert "ESTIMATED" in result.stdout and "recommended" in result.stdout
+    assert "estimated from: mobilenet_v2 int8 224 px, 23 ms end to end on raspberry-pi-4 (PUBLISHED:" in " ".join(
+        result.stdout.split())  # the line may wrap at 80 columns
 
 
 def test_select_cli_explains_bad_input(tmp_path: Path, tiny_dataset: Path) -> None:
