@@ -75,23 +75,22 @@ def reset_threshold(float_scores: np.ndarray, exported_scores: np.ndarray, thres
     return ThresholdReset(t, float(threshold), int(len(float_scores)), int(np.sum(np.asarray(float_scores) >= threshold)))
 
 
-def exported_defect_scores(data: bytes, fmt: str, pixels: np.ndarray, good: tuple[int, ...],
-                           on: str = "host") -> np.ndarray:  # fmt: skip
-    """Return the defect scores of the exported file ``data`` (a ``fmt`` file) on uint8 ``pixels``, run as on the device.
+def exported_scores(data: bytes, fmt: str, pixels: np.ndarray, on: str = "host") -> tuple[np.ndarray, dict | None]:
+    """Return the raw scores of the exported file ``data`` on uint8 ``pixels``, and what ran them (None on the host).
 
-    ``on``: ``host``, or ``aarch64`` (in the emulated root, :mod:`edgetl.exporters.emulated`).
+    ``on``: ``host``, or ``aarch64`` (in the emulated root; the second value then says which
+    machine, emulator and runtime ran them, as :func:`edgetl.exporters.emulated.scores` does).
     """
     import shutil
     import tempfile
     from pathlib import Path
 
     import edgetl_runtime
-    from edgetl_runtime.decision import defect_scores
 
     if on == "aarch64":
         from . import emulated
 
-        return defect_scores(emulated.scores(data, fmt, pixels)[0], good)
+        return emulated.scores(data, fmt, pixels)
 
     folder = Path(tempfile.mkdtemp(prefix="edgetl-threshold-"))
     try:
@@ -102,4 +101,4 @@ def exported_defect_scores(data: bytes, fmt: str, pixels: np.ndarray, good: tupl
         del model
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return defect_scores(exported, good)
+    return exported, None

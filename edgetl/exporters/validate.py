@@ -321,12 +321,15 @@ def validate(
     alpha: float = DEFAULT_ALPHA,
     float_scores: np.ndarray | None = None,
     on: str = "host",
+    emulated: tuple[np.ndarray, dict] | None = None,
 ) -> ValidationReport:
     """Run ``path`` through the runtime on uint8 ``pixels``, compare with ``reference_model``; return the report.
 
     ``float_scores``: the reference model's scores on ``pixels`` when the caller has them already.
     ``on``: ``host``, or ``aarch64``: the file runs in the emulated aarch64 root
-    (:mod:`edgetl.exporters.emulated`), and the report says so.
+    (:mod:`edgetl.exporters.emulated`), and the report says so. ``emulated``: ``(scores, what ran
+    them)`` of this file's graph on ``pixels`` in that root, when the export has them already (its
+    threshold pass: the file differs from what was scored only in its metadata), saving a pass.
     The report names the engine, device and provider that actually ran the exported file.
     """
     if float_scores is None:
@@ -336,12 +339,12 @@ def validate(
     model = edgetl_runtime.load(path, device=device)
     own = model.info.spec.threshold  # the file's own threshold, when its export re-set it
     if on == "aarch64":
-        from . import emulated
+        from . import emulated as emulated_run
 
-        exported, ran = emulated.scores(Path(path).read_bytes(), "onnx" if str(path).endswith(".onnx") else "tflite",
-                                        pixels)  # fmt: skip
+        exported, ran = emulated if emulated is not None else emulated_run.scores(
+            Path(path).read_bytes(), "onnx" if str(path).endswith(".onnx") else "tflite", pixels)
         emulator = f", {ran['emulated']}" if ran.get("emulated") else ""
-        ran_on = f"{device} ({ran['machine']}{emulator}; edgetl-runtime {ran['runtime']} in {emulated.default_root()})"
+        ran_on = f"{device} ({ran['machine']}{emulator}; edgetl-runtime {ran['runtime']} in {emulated_run.default_root()})"
         info = {"engine": ran["engine"], "device": ran_on, "provider": ran["provider"]}
     else:
         exported = model.scores(pixels)
@@ -352,19 +355,28 @@ def validate(
     return replace(report, **info)
 
 
-def next_levers(report: ValidationReport, options: Any = None) -> str:
+def next_levers(report: ValidationReport, options: Any = None, calibrated_on: int | None = None) -> str:
     """Return what to try after a failed validation, never an option ``options`` already holds.
 
     ``options``: the :class:`~edgetl.exporters.options.ExportOptions` of the export (None: the
-    defaults). The levers, in order: more calibration images, calibration images closer to the
-    line, quantization-aware training, a float format; then accepting the loss explicitly.
+    defaults); ``calibrated_on``: how many calibration images the export actually had (a ``--calib``
+    folder may hold fewer than ``calib_samples``). The levers, in order: a float head for an int8
+    file without one, more calibration images, calibration images closer to the line,
+    quantization-aware training, a float format; then accepting the loss explicitly.
     """
     kinds = {f.kind for f in report.failures}
     calib_samples = getattr(options, "calib_samples", 200)
+    used = calib_samples if calibrated_on is None else min(calibrated_on, calib_samples)
     quant, fmt = getattr(options, "quantization", report.quantization), getattr(options, "format", "tflite")
     steps = []
-    if quant in ("int8", "qat") and calib_samples < MORE_CALIBRATION:
-        steps.append(f"more calibration images (--calib-samples {MORE_CALIBRATION}; this export used {calib_samples})")
+    if quant == "int8" and fmt in ("tflite", "onnx") and not getattr(options, "float_head", True):
+        steps.append("the default float head (drop --full-int8: an int8 head clips the scores to the range its "
+                     "calibration saw, and a threshold outside it cannot be held)")  # fmt: skip
+    if quant in ("int8", "qat") and used < calib_samples:
+        steps.append(f"more calibration images, of every class (the --calib folder gave {used}; "
+                     f"--calib-samples {calib_samples} asks for more)")  # fmt: skip
+    elif quant in ("int8", "qat") and calib_samples < MORE_CALIBRATION:
+        steps.append(f"more calibration images (--calib-samples {MORE_CALIBRATION}; this export used {used})")
     if quant in ("int8", "qat") and getattr(options, "calib_data", None) is None:
         steps.append("calibration images closer to the line's (--calib DIR)")
     if quant == "int8" and fmt in ("tflite", "edgetpu"):
@@ -386,10 +398,11 @@ def next_levers(report: ValidationReport, options: Any = None) -> str:
 MORE_CALIBRATION = 500  # the calibration images the advice suggests
 
 
-def raise_for(report: ValidationReport, options: Any = None) -> None:
+def raise_for(report: ValidationReport, options: Any = None, calibrated_on: int | None = None) -> None:
     """Raise the matching :class:`ValidationError` subclass when ``report`` failed; do nothing otherwise.
 
-    ``options``: the export's options, so that the advice names only levers not yet pulled.
+    ``options``: the export's options, so that the advice names only levers not yet pulled;
+    ``calibrated_on``: the calibration images the export had (see :func:`next_levers`).
     """
     if report.passed:
         return
@@ -397,6 +410,6 @@ def raise_for(report: ValidationReport, options: Any = None) -> None:
         f"{report.path}: exported model failed validation on {report.n_images} held-out images: "
         + "; ".join(f.message for f in report.failures)
         + ". Nothing was written at the output path. "
-        + next_levers(report, options)
+        + next_levers(report, options, calibrated_on)
     )
     raise ERROR_OF_KIND[report.failures[0].kind](message, report)

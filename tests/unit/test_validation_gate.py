@@ -125,3 +125,9 @@ def test_the_advice_never_repeats_a_lever_already_pulled():
     from pathlib import Path
 
     assert "--calib DIR" not in advice(calib_samples=800, calib_data=Path("line-images"))
+    assert "--full-int8" not in first
+    assert "drop --full-int8" in advice(float_head=False)  # the lever that fixed ELPV's broken calibration
+    # A --calib folder of 1 image: the advice counts what the export had, not what --calib-samples asked for.
+    with pytest.raises(MetricDropError) as caught:
+        raise_for(report, ExportOptions(quantization="int8", calib_data=Path("one-cell")), calibrated_on=1)
+    assert "the --calib folder gave 1" in str(caught.value) and "used 200" not in str(caught.value)
