@@ -77,14 +77,17 @@ def list_cmd(as_json: bool) -> None:
             f"{p.budget.memory_mb:g}",
         )
     _console().print(table)
-    _console().print("its p50: the reference model's latency on the device, and how it was had; `edgetl devices show "
-                     "NAME` gives each figure's source", markup=False, highlight=False)  # fmt: skip
+    _console().print("its p50: the reference model's end-to-end latency on the device; in brackets its model share (the "
+                     "rest is decode and resize) and how that was had; `edgetl devices show NAME` gives the sources",
+                     markup=False, highlight=False)  # fmt: skip
 
 
 def _reference_p50(profile: DeviceProfile) -> str:
-    """Return the reference model's p50 on the device with its basis ("23 published"), or "-" when absent."""
+    """Return the reference's p50 on the device and how its model share was had ("23 (17 published)"), or "-"."""
     ref = profile.reference
-    return "-" if ref.device_p50_ms is None else f"{ref.device_p50_ms:g} {ref.basis}"
+    if ref.device_p50_ms is None:
+        return "-"
+    return f"{ref.device_p50_ms:g} ({round(ref.device_p50_ms - ref.overhead_ms, 2):g} {ref.basis})"
 
 
 @devices.command("show")

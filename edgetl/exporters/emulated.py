@@ -45,6 +45,21 @@ def default_root() -> Path:
     return Path(os.environ.get("EDGETL_ARM64_ROOT") or Path.home() / ".cache/edgetl/arm64/bookworm")
 
 
+def differing_files(host_package: Path, root_package: Path) -> list[str]:
+    """Return the ``.py`` files (relative paths) that differ between two copies of a package, or are in one only.
+
+    The emulated root's ``edgetl-runtime`` is installed from a wheel of whatever the source was when
+    ``benchmarks/arm64.py`` last ran; a validation there must judge the runtime that ships. Code
+    only: the shipped device profiles (TOML) do not enter a score.
+    """
+    def files(folder: Path) -> dict[str, bytes]:
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.py")
+                if "__pycache__" not in p.parts}  # fmt: skip
+
+    host, root = files(host_package), files(root_package)
+    return sorted(name for name in set(host) | set(root) if host.get(name) != root.get(name))
+
+
 def check_root(root: Path) -> None:
     """Raise :class:`ExportError` saying what to do when ``root`` cannot run the validation."""
     build = ("build it once with `sudo python benchmarks/arm64.py MODEL --images DIR` (debootstrap and "
@@ -57,6 +72,18 @@ def check_root(root: Path) -> None:
     if not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
         raise ExportError("--validate-on aarch64: aarch64 programs do not run on this machine (no qemu-aarch64 "
                           "binfmt entry): apt-get install qemu-user-static, then update-binfmts --enable qemu-aarch64")  # fmt: skip
+    import edgetl_runtime
+
+    installed = sorted((root / VENV.lstrip("/")).glob("lib/python3*/site-packages/edgetl_runtime"))
+    if not installed:
+        raise ExportError(f"--validate-on aarch64: the emulated root {root} has no edgetl-runtime installed in {VENV}; "
+                          f"{build}")  # fmt: skip
+    stale = differing_files(Path(edgetl_runtime.__file__).parent, installed[0])
+    if stale:
+        raise ExportError(f"--validate-on aarch64: the edgetl-runtime in the emulated root {root} is not this one "
+                          f"({len(stale)} file(s) differ, e.g. {stale[0]}), so the validation would judge another "
+                          "runtime; reinstall it: sudo python benchmarks/arm64.py MODEL --images DIR (the root stays "
+                          "cached)")  # fmt: skip
 
 
 def run_in_root(root: Path, command: str, timeout: float = 3600) -> subprocess.CompletedProcess:

@@ -238,6 +238,7 @@ def export(
     ``options.val_data``.
     """
     options = options or ExportOptions()
+    asked = options  # what the user gave: the failure advice names the levers not yet pulled by these
     target = get_target(options.format)
     if options.validate_on != "host" and options.validate:
         from . import emulated
@@ -253,6 +254,7 @@ def export(
     anomaly = source.spec.task == "anomaly"
     if source.spec.task != "classification":  # an anomaly detector's tail is its statistics, not a classifier head
         options = options.replace(float_head=False)
+        asked = asked.replace(float_head=True)  # so the failure advice never offers a float head as a lever
     if options.embedding and source.spec.task != "classification":
         raise ExportError(f"{output}: --embedding is for classifiers (imprinting adds classes to one); this is a "
                           f"{source.spec.task} model")  # fmt: skip
@@ -333,7 +335,8 @@ def export(
             val = val or _validation_set(source, options, reference)
             report = validate(plan.path, reference, val.pixels, val.labels, options.quantization, _tolerance(options),
                               plan.device, spec=source.spec, max_drop=options.max_drop, alpha=options.alpha,
-                              float_scores=val.reference, on=options.validate_on, emulated=emulated_pass)  # fmt: skip
+                              float_scores=val.reference, on=options.validate_on,
+                              emulated=emulated_pass if plan.path == final.artifact else None)  # fmt: skip
             synthetic = val.synthetic
             notes = (plan.note, report.note, anomaly_notes, reset.note() if reset else "",
                      f"{synthetic} of the validation images are good ones with a synthetic defect painted on "
@@ -366,7 +369,7 @@ def export(
         report_file = write_json(report_path_for(output), result.to_dict())
         result = dataclasses.replace(result, report_path=report_file)
         if options.fail_on_validation:
-            raise_for(report, options, calibrated_on)
+            raise_for(report, asked, calibrated_on)
     return result
 
 

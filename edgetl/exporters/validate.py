@@ -341,8 +341,10 @@ def validate(
     if on == "aarch64":
         from . import emulated as emulated_run
 
-        exported, ran = emulated if emulated is not None else emulated_run.scores(
-            Path(path).read_bytes(), "onnx" if str(path).endswith(".onnx") else "tflite", pixels)
+        if emulated is None or len(emulated[0]) != len(pixels):
+            emulated = emulated_run.scores(Path(path).read_bytes(), "onnx" if str(path).endswith(".onnx") else "tflite",
+                                           pixels)  # fmt: skip
+        exported, ran = emulated
         emulator = f", {ran['emulated']}" if ran.get("emulated") else ""
         ran_on = f"{device} ({ran['machine']}{emulator}; edgetl-runtime {ran['runtime']} in {emulated_run.default_root()})"
         info = {"engine": ran["engine"], "device": ran_on, "provider": ran["provider"]}
@@ -373,8 +375,9 @@ def next_levers(report: ValidationReport, options: Any = None, calibrated_on: in
         steps.append("the default float head (drop --full-int8: an int8 head clips the scores to the range its "
                      "calibration saw, and a threshold outside it cannot be held)")  # fmt: skip
     if quant in ("int8", "qat") and used < calib_samples:
-        steps.append(f"more calibration images, of every class (the --calib folder gave {used}; "
-                     f"--calib-samples {calib_samples} asks for more)")  # fmt: skip
+        where = "the --calib folder" if getattr(options, "calib_data", None) is not None else "the run's train split"
+        steps.append(f"more calibration images, of every class ({where} gave {used}; --calib-samples "
+                     f"{calib_samples} asks for more)")  # fmt: skip
     elif quant in ("int8", "qat") and calib_samples < MORE_CALIBRATION:
         steps.append(f"more calibration images (--calib-samples {MORE_CALIBRATION}; this export used {used})")
     if quant in ("int8", "qat") and getattr(options, "calib_data", None) is None:

@@ -13,12 +13,15 @@ is scaled by the candidate's multiply-accumulates (MACs) over the reference's:
     estimate = overhead_ms + (device_p50_ms - overhead_ms) * MACs(candidate) / MACs(reference)
 
 MACs are counted analytically from the Keras graph (Conv2D, DepthwiseConv2D, Dense). The rule is
-rough, and on the evidence at hand errs on the slow side: on this project's x86 host it put the
-EfficientNet-Lites at 2.6-7x their measured int8 latency, and from the Raspberry Pi 4's published
-MobileNetV3-Small figure it predicts MobileNetV2 at 1.9x its published latency. Timing both models
-on the workstation and carrying their ratio over was tried and rejected: relative speeds do not
-carry over between CPUs (int8 MobileNetV2 runs faster than MobileNetV3-Small on the x86 host, 2.9x
-slower on the Pi 4), and that error is on the optimistic side. docs/select.md has the figures.
+rough, and it is only as good as the reference: from int8 MobileNetV2 it put EfficientNet-Lite0's
+inference on this project's x86 host at 1.07x the measured time, and on the Raspberry Pi 4's
+published XNNPACK table it predicts int8 MobileNetV1 at 1.3x the published figure; from
+MobileNetV3-Small (another family: hard-swish, squeeze-excite) it was 11.8x off on the x86 host.
+So each profile's reference is the figure nearest to edgetl's default model, and
+:func:`reference_figure` names it. Timing both models on the workstation and carrying their
+ratio over was tried and rejected: relative speeds do not carry over between CPUs (int8
+MobileNetV2 runs faster than MobileNetV3-Small on the x86 host, 2.9x slower on the Pi 4), and
+that error is on the optimistic side. docs/select.md has the figures.
 
 >>> estimate_ms(macs=800e6, reference_macs=400e6, reference_p50_ms=10.0, overhead_ms=2.0)
 18.0
@@ -107,7 +110,7 @@ def profile_estimate(profile: Any, macs: float, reference_macs: float) -> float:
     if ref.device_p50_ms is None:
         raise LatencyError(f"profile {profile.name} ({profile.path}) has no [reference] device_p50_ms, the "
                            "reference model's latency on the device, so edgetl select cannot estimate latencies for "
-                           "it; add device_p50_ms (and overhead_ms) to its [reference] table (docs/devices.md)")  # fmt: skip
+                           "it; add device_p50_ms, overhead_ms, basis and source to its [reference] table (docs/devices.md)")  # fmt: skip
     return estimate_ms(macs, reference_macs, ref.device_p50_ms, ref.overhead_ms)
 
 

@@ -141,13 +141,12 @@ class Budget:
 class ReferenceModel:
     """The model the budget is stated for: backbone name, (height, width), quantization.
 
-    ``device_p50_ms``: its end-to-end p50 latency on the device (measured or estimated; the file
-    says which), and ``overhead_ms`` the share of it that does not grow with the model (JPEG
-    decode, resize, postprocess). ``edgetl select`` scales ``device_p50_ms - overhead_ms`` to
-    estimate other models' latency on a device it cannot measure; without it, it cannot.
-    ``basis`` says how the model's share of that figure was had (one of :data:`FIGURE_BASES`) and
-    ``source`` where it, and the overhead, come from; a profile file that gives ``device_p50_ms``
-    must give both.
+    ``device_p50_ms``: its end-to-end p50 latency on the device, and ``overhead_ms`` the share of it
+    that does not grow with the model (JPEG decode, resize, postprocess). ``edgetl select`` scales
+    ``device_p50_ms - overhead_ms`` to estimate other models' latency on a device it cannot
+    measure; without it, it cannot. ``basis`` says how the model's share of that figure was had
+    (one of :data:`FIGURE_BASES`) and ``source`` where it, and the overhead, come from; a profile
+    file that gives ``device_p50_ms`` must give both.
     """
 
     backbone: str

@@ -125,3 +125,47 @@ def test_validate_on_aarch64_without_the_emulated_root_says_how_to_build_it(tiny
     assert result.exit_code == 2, result.output
     assert "no emulated aarch64 root with edgetl-runtime at" in result.output and "benchmarks/arm64.py" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "pi.tflite").exists()
+
+
+def test_a_stale_runtime_in_the_emulated_root_is_found(tmp_path):
+    # The root's edgetl-runtime is a wheel of the source when benchmarks/arm64.py last ran: a validation there must
+    # judge the runtime that ships, so check_root refuses a copy with any differing file, naming one.
+    import edgetl_runtime
+
+    from edgetl.exporters.emulated import differing_files
+
+    host = Path(edgetl_runtime.__file__).parent
+    copy = tmp_path / "edgetl_runtime"
+    shutil.copytree(host, copy, ignore=shutil.ignore_patterns("__pycache__", "devices"))
+    assert differing_files(host, copy) == []
+    (copy / "decision.py").write_text((copy / "decision.py").read_text() + "\n# changed\n")
+    (copy / "old_module.py").write_text("")
+    assert differing_files(host, copy) == ["decision.py", "old_module.py"]
+
+
+def test_validate_on_aarch64_emulates_once_and_gates_on_those_scores(tiny_run, tmp_path, monkeypatch):
+    # The threshold pass and the gate run the same graph (the file that ships differs only in its metadata), so the
+    # emulated root is entered once. The root is stood in for by the host runtime (CI has no aarch64 root): what is
+    # checked is the plumbing, one call, and the report naming what ran.
+    import edgetl_runtime
+
+    from edgetl.exporters import emulated
+
+    calls = []
+
+    def host_scores(data, fmt, pixels, root=None):
+        calls.append(len(pixels))
+        path = tmp_path / f"scored.{fmt}"
+        path.write_bytes(data)
+        return edgetl_runtime.load(path).scores(pixels), {
+            "engine": "litert", "device": "cpu", "provider": "xnnpack", "machine": "aarch64",
+            "emulated": "stand-in", "runtime": "test"}  # fmt: skip
+
+    monkeypatch.setattr(emulated, "check_root", lambda root: None)
+    monkeypatch.setattr(emulated, "scores", host_scores)
+    out = tmp_path / "pi.tflite"
+    result = _run(tiny_run, "--quant", "int8", "--calib-samples", "12", "--validate-on", "aarch64", "--json", "-o", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])["validation"]
+    assert len(calls) == 1 and calls[0] == report["n_images"], calls
+    assert "aarch64, stand-in" in report["device"] and out.is_file()

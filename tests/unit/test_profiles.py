@@ -89,8 +89,8 @@ def test_every_latency_figure_names_its_source() -> None:
             assert re.search(r"[a-z]+\.(com|ai|org)/", ref.source), p.name
             assert any(f"{f.latency_ms:g} ms" in ref.source and f.model.split(",")[0].lower() in ref.source.lower()
                        for f in p.published), p.name  # fmt: skip
-        if ref.basis == "estimated":
-            assert "ESTIMATED" in ref.source and "estimated" in p.budget.source.lower(), p.name
+        if ref.basis == "estimated":  # the budget resting on it says so too
+            assert "estimated" in p.budget.source.lower(), p.name
 
 
 def test_pi_4_reference_is_the_published_int8_figure_nearest_the_default_model() -> None:

@@ -131,3 +131,6 @@ def test_the_advice_never_repeats_a_lever_already_pulled():
     with pytest.raises(MetricDropError) as caught:
         raise_for(report, ExportOptions(quantization="int8", calib_data=Path("one-cell")), calibrated_on=1)
     assert "the --calib folder gave 1" in str(caught.value) and "used 200" not in str(caught.value)
+    with pytest.raises(MetricDropError) as caught:  # no --calib: the images came from the run's train split
+        raise_for(report, ExportOptions(quantization="int8"), calibrated_on=40)
+    assert "the run's train split gave 40" in str(caught.value) and "--calib folder" not in str(caught.value)
