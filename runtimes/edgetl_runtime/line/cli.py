@@ -110,6 +110,9 @@ def serve(model: str, source_spec: str, sink_specs: tuple[str, ...], history_pat
     line.stop()
     if server is not None:
         server.stop()
+    for name, rows in line.owed.items():
+        click.echo(f"sink {name}: {rows} row(s) not delivered, owed in the history {line.history_path}; sent at the "
+                   "next start with the same --history and --sink", err=True)  # fmt: skip
     status = line.status()
     click.echo(f"station stopped: {status['parts']} parts decided, {status['rejects']} rejected, {status['errors']} "
                f"errors, {status['dropped']} dropped; history {line.history_path}", err=True)  # fmt: skip

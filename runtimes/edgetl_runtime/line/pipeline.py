@@ -95,6 +95,7 @@ class Line:
         self._finished = threading.Event()
         self.state, self.error, self.history_error = "ready", "", ""
         self.entered = 0
+        self.owed: dict[str, int] = {}  # at stop: rows each at-least-once sink has not delivered (sent at the next start)
         self._drift_window, self._baseline_size = drift_window, drift_baseline or 0
         self.drift, self._baseline = self._drift_monitor(drift_window, drift_baseline)
         self._latest_view: tuple[Any, Any] | None = None  # the last decided part's pixels and heatmap (the page)
@@ -165,6 +166,8 @@ class Line:
             self._finished.wait(5.0)
         for runner in self._runners:
             runner.close(timeout)
+        newest = self._history.max_id()
+        self.owed = {r.sink.name: newest - r.cursor for r in self._runners if r.sink.replay and newest > r.cursor}
         try:
             self.source.close()
         finally:

@@ -13,6 +13,7 @@ from ..parts import Result
 from .base import Sink
 
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+FAILING_FLUSH_S = 1.0  # a failing replaying sink's last try at a stop: the history keeps what it owes
 
 
 class SinkRunner:
@@ -93,12 +94,18 @@ class SinkRunner:
                 **(self.sink.details() if hasattr(self.sink, "details") else {})}  # fmt: skip
 
     def close(self, timeout: float = 10.0) -> None:
-        """Deliver what is queued for up to ``timeout`` seconds, then stop; the cursor is saved."""
+        """Deliver what is queued for up to ``timeout`` seconds, then stop; the cursor is saved.
+
+        A replaying sink whose last attempt failed gets :data:`FAILING_FLUSH_S` instead: what it has
+        not delivered stays owed in the history (its cursor) and is sent at the next start, so a dead
+        receiver does not hold a stop up for ``timeout`` seconds per sink.
+        """
         with self._cv:
             self._closing = True
             self._cv.notify()
+        failing = self.sink.replay and self._last_failure > (self.last_success or 0.0)
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(min(timeout, FAILING_FLUSH_S) if failing else timeout)
         with self._cv:
             self._abort = True
             self._cv.notify()
