@@ -154,7 +154,7 @@ def _write_variant(tmp_path: Path, edit: str, name: str = "bad-device") -> Path:
         ('source = "from the idle*=>source = "  "', "budget.source", "is empty"),
         ('basis = "measured"=>basis = "guessed"', "reference.basis", "not one of"),
         ('basis = "measured"=>', "reference.basis", "missing (required with device_p50_ms)"),
-        ('source = "measured idle*=>', "reference.source", "missing (required)"),
+        ('source = "on an idle*=>', "reference.source", "missing (required)"),
         ("[detect]=>[detect]\nedgetpu = \"wifi\"", "detect.edgetpu", "not one of"),
     ],
 )
