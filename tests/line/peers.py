@@ -128,8 +128,12 @@ class Mosquitto:
         self.binary, self.port, self.folder = binary, free_port(), folder
         (folder / "data").mkdir(exist_ok=True)
         self.config = folder / "mosquitto.conf"
+        # Started as root, mosquitto drops to its own user, which cannot write in a test's 0700 tmp folder: the
+        # persistence the restart tests rely on (a subscriber's session, its queued messages) would silently fail.
+        stay = "user root\n" if os.geteuid() == 0 else ""
         self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                               f"persistence_location {folder / 'data'}/\nautosave_interval 1\n")  # fmt: skip
+                               f"persistence_location {folder / 'data'}/\nautosave_interval 1\n{stay}")  # fmt: skip
+        self.database = folder / "data" / "mosquitto.db"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Mosquitto:

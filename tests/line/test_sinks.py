@@ -69,6 +69,7 @@ def test_mqtt_delivers_every_result_after_the_broker_comes_back(mosquitto, stati
         feed(part_images, incoming, 10)
         wait_for(lambda: len(subscriber.ids()) >= 10, 60, "the first 10 messages")
         mosquitto.stop()  # the broker goes away mid-run; the line goes on
+        assert mosquitto.database.is_file()  # it saved the subscriber's session: messages wait for it on restart
         feed(part_images, incoming, 20, start=10)
         station.wait_rows(30, 60)
         sink = wait_for(lambda: (s := station.get("/api/status")["sinks"][0])["failures"] and s, 30, "a failure")

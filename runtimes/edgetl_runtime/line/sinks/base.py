@@ -28,4 +28,6 @@ class Sink(Protocol):
         ...
 
     # Optional: ``wants(record) -> bool``, records the sink acts on (others never queue); ``wants_images``
-    # and ``capacity`` (a short queue: it holds images); ``details() -> dict`` for the status.
+    # and ``capacity`` (a short queue: it holds images); ``details() -> dict`` for the status; ``wake``
+    # (an attribute, None): the runner sets it to a callable the sink calls when it can deliver again
+    # (a broker reconnected), which ends the runner's retry back-off at once.

@@ -6,7 +6,7 @@ dies: the MQTT last will), is kept retained on ``TOPIC/state``, and station even
 threshold change) go to ``TOPIC/events``. A message counts as delivered when the broker
 acknowledged it (PUBACK); while the broker is away nothing is published, the records wait in the
 sink's queue and then in the history (the bounded offline buffer), and the client reconnects with
-back-off (1 to 30 s). Many stations on one broker each use their own topic; a plant dashboard or
+back-off (1 to 5 s); the reconnect wakes the sink's runner, so delivery resumes at once. Many stations on one broker each use their own topic; a plant dashboard or
 the MES subscribes to ``plant/+/+/results``.
 
 Options: ``mqtts://`` for TLS; ``mqtt://user@host/...`` with the password in ``EDGETL_MQTT_PASSWORD``;
@@ -20,7 +20,7 @@ import json
 import os
 import socket
 import threading
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from .base import SinkError
@@ -50,6 +50,7 @@ class MqttSink:
             raise SinkError(f"{spec}: unknown option(s) {sorted(unknown)}; this sink takes client_id, keepalive")
         self.name, self.topic = spec.split("?")[0], topic
         self._connected = threading.Event()
+        self.wake: Callable[[], None] | None = None  # set by the runner: called on (re)connect
         client_id = opts.get("client_id") or f"edgetl-{socket.gethostname()}-{os.getpid()}"
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         if url.username:
@@ -59,7 +60,7 @@ class MqttSink:
         client.will_set(f"{topic}/state", "offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = lambda *args: self._connected.clear()
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(min_delay=1, max_delay=5)  # a broker that is back is found within 5 s
         client.connect_async(url.hostname, url.port or (8883 if url.scheme == "mqtts" else 1883),
                              keepalive=int(opts.get("keepalive", 30)))  # fmt: skip
         client.loop_start()
@@ -69,6 +70,8 @@ class MqttSink:
         if not getattr(reason, "is_failure", False):
             client.publish(f"{self.topic}/state", "online", qos=1, retain=True)
             self._connected.set()
+            if self.wake is not None:
+                self.wake()
 
     def details(self) -> dict[str, Any]:
         return {"connected": self._connected.is_set()}

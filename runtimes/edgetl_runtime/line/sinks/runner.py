@@ -34,6 +34,8 @@ class SinkRunner:
         self.delivered = self.failures = self.skipped = 0
         self.last_error, self.last_success, self._last_failure = "", None, 0.0
         self._thread = threading.Thread(target=self._loop, name=f"sink {sink.name}", daemon=True)
+        if hasattr(sink, "wake"):  # e.g. MQTT: a reconnect ends the back-off instead of waiting it out (up to 30 s)
+            sink.wake = self._wake
 
     def start(self) -> None:
         history = History(self.history_path)
@@ -92,6 +94,10 @@ class SinkRunner:
                 "last_error": self.last_error, "cursor": self.cursor,
                 "ok": not self.last_error or (self.last_success or 0) > self._last_failure,
                 **(self.sink.details() if hasattr(self.sink, "details") else {})}  # fmt: skip
+
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify()
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued for up to ``timeout`` seconds, then stop; the cursor is saved.
