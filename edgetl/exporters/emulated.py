@@ -36,7 +36,7 @@ model = edgetl_runtime.load(sys.argv[1], device="cpu")
 np.save(sys.argv[3], model.scores(np.load(sys.argv[2])))
 info, state = model.info, machine_state()
 print(json.dumps({"engine": info.engine, "device": info.device, "provider": info.provider, "machine": state.machine,
-                  "emulated": getattr(state, "emulated", ""), "runtime": edgetl_runtime.__version__}))
+                  "emulated": state.emulated, "runtime": edgetl_runtime.__version__}))
 """
 
 
@@ -102,13 +102,12 @@ def scores(data: bytes, fmt: str, pixels: np.ndarray, root: Path | None = None) 
     root = root or default_root()
     check_root(root)
     work = Path(tempfile.mkdtemp(prefix="validate-", dir=root / "opt"))
-    inside = f"/opt/{work.name}"
+    inside, model = f"/opt/{work.name}", f"model.{'onnx' if fmt == 'onnx' else 'tflite'}"
     try:
-        (work / f"model.{'onnx' if fmt == 'onnx' else 'tflite'}").write_bytes(data)
+        (work / model).write_bytes(data)
         np.save(work / "pixels.npy", np.ascontiguousarray(pixels, np.uint8))
         (work / "score.py").write_text(_SCRIPT)
-        model = f"{inside}/model.{'onnx' if fmt == 'onnx' else 'tflite'}"
-        done = run_in_root(root, f"python3 {inside}/score.py {model} {inside}/pixels.npy {inside}/scores.npy")
+        done = run_in_root(root, f"python3 {inside}/score.py {inside}/{model} {inside}/pixels.npy {inside}/scores.npy")
         if done.returncode != 0 or not (work / "scores.npy").exists():
             raise ExportError(f"--validate-on aarch64: the exported file did not run in the emulated root {root} "
                               f"(exit {done.returncode}): {done.stderr.strip()[-1500:]}")  # fmt: skip

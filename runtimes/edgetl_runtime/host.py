@@ -123,9 +123,9 @@ def emulation_warning(state: MachineState) -> str | None:
             "not the device's; only the device itself gives its latency")
 
 
-def _cpu_model(machine: str) -> str:
+def _cpu_model(machine: str, cpuinfo: dict[str, str]) -> str:
     # Raspberry Pi, Jetson and other boards name themselves in the device tree.
-    name = pick_cpu_model(machine, _cpuinfo(), _read("/proc/device-tree/model"))
+    name = pick_cpu_model(machine, cpuinfo, _read("/proc/device-tree/model"))
     if name:
         return name
     if platform.system() == "Darwin":  # macOS has no /proc; platform.processor() only says "arm"
@@ -150,16 +150,16 @@ def machine_state() -> MachineState:
         load = tuple(float(x) for x in os.getloadavg())
     except (AttributeError, OSError):  # Windows has no load average
         load = (math.nan,) * 3
-    machine = platform.machine()
+    machine, cpuinfo = platform.machine(), _cpuinfo()
     return MachineState(
-        cpu_model=_cpu_model(machine),
+        cpu_model=_cpu_model(machine, cpuinfo),
         cores=_cores(),
         load=load,  # type: ignore[arg-type]
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         machine=machine,
         system=f"{platform.system()} {platform.release()}".strip() or "unknown",
         python=platform.python_version(),
-        emulated=emulation(machine, _cpuinfo()),
+        emulated=emulation(machine, cpuinfo),
     )
 
 

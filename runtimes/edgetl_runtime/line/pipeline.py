@@ -166,11 +166,11 @@ class Line:
             self._finished.wait(5.0)
         for runner in self._runners:
             runner.close(timeout)
-        newest = self._history.max_id()
-        self.owed = {r.sink.name: newest - r.cursor for r in self._runners if r.sink.replay and newest > r.cursor}
         try:
             self.source.close()
         finally:
+            newest = self._history.max_id()
+            self.owed = {r.sink.name: newest - r.cursor for r in self._runners if r.sink.replay and newest > r.cursor}
             self._history.event("stop", {**self.stats.snapshot(), "last": None, "error": self.error})
             self._history.close()
             self.state = "stopped"

@@ -6,8 +6,9 @@ dies: the MQTT last will), is kept retained on ``TOPIC/state``, and station even
 threshold change) go to ``TOPIC/events``. A message counts as delivered when the broker
 acknowledged it (PUBACK); while the broker is away nothing is published, the records wait in the
 sink's queue and then in the history (the bounded offline buffer), and the client reconnects with
-back-off (1 to 5 s); the reconnect wakes the sink's runner, so delivery resumes at once. Many stations on one broker each use their own topic; a plant dashboard or
-the MES subscribes to ``plant/+/+/results``.
+back-off (1 to 5 s); the reconnect wakes the sink's runner, so delivery resumes at once. Many
+stations on one broker each use their own topic; a plant dashboard or the MES subscribes to
+``plant/+/+/results``.
 
 Options: ``mqtts://`` for TLS; ``mqtt://user@host/...`` with the password in ``EDGETL_MQTT_PASSWORD``;
 ``?client_id=NAME`` (default ``edgetl-<host>-<pid>``); ``?keepalive=30``. Needs
